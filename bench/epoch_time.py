@@ -1,0 +1,79 @@
+"""Training time per batch: the plug-in's models vs RecBole's SASRec, side by side in one run.
+
+    python bench/epoch_time.py --dataset=ml-100k [--batches=30] [--data_path=...]
+
+Same data, batch size and seed for every model; prints seconds per batch, the estimated epoch
+time and the ratio to RecBole's SASRec, and writes results/<dataset>-epoch-time.md.
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import torch  # noqa: E402
+from recbole.data import data_preparation  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
+
+from recbole_rag import Config, get_model, get_trainer  # noqa: E402
+from recbole_rag.data import load_dataset  # noqa: E402
+
+VARIANTS = [
+    ("SASRec (RecBole)", "SASRec", {}),
+    ("DuoRec contrast=none (our encoder = SASRec)", "DuoRec", {"contrast": "none"}),
+    ("DuoRec", "DuoRec", {}),
+]
+
+
+def time_batches(model_name, overrides, dataset, batches, common):
+    config = Config(model_name, dataset, config_dict={**common, **overrides})
+    init_seed(config["seed"], True)
+    train_data, _, _ = data_preparation(config, load_dataset(config))
+    model = get_model(model_name)(config, train_data.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    model.train()
+    times = []
+    for i, batch in enumerate(train_data):
+        if i > batches:
+            break
+        start = time.perf_counter()
+        trainer.optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        trainer.optimizer.step()
+        if i > 0:  # the first batch warms up
+            times.append(time.perf_counter() - start)
+    per_batch = sorted(times)[len(times) // 2]
+    return per_batch, per_batch * len(train_data), len(train_data)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data_path", default="dataset/")
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--train_batch_size", type=int, default=256)
+    args = parser.parse_args()
+    common = {"data_path": args.data_path, "train_batch_size": args.train_batch_size,
+              "show_progress": False, "state": "ERROR"}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, anomaly detection "
+          f"{torch.is_anomaly_enabled()}")
+    rows, base = [], None
+    for label, model_name, overrides in VARIANTS:
+        per_batch, per_epoch, n = time_batches(model_name, overrides, args.dataset, args.batches, common)
+        base = base or per_batch
+        rows.append((label, per_batch, per_epoch, n, per_batch / base))
+        print(f"{label:45s} {per_batch:.3f} s/batch  ~{per_epoch:.0f} s/epoch ({n} batches)  "
+              f"ratio to RecBole SASRec {per_batch / base:.2f}", flush=True)
+    os.makedirs("results", exist_ok=True)
+    with open(f"results/{args.dataset}-epoch-time.md", "w") as f:
+        f.write(f"# Training time per batch on {args.dataset} (batch {args.train_batch_size}, "
+                f"median of {args.batches} batches, {torch.get_num_threads()} threads)\n\n")
+        f.write("| model | s/batch | est. s/epoch | ratio to RecBole SASRec |\n|---|---|---|---|\n")
+        for label, per_batch, per_epoch, n, ratio in rows:
+            f.write(f"| {label} | {per_batch:.3f} | {per_epoch:.0f} | {ratio:.2f} |\n")
+
+
+if __name__ == "__main__":
+    main()

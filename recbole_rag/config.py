@@ -1,0 +1,114 @@
+"""RecBole's Config with the plug-in's properties layered in.
+
+Order, later wins: RecBole's defaults < properties/overall.yaml < properties/model/<M>.yaml <
+properties/dataset/<D>.yaml < the user's YAML files < config_dict (the CLI's --key=value).
+"""
+import os
+from pathlib import Path
+
+import yaml
+from recbole.config import Config as RecBoleConfig
+
+from recbole_rag.errors import ConfigError
+from recbole_rag.registry import get_model
+
+
+def properties_dir():
+    """properties/ of a checkout, else the copy installed as package data."""
+    checkout = Path(__file__).resolve().parent.parent / "properties"
+    if (checkout / "overall.yaml").is_file():
+        return checkout
+    from importlib.resources import files
+
+    return Path(str(files("recbole_rag.properties")))
+
+
+def property_files(model_name, dataset_name):
+    """The plug-in's YAML files for this model and dataset, lowest priority first."""
+    root = properties_dir()
+    candidates = [
+        root / "overall.yaml",
+        root / "model" / f"{model_name}.yaml",
+        root / "dataset" / f"{dataset_name}.yaml",
+    ]
+    return [str(path) for path in candidates if path.is_file()]
+
+
+def _type_error(key, value, default):
+    """A message if ``value`` cannot stand where the default ``default`` stands, else None."""
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+        wanted = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        wanted = "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        wanted = "a number"
+    elif isinstance(default, dict):
+        ok = isinstance(value, dict)
+        wanted = "a mapping such as {'a': 1}"
+    else:
+        return None
+    if ok:
+        return None
+    return f"'{key}' expects {wanted} (default {default!r}), got {value!r}"
+
+
+class Config(RecBoleConfig):
+    """Use exactly like ``recbole.config.Config``; ``model`` may be one of the plug-in's models."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        if not model:
+            raise ConfigError("No model given: pass --model=<name>, e.g. --model=SASRec.")
+        if not dataset or not isinstance(dataset, str):
+            raise ConfigError("No dataset given: pass --dataset=<name>, e.g. --dataset=ml-100k.")
+        model_class = get_model(model) if isinstance(model, str) else model
+        user_files = [str(f) for f in (config_file_list or [])]
+        for path in user_files:
+            if not os.path.isfile(path):
+                raise ConfigError(f"Config file '{path}' does not exist.")
+        files = property_files(model_class.__name__, dataset) + user_files
+        super().__init__(
+            model=model_class,
+            dataset=dataset,
+            config_file_list=files,
+            config_dict=dict(config_dict or {}),
+        )
+
+    def _load_config_files(self, file_list):
+        merged = {}
+        for path in file_list or []:
+            try:
+                with open(path, "r", encoding="utf-8") as f:
+                    loaded = yaml.load(f.read(), Loader=self.yaml_loader)
+            except yaml.YAMLError as err:
+                raise ConfigError(f"Config file '{path}' is not valid YAML: {err}") from err
+            if loaded is None:
+                continue
+            if not isinstance(loaded, dict):
+                raise ConfigError(
+                    f"Config file '{path}' must be a mapping of 'key: value' lines, "
+                    f"got a {type(loaded).__name__}."
+                )
+            merged.update(loaded)
+        return merged
+
+    def _load_cmd_line(self):
+        # The CLI parses sys.argv itself and hands --key=value overrides in as config_dict, so a
+        # library call never picks up the arguments of whatever script imported it.
+        return {}
+
+    def _get_final_config_dict(self):
+        defaults = dict(self.internal_config_dict)
+        defaults.update(self.file_config_dict)
+        problems = [
+            message
+            for key, value in self.variable_config_dict.items()
+            if (message := _type_error(key, value, defaults.get(key)))
+        ]
+        if problems:
+            raise ConfigError("Invalid override: " + "; ".join(problems) + ".")
+        return super()._get_final_config_dict()

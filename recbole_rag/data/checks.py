@@ -1,0 +1,100 @@
+"""Dataset checks that run before RecBole loads anything, so a wrong input stops in seconds
+with a message that says what to do, instead of a download attempt or a bare traceback."""
+import os
+
+from recbole.data import create_dataset
+
+from recbole_rag.errors import DatasetError
+
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
+ATOMIC_SUFFIXES = ("inter", "user", "item")
+
+
+def _how_to_get(dataset_name):
+    return (
+        "To get it: convert raw files with `python -m recbole_rag.data.convert "
+        f"--format=amazon-csv|amazon-json|sequences --input=FILE --dataset={dataset_name} "
+        "--output_dir=DATA_PATH`, or, where a network exists, let RecBole download it with "
+        f"`python -m recbole_rag.data.convert --download={dataset_name} --output_dir=DATA_PATH`; "
+        "then pass --data_path=DATA_PATH."
+    )
+
+
+def read_atomic_header(path, field_separator="\t"):
+    """Column name -> type of an atomic file, checking that every column is typed."""
+    with open(path, "r", encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n")
+    if not header:
+        raise DatasetError(f"Atomic file '{path}' is empty: its first line must be a typed header.")
+    fields = {}
+    for position, column in enumerate(header.split(field_separator), start=1):
+        name, _, ftype = column.partition(":")
+        if not name or ftype not in ATOMIC_TYPES:
+            raise DatasetError(
+                f"Atomic file '{path}': header column {position} is '{column}', not 'name:type' "
+                f"with type one of {', '.join(ATOMIC_TYPES)}. The first line must look like "
+                "'user_id:token<TAB>item_id:token<TAB>timestamp:float'."
+            )
+        fields[name] = ftype
+    return fields
+
+
+def check_dataset_files(config):
+    """Fail fast unless the dataset's atomic files exist and have typed headers with the
+    fields the config needs."""
+    name, folder = config["dataset"], config["data_path"]
+    if config["benchmark_filename"]:
+        inter_files = [f"{name}.{part}.inter" for part in config["benchmark_filename"]]
+    else:
+        inter_files = [f"{name}.inter"]
+    missing = [f for f in inter_files if not os.path.isfile(os.path.join(folder, f))]
+    if missing:
+        where = "exists but lacks" if os.path.isdir(folder) else "does not exist, so it lacks"
+        raise DatasetError(
+            f"Dataset '{name}' not found: the folder '{folder}' {where} {', '.join(missing)} "
+            f"(RecBole atomic files: {name}.inter, optionally {name}.item and {name}.user). "
+            + _how_to_get(name)
+        )
+    separator = config["field_separator"] or "\t"
+    for suffix in ATOMIC_SUFFIXES:
+        for filename in inter_files if suffix == "inter" else [f"{name}.{suffix}"]:
+            path = os.path.join(folder, filename)
+            if not os.path.isfile(path):
+                continue
+            fields = read_atomic_header(path, separator)
+            if suffix == "inter":
+                needed = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]]
+                absent = [f for f in needed if f and f not in fields]
+                if absent:
+                    raise DatasetError(
+                        f"Atomic file '{path}' has columns {', '.join(fields)} but lacks "
+                        f"{', '.join(absent)}: set USER_ID_FIELD / ITEM_ID_FIELD / TIME_FIELD to "
+                        "the file's names, or rename its columns."
+                    )
+
+
+def _empty_after_filtering(config, inter_num):
+    filters = {
+        key: config[key]
+        for key in ("user_inter_num_interval", "item_inter_num_interval", "val_interval")
+        if config[key]
+    }
+    return DatasetError(
+        f"Dataset '{config['dataset']}' is empty after filtering ({inter_num} interactions left; "
+        f"filters: {filters or 'none'}). Loosen the filters "
+        "(e.g. --user_inter_num_interval=\"[1,inf)\") or use more data."
+    )
+
+
+def load_dataset(config):
+    """RecBole's create_dataset with the checks above before and an emptiness check after."""
+    check_dataset_files(config)
+    try:
+        dataset = create_dataset(config)
+    except ValueError as err:
+        if "feat is empty" in str(err):  # RecBole's own words when filtering removed everything
+            raise _empty_after_filtering(config, 0) from err
+        raise
+    if dataset.inter_num == 0 or dataset.user_num <= 1 or dataset.item_num <= 1:
+        raise _empty_after_filtering(config, dataset.inter_num)
+    return dataset

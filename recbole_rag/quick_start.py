@@ -1,0 +1,105 @@
+"""One path for every run: Config -> RecBole dataset and dataloaders -> model -> trainer ->
+RecBole's evaluator; and ``compare`` for several models under the same settings."""
+import csv
+import os
+import time
+from logging import getLogger
+
+from recbole.data import data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_rag.config import Config
+from recbole_rag.data import load_dataset
+from recbole_rag.errors import ConfigError
+from recbole_rag.registry import get_model, get_trainer
+
+
+def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, saved=True):
+    """Train and test ``model`` on ``dataset``; returns a dict with the best valid and the test
+    results (RecBole's metric names, e.g. ``test_result['ndcg@10']``) and timings."""
+    config = Config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    data = load_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_time = time.perf_counter() - start
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    epochs_run = max(len(trainer.train_loss_dict), 1)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": dict(best_valid_result or {}),
+        "test_result": dict(test_result or {}),
+        "train_time_s": train_time,
+        "epochs_run": epochs_run,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+
+
+def comparison_table(results, metrics):
+    """Rows of (model, metric values..., relative change of each metric over the first model)."""
+    base = results[0]["test_result"]
+    rows = []
+    for result in results:
+        test = result["test_result"]
+        values = [test[m] for m in metrics]
+        changes = [
+            (test[m] - base[m]) / base[m] * 100 if base[m] else float("nan") for m in metrics
+        ]
+        rows.append((result["model"], values, changes, result["train_time_s"], result["epochs_run"]))
+    return rows
+
+
+def write_comparison(results, dataset, out_dir="results"):
+    """Write ``<out_dir>/<dataset>-compare.md`` and ``.csv``; return the Markdown table."""
+    metrics = [m for m in results[0]["test_result"]]
+    rows = comparison_table(results, metrics)
+    header = ["model"] + metrics + [f"{m} vs {results[0]['model']}" for m in metrics] + ["train s", "epochs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model, values, changes, seconds, epochs in rows:
+        cells = [model] + [f"{v:.4f}" for v in values] + [f"{c:+.1f}%" for c in changes]
+        lines.append("| " + " | ".join(cells + [f"{seconds:.0f}", str(epochs)]) + " |")
+    table = "\n".join(lines)
+    os.makedirs(out_dir, exist_ok=True)
+    base = os.path.join(out_dir, f"{dataset}-compare")
+    with open(base + ".md", "w", encoding="utf-8") as f:
+        f.write(f"# Test results on {dataset}\n\n{table}\n")
+    with open(base + ".csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model"] + metrics + [f"{m}_change_pct" for m in metrics] + ["train_time_s", "epochs_run"])
+        for model, values, changes, seconds, epochs in rows:
+            writer.writerow([model] + values + [round(c, 2) for c in changes] + [round(seconds, 1), epochs])
+    return table
+
+
+def compare(models, dataset, config_file_list=None, config_dict=None, out_dir="results"):
+    """Run each model with the same data, split, seed and budget; write and return the table."""
+    if isinstance(models, str):
+        models = [m for m in models.split(",") if m]
+    if not models:
+        raise ConfigError("--compare needs at least one model, e.g. --compare=SASRec,DuoRec.")
+    for name in models:  # fail before any training if a name is wrong
+        get_model(name)
+    results = [run_recbole_rag(m, dataset, config_file_list, config_dict) for m in models]
+    table = write_comparison(results, dataset, out_dir)
+    return results, table

@@ -1,0 +1,69 @@
+import pytest
+
+from recbole_rag import Config
+from recbole_rag.config import properties_dir
+from recbole_rag.errors import ConfigError
+
+
+def test_properties_layer_overall_then_model_then_dataset(tiny):
+    config = Config("DuoRec", "tiny", config_dict=tiny)
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert config["eval_args"]["order"] == "TO"
+    assert config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    assert config["topk"] == [5, 10, 20]
+    assert config["valid_metric"] == "NDCG@10"
+    assert config["loss_type"] == "CE"
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # no training negatives
+    assert config["contrast"] == "us_x"  # properties/model/DuoRec.yaml
+    assert (properties_dir() / "dataset" / "amazon-beauty.yaml").is_file()
+
+
+def test_user_files_override_properties_and_command_line_overrides_files(tiny, tmp_path):
+    user_file = tmp_path / "mine.yaml"
+    user_file.write_text("learning_rate: 0.01\nlmd_sem: 0.3\n")
+    config = Config("DuoRec", "tiny", [str(user_file)], {**tiny, "lmd_sem": 0.5})
+    assert config["learning_rate"] == 0.01
+    assert config["lmd_sem"] == 0.5
+
+
+def test_dataset_properties_load_fields_that_exist_with_and_without_rating():
+    config = Config("SASRec", "amazon-beauty")
+    assert config["load_col"] == {"inter": ["user_id", "item_id", "timestamp"]}
+    assert config["user_inter_num_interval"] == "[5,inf)"
+
+
+def test_malformed_yaml_names_the_file(tiny, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1, 2\nlr: 0.1\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
+        Config("SASRec", "tiny", [str(bad)], tiny)
+
+
+def test_yaml_that_is_not_a_mapping_is_refused(tiny, tmp_path):
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- epochs\n- 3\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        Config("SASRec", "tiny", [str(listy)], tiny)
+
+
+def test_missing_config_file(tiny):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Config("SASRec", "tiny", ["nope.yaml"], tiny)
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [("epochs", "abc", "an integer"), ("epochs", 2.5, "an integer"),
+     ("learning_rate", "fast", "a number"), ("reproducibility", 3, "true or false"),
+     ("eval_args", "loo", "a mapping")],
+)
+def test_override_of_the_wrong_type_is_refused(tiny, key, value, expected):
+    with pytest.raises(ConfigError, match=f"'{key}' expects {expected}"):
+        Config("SASRec", "tiny", config_dict={**tiny, key: value})
+
+
+def test_missing_model_or_dataset():
+    with pytest.raises(ConfigError, match="No dataset"):
+        Config("SASRec", None)
+    with pytest.raises(ConfigError, match="No model"):
+        Config(None, "ml-100k")

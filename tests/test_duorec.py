@@ -1,0 +1,97 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from recbole.data import data_preparation
+
+from recbole_rag import Config, get_model
+from recbole_rag.data import load_dataset
+from recbole_rag.errors import ConfigError
+from recbole_rag.model.layers import SASRecEncoder, dropout, keep_mask
+from recbole_rag.model.sequential_recommender.duorec import SameTargetSampler, info_nce
+
+
+def test_same_target_sampler_returns_other_sequences_with_the_same_next_item():
+    seqs = torch.tensor([[1, 2, 0], [3, 2, 0], [4, 0, 0], [5, 6, 7], [6, 7, 0]])
+    lens = torch.tensor([2, 2, 1, 3, 2])
+    targets = torch.tensor([9, 9, 8, 9, 5])
+    sampler = SameTargetSampler(seqs, lens, targets, n_items=10)
+    torch.manual_seed(0)
+    for _ in range(20):
+        sem, sem_len = sampler.sample(seqs, targets)
+        for row in range(5):
+            source = (seqs == sem[row]).all(1).nonzero().item()
+            assert targets[source] == targets[row]
+            assert sem_len[row] == lens[source]
+    # a target seen once falls back to the sequence itself (its second dropout view)
+    assert torch.equal(sem[2], seqs[2]) and torch.equal(sem[4], seqs[4])
+
+
+def test_same_target_sampler_mostly_avoids_the_query_itself():
+    seqs = torch.arange(1, 9).view(4, 2)
+    targets = torch.tensor([3, 3, 3, 3])
+    sampler = SameTargetSampler(seqs, torch.full((4,), 2), targets, n_items=5)
+    torch.manual_seed(0)
+    hits = sum(int((sampler.sample(seqs, targets)[0] == seqs).all(1).sum()) for _ in range(200))
+    assert hits < 0.15 * 800  # one draw alone would hit itself 25% of the time; two draws ~6%
+
+
+def test_info_nce_prefers_matching_views():
+    torch.manual_seed(0)
+    z = F.normalize(torch.randn(8, 16), dim=-1) * 4
+    aligned = info_nce(z, z + 0.01 * torch.randn_like(z), temperature=1.0)
+    shuffled = info_nce(z, z[torch.randperm(8)], temperature=1.0)
+    assert aligned < shuffled
+
+
+def test_keep_mask_rate_and_inverted_dropout_expectation():
+    torch.manual_seed(0)
+    mask = keep_mask((200, 500), 0.3, "cpu")
+    assert abs(mask.float().mean().item() - 0.7) < 0.01
+    x = torch.ones(200, 500)
+    assert abs(dropout(x, 0.3, True).mean().item() - 1.0) < 0.02
+    assert torch.equal(dropout(x, 0.3, False), x)
+
+
+def test_encoder_is_causal_and_ignores_padding():
+    torch.manual_seed(0)
+    encoder = SASRecEncoder(n_items=20, max_seq_length=6, hidden_size=8, n_layers=2, n_heads=2, inner_size=16).eval()
+    seq = torch.tensor([[3, 4, 5, 0, 0, 0]])
+    longer = torch.tensor([[3, 4, 5, 9, 9, 9]])
+    out = encoder(seq, torch.tensor([3]))
+    assert torch.allclose(out, encoder(longer, torch.tensor([3])), atol=1e-6)  # items after length unseen
+    assert not torch.allclose(out, encoder(longer, torch.tensor([4])))
+
+
+def _duorec(tiny, **overrides):
+    config = Config("DuoRec", "tiny", config_dict={**tiny, **overrides})
+    train, _, _ = data_preparation(config, load_dataset(config))
+    return get_model("DuoRec")(config, train.dataset), next(iter(train))
+
+
+def test_duorec_without_contrast_is_cross_entropy_and_with_it_adds_the_term(tiny):
+    torch.manual_seed(0)
+    plain, batch = _duorec(tiny, contrast="none")
+    plain.eval()  # no dropout: the loss is deterministic
+    logits = plain.full_sort_predict(batch)
+    assert torch.allclose(plain.calculate_loss(batch), F.cross_entropy(logits, batch["item_id"]))
+    duorec, _ = _duorec(tiny)
+    duorec.load_state_dict(plain.state_dict())
+    duorec.eval()
+    assert duorec.calculate_loss(batch) > plain.calculate_loss(batch)
+
+
+def test_duorec_full_sort_agrees_with_predict(tiny):
+    model, batch = _duorec(tiny)
+    model.eval()
+    scores = model.full_sort_predict(batch)
+    assert torch.allclose(model.predict(batch), scores.gather(1, batch["item_id"][:, None]).squeeze(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"contrast": "both"}, "contrast must be one of"),
+    ({"tau": 0.0}, "tau must be > 0"),
+    ({"lmd_sem": -1.0}, "lmd_sem must be >= 0"),
+])
+def test_duorec_bad_settings(tiny, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _duorec(tiny, **overrides)

@@ -1,0 +1,74 @@
+import csv
+import pickle
+
+import pytest
+import torch
+
+from recbole_rag import compare, run_recbole_rag
+from recbole_rag.cli import main, parse_overrides
+from recbole_rag.errors import ConfigError
+
+METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+def test_run_returns_valid_and_test_results_and_a_safe_checkpoint(tiny):
+    result = run_recbole_rag("SASRec", "tiny", config_dict=tiny)
+    assert list(result["test_result"]) == METRICS
+    assert list(result["best_valid_result"]) == METRICS
+    assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
+    assert result["test_result"]["recall@20"] >= result["test_result"]["recall@5"]
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)
+    assert checkpoint["config"]["model"] == "SASRec"
+    assert "item_embedding.weight" in checkpoint["state_dict"]
+
+
+def test_any_recbole_sequential_model_runs_through_the_same_path(tiny):
+    result = run_recbole_rag("GRU4Rec", "tiny", config_dict={**tiny, "epochs": 1, "embedding_size": 16})
+    assert list(result["test_result"]) == METRICS
+
+
+def test_compare_writes_markdown_and_csv_with_relative_change(tiny, tmp_path):
+    _, table = compare("SASRec,DuoRec", "tiny", config_dict={**tiny, "epochs": 1}, out_dir=str(tmp_path / "res"))
+    assert "| SASRec |" in table and "| DuoRec |" in table
+    assert (tmp_path / "res" / "tiny-compare.md").read_text().count("\n|") >= 3
+    with open(tmp_path / "res" / "tiny-compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["SASRec", "DuoRec"]
+    assert float(rows[0]["ndcg@10_change_pct"]) == 0.0
+    sasrec, duorec = float(rows[0]["ndcg@10"]), float(rows[1]["ndcg@10"])
+    if sasrec:
+        assert float(rows[1]["ndcg@10_change_pct"]) == pytest.approx((duorec - sasrec) / sasrec * 100, abs=0.01)
+
+
+def test_compare_checks_every_name_before_training(tiny):
+    with pytest.raises(Exception, match="Unknown model 'Nope'"):
+        compare(["SASRec", "Nope"], "tiny", config_dict=tiny)
+
+
+def test_cli_runs_and_prints_results(tiny, capsys):
+    args = [f"--{k}={v}" for k, v in tiny.items()]
+    assert main(["--model=SASRec", "--dataset=tiny", "--epochs=1"] + args[1:]) == 0
+    assert "test result: recall@5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--model=NoSuchRec", "--dataset=ml-100k"], "Unknown model 'NoSuchRec'"),
+     (["--model=SASRec", "--dataset=ml-100k", "--epochs=abc"], "'epochs' expects an integer"),
+     (["--model=SASRec", "--dataset=ml-100k", "stray"], "Cannot read argument 'stray'"),
+     (["--model=SASRec", "--dataset=nope-dataset"], "Dataset 'nope-dataset' not found"),
+     (["--model=SASRec", "--dataset=ml-100k", "--config_files=missing.yaml"], "does not exist")],
+)
+def test_cli_bad_input_is_one_clear_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_overrides_are_typed():
+    assert parse_overrides(["--epochs=3", "--learning_rate=1e-3", "--topk=[5,10]", "--reproducibility=false",
+                            "--learner=adam", "--train_neg_sample_args=None"]) == {
+        "epochs": 3, "learning_rate": 0.001, "topk": [5, 10], "reproducibility": False,
+        "learner": "adam", "train_neg_sample_args": None}
+    with pytest.raises(ConfigError):
+        parse_overrides(["-epochs"])
