@@ -31,3 +31,5 @@ torch.autograd.set_detect_anomaly(False)
 # With pandas < 3 (pinned) RecBole's `df[field].fillna(..., inplace=True)` still works, but pandas
 # 2.2+ warns about it on every dataset load; the warning is about RecBole's code, not the user's.
 warnings.filterwarnings("ignore", message=r".*inplace method.*", category=FutureWarning)
+# RecBole's Trainer builds torch.cuda.amp.GradScaler every epoch, deprecated in torch 2.4+.
+warnings.filterwarnings("ignore", message=r".*torch.cuda.amp.GradScaler.*", category=FutureWarning)

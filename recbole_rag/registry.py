@@ -10,9 +10,12 @@ from recbole_rag.errors import UnknownModelError
 # name -> module of the plug-in's models (imported on first use).
 OUR_MODELS = {
     "DuoRec": "recbole_rag.model.sequential_recommender.duorec",
+    "RaSeRec": "recbole_rag.model.sequential_recommender.raserec",
 }
 # model name -> "module:Class" of its trainer.
-OUR_TRAINERS = {}
+OUR_TRAINERS = {
+    "RaSeRec": "recbole_rag.trainer.raserec_trainer:RaSeRecTrainer",
+}
 
 # RecBole's model packages, in the order RecBole's own get_model searches them. The exlib
 # package (lightgbm, xgboost) is left out: importing it fails without those libraries, which is

@@ -1,0 +1,142 @@
+"""MemoryBank: <user-sequence vector, next item> pairs in a faiss index.
+
+Small verbs on one object, like faiss itself: ``add``, ``search``, ``save``, ``load``, ``len``.
+Keys are kept beside the index as given (``search`` returns the retrieved key vectors, which the
+retrieval-augmented attention attends over; with ``metric='cosine'`` only the index sees them
+L2-normalised), values are item ids. Entry ids are 0, 1, 2, ... in
+insertion order, so a caller can exclude a query's own entry.
+"""
+import json
+import os
+
+import faiss
+import numpy as np
+
+from recbole_rag.errors import ConfigError
+
+INDEX_TYPES = ("flat", "ivf", "hnsw")
+METRICS = ("ip", "cosine")
+FORMAT_VERSION = 1
+
+
+def _as_matrix(array, dim, what):
+    array = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (n, {dim}), got {array.shape}")
+    return array
+
+
+class MemoryBank:
+    """faiss-backed memory of (key vector, item id) pairs.
+
+    index_type: ``flat`` (exact inner product, default), ``ivf`` (IVF-Flat; trained on the first
+    ``add`` of at least ``nlist`` keys) or ``hnsw``. metric: ``ip`` or ``cosine`` (keys and
+    queries L2-normalised).
+    """
+
+    def __init__(self, dim, index_type="flat", metric="ip", nlist=1024, nprobe=16, hnsw_m=32, ef_search=64):
+        if index_type not in INDEX_TYPES:
+            raise ConfigError(f"memory index_type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
+        if metric not in METRICS:
+            raise ConfigError(f"memory metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        self.dim, self.index_type, self.metric = int(dim), index_type, metric
+        self.params = {"nlist": int(nlist), "nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search)}
+        self.index = self._new_index()
+        self.keys = np.zeros((0, self.dim), dtype=np.float32)
+        self.values = np.zeros(0, dtype=np.int64)
+
+    def _new_index(self):
+        ip = faiss.METRIC_INNER_PRODUCT
+        if self.index_type == "flat":
+            return faiss.IndexFlatIP(self.dim)
+        if self.index_type == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, self.params["hnsw_m"], ip)
+            index.hnsw.efSearch = self.params["ef_search"]
+            return index
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, self.params["nlist"], ip)
+        index.nprobe = self.params["nprobe"]
+        return index
+
+    def _for_index(self, vectors):
+        if self.metric == "cosine":
+            vectors = vectors.copy()
+            faiss.normalize_L2(vectors)
+        return vectors
+
+    def __len__(self):
+        return len(self.values)
+
+    def add(self, keys, values):
+        """Append pairs; returns the ids given to them. Works at any time, no retraining."""
+        keys = _as_matrix(keys, self.dim, "keys")
+        values = np.asarray(values, dtype=np.int64).reshape(-1)
+        if len(values) != len(keys):
+            raise ValueError(f"add() got {len(keys)} keys but {len(values)} values")
+        if len(values) and values.min() < 0:
+            raise ValueError("values must be item ids >= 0")
+        if not self.index.is_trained:
+            if len(keys) < self.params["nlist"]:
+                raise ValueError(
+                    f"an ivf bank is trained on its first add, which needs >= nlist="
+                    f"{self.params['nlist']} keys (got {len(keys)}); lower memory_nlist or use flat/hnsw"
+                )
+            self.index.train(self._for_index(keys))
+        first = len(self)
+        self.index.add(self._for_index(keys))
+        self.keys = np.concatenate([self.keys, keys])
+        self.values = np.concatenate([self.values, values])
+        return np.arange(first, len(self))
+
+    def search(self, queries, k, exclude=None):
+        """Top-k entries per query -> (scores (q, k), keys (q, k, dim), values (q, k), ids (q, k)).
+
+        exclude: entries never returned for a query, either (q,) ids or (q, 2) id ranges
+        [start, stop) -- e.g. a training query's own <sequence, target> pair and its user's later
+        prefixes. Slots an approximate index leaves empty have id -1, value 0 and a zero key.
+        """
+        if len(self) == 0:
+            raise ValueError("the memory bank is empty: add() pairs before search()")
+        ranges = None
+        if exclude is not None:
+            ranges = np.asarray(exclude, dtype=np.int64)
+            ranges = np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
+        extra = 0 if ranges is None else int((ranges[:, 1] - ranges[:, 0]).max(initial=0))
+        if not 0 < k <= len(self) - extra:
+            raise ValueError(f"k must be in [1, {len(self) - extra}] for a bank of {len(self)} entries "
+                             f"(excluding up to {extra} per query), got {k}")
+        queries = self._for_index(_as_matrix(queries, self.dim, "queries"))
+        scores, ids = self.index.search(queries, k + extra)
+        if ranges is not None:
+            excluded = (ids >= ranges[:, :1]) & (ids < ranges[:, 1:])
+            first_kept = np.argsort(excluded, axis=1, kind="stable")[:, :k]
+            scores = np.take_along_axis(scores, first_kept, 1)
+            ids = np.take_along_axis(ids, first_kept, 1)
+        found = np.maximum(ids, 0)
+        keys = np.where((ids >= 0)[..., None], self.keys[found], 0.0).astype(np.float32)
+        return scores, keys, np.where(ids >= 0, self.values[found], 0), ids
+
+    def save(self, path):
+        """One .npz file (serialized faiss index, keys, values, settings), written atomically."""
+        meta = {"version": FORMAT_VERSION, "dim": self.dim, "index_type": self.index_type,
+                "metric": self.metric, **self.params}
+        tmp_path = f"{path}.tmp-{os.getpid()}.npz"
+        np.savez(tmp_path, index=faiss.serialize_index(self.index), keys=self.keys,
+                 values=self.values, meta=np.array(json.dumps(meta)))
+        os.replace(tmp_path, path)
+
+    @classmethod
+    def load(cls, path):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no memory bank file at '{path}'")
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            bank = cls(meta["dim"], meta["index_type"], meta["metric"], meta["nlist"], meta["nprobe"],
+                       meta["hnsw_m"], meta["ef_search"])
+            bank.index = faiss.deserialize_index(data["index"])
+            bank.keys, bank.values = data["keys"], data["values"]
+        if bank.index.ntotal != len(bank.values):
+            raise ValueError(f"'{path}' is inconsistent: {bank.index.ntotal} vectors, {len(bank.values)} values")
+        return bank
+
+    def __repr__(self):
+        return f"MemoryBank({len(self)} entries, dim={self.dim}, {self.index_type}, {self.metric})"

@@ -1,0 +1,60 @@
+"""Retrieval-augmented attention (RaSeRec's RAM): a user vector attends over the K memories
+retrieved for it -- keys are the retrieved users' sequence vectors, values the embeddings of
+the items that followed them.
+
+Structure of the reference implementation's default (seq -> target) channel: cross-attention,
+a position-wise feed-forward with residual and LayerNorm, and a second cross-attention whose
+query is the feed-forward output; no residual around the cross-attentions.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_rag.model.layers import dropout
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of one query vector per row over K (key, value) vectors."""
+
+    def __init__(self, hidden_size, n_heads, dropout_prob, temperature=1.0):
+        super().__init__()
+        if hidden_size % n_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of n_heads {n_heads}")
+        self.n_heads, self.dropout_prob, self.temperature = n_heads, dropout_prob, temperature
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
+        self.value = nn.Linear(hidden_size, hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, query, keys, values, valid=None):
+        """query (B, H), keys and values (B, K, H), valid (B, K) bool or None -> (B, H)."""
+        batch, k, hidden = keys.shape
+        q = self.query(query).view(batch, self.n_heads, 1, -1)
+        key = self.key(keys).view(batch, k, self.n_heads, -1).transpose(1, 2)  # (B, heads, K, d)
+        value = self.value(values).view(batch, k, self.n_heads, -1).transpose(1, 2)
+        scores = q @ key.transpose(-1, -2) / (math.sqrt(q.shape[-1]) * self.temperature)
+        if valid is not None:
+            scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+        probs = dropout(scores.softmax(-1), self.dropout_prob, self.training)
+        context = (probs @ value).reshape(batch, hidden)
+        return dropout(self.out(context), self.dropout_prob, self.training)
+
+
+class RetrievalAugmentedAttention(nn.Module):
+    """h, retrieved keys and item vectors -> h' (the retrieval-based user representation)."""
+
+    def __init__(self, hidden_size, n_heads, inner_size, dropout_prob, temperature=1.0, layer_norm_eps=1e-12):
+        super().__init__()
+        self.dropout_prob = dropout_prob
+        self.first = CrossAttention(hidden_size, n_heads, dropout_prob, temperature)
+        self.ffn_in = nn.Linear(hidden_size, inner_size)
+        self.ffn_out = nn.Linear(inner_size, hidden_size)
+        self.ffn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.second = CrossAttention(hidden_size, n_heads, dropout_prob, temperature)
+
+    def forward(self, h, keys, item_vectors, valid=None):
+        x = self.first(h, keys, item_vectors, valid)
+        x = self.ffn_norm(x + dropout(self.ffn_out(F.gelu(self.ffn_in(x))), self.dropout_prob, self.training))
+        return self.second(x, keys, item_vectors, valid)

@@ -1,0 +1,124 @@
+"""RaSeRec (Zhao et al., arXiv 2412.18378): retrieval-augmented sequential recommendation.
+
+Stage 1 (``stage = "pretrain"``) is DuoRec: collaborative pre-training of the SASRec encoder.
+Stage 2 (``stage = "raft"``) retrieves, for each user vector h, the top-K <sequence vector, next
+item> memories and fuses h~ = alpha * h + (1 - alpha) * h', h' from retrieval-augmented attention;
+trained with cross-entropy over all items. RaSeRecTrainer runs both stages and builds the bank.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from recbole_rag.errors import ConfigError
+from recbole_rag.memory import MemoryBank
+from recbole_rag.model.retrieval import RetrievalAugmentedAttention
+from recbole_rag.model.sequential_recommender.duorec import DuoRec
+
+# Fields the trainer adds to the training rows: the row's own entry id in the memory bank and
+# the end of its user's block, so [memory_id, memory_stop) is the row's own pair and the user's
+# later prefixes (which contain the row's target): never retrieved for that row.
+MEMORY_ID, MEMORY_STOP = "memory_id", "memory_stop"
+
+
+class RaSeRec(DuoRec):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if not 0.0 <= config["alpha"] <= 1.0:
+            raise ConfigError(f"alpha must be in [0, 1], got {config['alpha']}.")
+        if not isinstance(config["retrieval_k"], int) or config["retrieval_k"] < 1:
+            raise ConfigError(f"retrieval_k must be an integer >= 1, got {config['retrieval_k']!r}.")
+        if config["attn_tau"] <= 0:
+            raise ConfigError(f"attn_tau must be > 0, got {config['attn_tau']}.")
+        self.config = config
+        self.alpha, self.retrieval_k = config["alpha"], config["retrieval_k"]
+        self.freeze_backbone = config["freeze_backbone"]
+        self.retrieval = RetrievalAugmentedAttention(
+            config["hidden_size"], config["n_heads"], config["inner_size"], config["raft_dropout"],
+            config["attn_tau"], config["layer_norm_eps"],
+        )
+        self.memory = None
+        self.stage = "pretrain"
+
+    # --- memory -------------------------------------------------------------------------------
+    def new_memory(self):
+        c = self.config
+        return MemoryBank(c["hidden_size"], c["memory_index"], c["memory_metric"], c["memory_nlist"],
+                          c["memory_nprobe"], c["memory_hnsw_m"], c["memory_ef_search"])
+
+    @torch.no_grad()
+    def encode(self, inter_feat, batch_size=2048, show_progress=False):
+        """User vectors (n, hidden) of every row of an Interaction, dropout off."""
+        was_training = self.training
+        self.eval()
+        chunks = []
+        starts = range(0, len(inter_feat), batch_size)
+        for start in tqdm(starts, desc="Encode", ncols=100, disable=not show_progress):
+            rows = inter_feat[start:start + batch_size].to(self.device)
+            chunks.append(self.forward(rows[self.ITEM_SEQ], rows[self.ITEM_SEQ_LEN]).float().cpu().numpy())
+        self.train(was_training)
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.encoder.item_embedding.embedding_dim), np.float32)
+
+    def add_to_memory(self, inter_feat, batch_size=2048, show_progress=False):
+        """Encode <sequence, next item> rows and add them to the bank (no gradient step)."""
+        if self.memory is None:
+            self.memory = self.new_memory()
+        keys = self.encode(inter_feat, batch_size, show_progress)
+        return self.memory.add(keys, inter_feat[self.POS_ITEM_ID].numpy())
+
+    # --- stage 2 ------------------------------------------------------------------------------
+    def start_raft(self):
+        """Switch to stage 2: the backbone frozen (as config says), the retrieval module trained."""
+        if self.memory is None or len(self.memory) == 0:
+            raise ValueError("RAFT needs a non-empty memory bank: build it with add_to_memory() first.")
+        if self.retrieval_k > len(self.memory) - 1:
+            raise ConfigError(f"retrieval_k={self.retrieval_k} is larger than the memory bank "
+                              f"({len(self.memory)} entries, one is each query's own): lower retrieval_k.")
+        self.stage = "raft"
+        for p in self.encoder.parameters():
+            p.requires_grad_(not self.freeze_backbone)
+        self.train(self.training)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.stage == "raft" and self.freeze_backbone:
+            self.encoder.eval()  # a frozen backbone encodes as it did for the memory bank
+        return self
+
+    def augment(self, h, exclude=None):
+        """h (B, H) -> h~ = alpha * h + (1 - alpha) * RAM(h, retrieved keys, their next items)."""
+        if self.memory is None or len(self.memory) == 0:
+            raise ValueError("The memory bank is empty: build it (RaSeRecTrainer does) before retrieval.")
+        _, keys, values, ids = self.memory.search(h.detach().float().cpu().numpy(), self.retrieval_k, exclude)
+        keys = torch.from_numpy(keys).to(h.device, h.dtype)
+        item_vectors = self.item_embedding(torch.from_numpy(values).to(h.device))
+        h_retrieved = self.retrieval(h, keys, item_vectors, torch.from_numpy(ids >= 0).to(h.device))
+        return self.alpha * h + (1.0 - self.alpha) * h_retrieved
+
+    def user_vector(self, interaction):
+        if MEMORY_ID in interaction and self.freeze_backbone and self.stage == "raft":
+            # A training row's frozen-backbone vector is its own memory key: no encoder pass.
+            keys = self.memory.keys[interaction[MEMORY_ID].cpu().numpy()]
+            return torch.from_numpy(keys).to(self.device)
+        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+
+    def final_vector(self, interaction):
+        h = self.user_vector(interaction)
+        if self.stage != "raft":
+            return h
+        exclude = None
+        if MEMORY_ID in interaction:
+            exclude = torch.stack([interaction[MEMORY_ID], interaction[MEMORY_STOP]], 1).cpu().numpy()
+        return self.augment(h, exclude)
+
+    def calculate_loss(self, interaction):
+        if self.stage != "raft":
+            return super().calculate_loss(interaction)
+        logits = self.final_vector(interaction) @ self.item_embedding.weight.T
+        return F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
+
+    def predict(self, interaction):
+        return (self.final_vector(interaction) * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        return self.final_vector(interaction) @ self.item_embedding.weight.T

@@ -1,0 +1,112 @@
+"""RaSeRecTrainer: stage 1 (collaborative pre-training) -> memory bank -> stage 2 (RAFT) ->
+evaluation with the bank extended by the validation interactions (``memory_update``).
+
+Each stage's output is a file a later run can start from: ``pretrained_path`` skips stage 1,
+``memory_path`` reuses a saved bank.
+"""
+import os
+import time
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+from recbole.utils import get_local_time, set_color
+
+from recbole_rag.errors import CheckpointError
+from recbole_rag.memory import MemoryBank
+from recbole_rag.model.backbone import load_backbone
+from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
+from recbole_rag.trainer import Trainer, load_checkpoint
+
+
+def own_and_later_ranges(user_ids):
+    """For rows sorted by user (each user's prefixes in time order, as RecBole's sequential
+    training set is), the id range [row, end of the row's user block) of every row."""
+    user_ids = np.asarray(user_ids)
+    if np.any(np.diff(user_ids) < 0):
+        raise ValueError("training rows must be grouped by user in time order")
+    block_end = np.searchsorted(user_ids, user_ids, side="right")
+    return np.arange(len(user_ids)), block_end
+
+
+class RaSeRecTrainer(Trainer):
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.valid_data = None
+        self.memory_has_valid = False
+
+    def _stage_file(self, stage):
+        name = f"{self.config['model']}-{self.config['dataset']}-{stage}-{get_local_time()}"
+        return os.path.join(self.checkpoint_dir, name + (".npz" if stage == "memory" else ".pth"))
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.valid_data = valid_data
+        self.pretrain(train_data, valid_data, verbose, saved, show_progress)
+        self.build_memory(train_data.dataset, show_progress)
+        return self.finetune(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def pretrain(self, train_data, valid_data, verbose, saved, show_progress):
+        """Stage 1, or the backbone of ``pretrained_path``."""
+        path = self.config["pretrained_path"]
+        if path:
+            load_backbone(self.model.encoder, load_checkpoint(path, self.device), path)
+            self.logger.info(set_color("Stage 1", "green") + f": backbone loaded from {path}")
+            return
+        self.logger.info(set_color("Stage 1", "green") + ": collaborative pre-training")
+        self.model.stage = "pretrain"
+        self.saved_model_file = self._stage_file("pretrain")
+        super().fit(train_data, valid_data, verbose, saved, show_progress)
+        if saved:  # continue from the best stage-1 epoch, not the last
+            self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
+
+    def build_memory(self, train_dataset, show_progress):
+        """Every training <prefix, next item> pair, keyed by the backbone's user vector."""
+        feat = train_dataset.inter_feat
+        path = self.config["memory_path"]
+        if path and os.path.isfile(path):
+            bank = MemoryBank.load(path)
+            if len(bank) != len(feat) or bank.dim != self.config["hidden_size"]:
+                raise CheckpointError(
+                    f"memory bank '{path}' has {len(bank)} entries of dim {bank.dim}, but this training "
+                    f"set has {len(feat)} pairs of dim {self.config['hidden_size']}: point memory_path "
+                    "at a new file to rebuild it."
+                )
+            self.model.memory = bank
+            self.logger.info(set_color("Memory", "green") + f": {bank} loaded from {path}")
+        else:
+            start = time.perf_counter()
+            self.model.memory = None
+            self.model.add_to_memory(feat, self.config["eval_batch_size"], show_progress)
+            path = path or self._stage_file("memory")
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.model.memory.save(path)
+            self.logger.info(
+                set_color("Memory", "green")
+                + f": {self.model.memory} built in {time.perf_counter() - start:.1f}s, saved to {path}"
+            )
+        ids, stops = own_and_later_ranges(feat[self.config["USER_ID_FIELD"]].numpy())
+        feat.update(Interaction({MEMORY_ID: torch.from_numpy(ids), MEMORY_STOP: torch.from_numpy(stops)}))
+
+    def finetune(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
+        """Stage 2: retrieval-augmented fine-tuning, early-stopped on the valid metric."""
+        self.logger.info(set_color("Stage 2", "green") + ": retrieval-augmented fine-tuning")
+        self.model.start_raft()
+        # keep stage 1's epochs apart from stage 2's (RecBole keys them by epoch index)
+        self.train_loss_dict = {("pretrain", k): v for k, v in self.train_loss_dict.items()}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = self._build_optimizer(params=trainable, learning_rate=self.config["raft_learning_rate"])
+        self.epochs = self.config["raft_epochs"] or self.config["epochs"]
+        self.start_epoch, self.cur_step, self.best_valid_result = 0, 0, None
+        self.best_valid_score = -np.inf if self.valid_metric_bigger else np.inf
+        self.saved_model_file = self._stage_file("raft")
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if (load_best_model and self.config["memory_update"] and self.valid_data is not None
+                and not self.memory_has_valid and self.model.stage == "raft"):
+            # Testing comes after validation: its interactions are known history now.
+            added = self.model.add_to_memory(self.valid_data.dataset.inter_feat, self.config["eval_batch_size"])
+            self.memory_has_valid = True
+            self.logger.info(set_color("Memory", "green") + f": +{len(added)} validation pairs before testing")
+        return super().evaluate(eval_data, load_best_model, model_file, show_progress)

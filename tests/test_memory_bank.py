@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+from recbole_rag.errors import ConfigError
+from recbole_rag.memory import MemoryBank
+
+
+def _bank(index_type="flat", n=200, dim=8, seed=0, **kwargs):
+    rng = np.random.default_rng(seed)
+    keys = rng.normal(size=(n, dim)).astype(np.float32)
+    bank = MemoryBank(dim, index_type, **kwargs)
+    bank.add(keys, np.arange(n) % 17 + 1)
+    return bank, keys
+
+
+def test_search_returns_nearest_by_inner_product_with_keys_and_values():
+    bank, keys = _bank()
+    queries = keys[:5] * 10  # each key's own direction, scaled: it is its own best match
+    scores, found_keys, values, ids = bank.search(queries, 3)
+    assert scores.shape == (5, 3) and found_keys.shape == (5, 3, 8) and values.shape == (5, 3)
+    exact = queries @ keys.T
+    np.testing.assert_array_equal(ids, np.argsort(-exact, axis=1)[:, :3])
+    np.testing.assert_allclose(found_keys, keys[ids], rtol=1e-6)
+    np.testing.assert_array_equal(values, ids % 17 + 1)
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_exclude_never_returns_the_querys_own_entry():
+    bank, keys = _bank()
+    queries = keys[:50]
+    _, _, _, ids = bank.search(queries, 5, exclude=np.arange(50))
+    assert ids.shape == (50, 5)
+    assert not np.any(ids == np.arange(50)[:, None])
+    _, _, _, ids_all = bank.search(queries, 6)
+    for row in range(50):  # same neighbours as an unrestricted search, minus the own entry
+        expected = [i for i in ids_all[row] if i != row][:5]
+        assert list(ids[row]) == expected
+
+
+def test_add_at_any_time_changes_what_a_query_retrieves():
+    bank, _ = _bank()
+    query = np.full((1, 8), 3.0, dtype=np.float32)
+    new_ids = bank.add(query, [99])
+    assert len(bank) == 201 and list(new_ids) == [200]
+    _, _, values, ids = bank.search(query, 1)
+    assert ids[0, 0] == 200 and values[0, 0] == 99
+
+
+@pytest.mark.parametrize("index_type, kwargs", [("hnsw", {}), ("ivf", {"nlist": 8, "nprobe": 8})])
+def test_approximate_indexes_agree_with_exact_on_small_banks(index_type, kwargs):
+    exact, keys = _bank(n=500)
+    approx, _ = _bank(index_type, n=500, **kwargs)
+    _, _, _, ids_exact = exact.search(keys[:20], 5)
+    _, _, _, ids_approx = approx.search(keys[:20], 5)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ids_exact, ids_approx)])
+    assert recall > 0.9
+
+
+def test_cosine_metric_ignores_vector_length():
+    bank = MemoryBank(2, metric="cosine")
+    bank.add(np.array([[1.0, 0.0], [100.0, 100.0]]), [1, 2])
+    _, _, values, _ = bank.search(np.array([[1.0, 0.1]]), 1)
+    assert values[0, 0] == 1  # with plain inner product the long key would win
+
+
+def test_save_and_load_round_trip(tmp_path):
+    for index_type in ("flat", "hnsw"):
+        bank, keys = _bank(index_type)
+        path = tmp_path / f"{index_type}.npz"
+        bank.save(path)
+        loaded = MemoryBank.load(path)
+        assert len(loaded) == len(bank) and loaded.index_type == index_type
+        for a, b in zip(bank.search(keys[:4], 3), loaded.search(keys[:4], 3)):
+            np.testing.assert_array_equal(a, b)
+        loaded.add(keys[:1], [5])
+        assert len(loaded) == len(bank) + 1
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    bank, keys = _bank(n=10)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 10\]"):
+        bank.search(keys[:1], 11)
+    with pytest.raises(ValueError, match=r"k must be in \[1, 9\]"):
+        bank.search(keys[:1], 10, exclude=[0])
+    with pytest.raises(ValueError, match="empty"):
+        MemoryBank(8).search(keys[:1], 1)
+    with pytest.raises(ValueError, match=r"shape \(n, 8\)"):
+        bank.search(np.zeros((1, 4)), 1)
+    with pytest.raises(ValueError, match="3 keys but 2 values"):
+        bank.add(keys[:3], [1, 2])
+    with pytest.raises(ConfigError, match="index_type must be one of"):
+        MemoryBank(8, "annoy")
+    with pytest.raises(ValueError, match="needs >= nlist"):
+        MemoryBank(8, "ivf", nlist=64).add(keys, np.ones(10))
+    with pytest.raises(FileNotFoundError):
+        MemoryBank.load(tmp_path / "none.npz")
+
+
+def test_exclude_id_ranges_drop_a_users_own_and_later_prefixes():
+    bank, keys = _bank()
+    ranges = np.array([[10, 14], [0, 1]])
+    _, _, _, ids = bank.search(keys[[10, 0]], 5, exclude=ranges)
+    assert not np.any((ids[0] >= 10) & (ids[0] < 14)) and 0 not in ids[1]
+    with pytest.raises(ValueError, match="excluding up to 4"):
+        bank.search(keys[:2], 197, exclude=ranges)
+
+
+def test_cosine_bank_returns_keys_as_given():
+    bank = MemoryBank(2, metric="cosine")
+    bank.add(np.array([[3.0, 4.0]]), [1])
+    _, found, _, _ = bank.search(np.array([[1.0, 1.0]]), 1)
+    np.testing.assert_allclose(found[0, 0], [3.0, 4.0])

@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
+from recbole_rag.data import load_dataset
+from recbole_rag.errors import CheckpointError, ConfigError
+from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
+from recbole_rag.trainer.raserec_trainer import RaSeRecTrainer, own_and_later_ranges
+
+
+def _setup(tiny, **overrides):
+    config = Config("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 5, **overrides})
+    train, valid, test = data_preparation(config, load_dataset(config))
+    model = get_model("RaSeRec")(config, train.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "RaSeRec")(config, model)
+    return config, model, trainer, train, valid, test
+
+
+def _with_memory(tiny, **overrides):
+    config, model, trainer, train, valid, test = _setup(tiny, **overrides)
+    trainer.build_memory(train.dataset, show_progress=False)
+    model.start_raft()
+    return model, trainer, train, valid, test
+
+
+def test_registry_gives_the_two_stage_trainer():
+    assert get_trainer(None, "RaSeRec") is RaSeRecTrainer
+
+
+def test_own_and_later_ranges_cover_each_users_remaining_prefixes():
+    ids, stops = own_and_later_ranges([1, 1, 1, 2, 2, 5])
+    assert list(ids) == [0, 1, 2, 3, 4, 5] and list(stops) == [3, 3, 3, 5, 5, 6]
+    with pytest.raises(ValueError):
+        own_and_later_ranges([2, 1])
+
+
+def test_training_query_never_retrieves_its_own_pair(tiny, monkeypatch):
+    model, _, train, _, _ = _with_memory(tiny)
+    returned = []
+    search = model.memory.search
+
+    def recording_search(queries, k, exclude=None):
+        result = search(queries, k, exclude)
+        returned.append(result[3])
+        return result
+
+    monkeypatch.setattr(model.memory, "search", recording_search)
+    model.train()
+    for batch in train:
+        model.calculate_loss(batch)
+        ids = returned[-1]
+        own = batch[MEMORY_ID].numpy()[:, None]
+        assert not np.any(ids == own)
+        assert not np.any((ids >= own) & (ids < batch[MEMORY_STOP].numpy()[:, None]))
+        # without the exclusion each row's own pair is a perfect (cosine 1) match
+        scores, _, _, _ = search(model.memory.keys[batch[MEMORY_ID].numpy()], 1)
+        np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)
+
+
+def test_new_memory_changes_retrieval_and_ranking_without_training(tiny):
+    model, _, _, valid, _ = _with_memory(tiny, alpha=0.0)
+    model.eval()
+    with torch.no_grad():  # last attention: uniform weights, values passed through (h' = mean item vector)
+        attention = model.retrieval.second
+        for layer in (attention.query, attention.key):
+            layer.weight.zero_()
+        for layer in (attention.value, attention.out):
+            layer.weight.copy_(torch.eye(tiny["hidden_size"]))
+            layer.bias.zero_()
+    batch = next(iter(valid))[0]
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    query = model.forward(batch["item_id_list"][:1], batch["item_length"][:1])
+    before = model.full_sort_predict(batch[:1])[0]
+    target = int(torch.argmin(before[1:])) + 1  # the item this user is least likely to get
+    new_ids = model.memory.add(np.repeat(query.numpy(), 5, 0), [target] * 5)
+    scores, _, values, ids = model.memory.search(query.numpy(), 5)
+    assert set(ids[0]) & set(new_ids) and target in values[0]  # new pairs retrieved at once
+    np.testing.assert_allclose(scores[0], 1.0, atol=1e-4)
+    after = model.full_sort_predict(batch[:1])[0]
+    assert (before > before[target]).sum() > 0 and int(after.argmax()) == target  # now ranked first
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, params[k]), k
+
+
+def test_raft_trains_only_the_retrieval_module_and_extends_memory_before_test(tiny):
+    config, model, trainer, train, valid, test = _setup(tiny)
+    trainer.fit(train, valid, saved=True)
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    retrieval_before = {k: v.clone() for k, v in model.retrieval.state_dict().items()}
+    model.train()
+    trainer._train_epoch(train, 99)
+    assert all(torch.equal(v, encoder_before[k]) for k, v in model.encoder.state_dict().items())
+    assert any(not torch.equal(v, retrieval_before[k]) for k, v in model.retrieval.state_dict().items())
+    n_train = len(train.dataset)
+    assert len(model.memory) == n_train
+    result = trainer.evaluate(test, load_best_model=True)
+    assert len(model.memory) == n_train + len(valid.dataset)
+    assert set(result) == {"recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"}
+
+
+def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
+    result = run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 5})
+    assert result["epochs_run"] == 4  # 2 pre-training + 2 RAFT epochs
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)
+    assert any(k.startswith("retrieval.") for k in checkpoint["state_dict"])
+    memory_files = list((tmp_path / "saved").glob("*memory*.npz"))
+    assert len(memory_files) == 1
+    again = run_recbole_rag("RaSeRec", "tiny", config_dict={
+        **tiny, "retrieval_k": 5, "epochs": 1,
+        "pretrained_path": result["saved_model_file"], "memory_path": str(memory_files[0])})
+    assert again["epochs_run"] == 1  # stage 1 skipped
+
+
+@pytest.mark.parametrize("backbone", ["SASRec", "DuoRec"])
+def test_raft_starts_from_a_recbole_sasrec_or_duorec_checkpoint(tiny, backbone):
+    base = run_recbole_rag(backbone, "tiny", config_dict={**tiny, "epochs": 1})
+    config, model, trainer, train, valid, _ = _setup(tiny, pretrained_path=base["saved_model_file"])
+    trainer.pretrain(train, valid, verbose=False, saved=False, show_progress=False)
+    reference = get_model(backbone)(Config(backbone, "tiny", config_dict=tiny), train.dataset)
+    reference.load_state_dict(torch.load(base["saved_model_file"], weights_only=True)["state_dict"])
+    reference.eval(), model.eval()
+    batch = next(iter(train))
+    expected = reference.forward(batch["item_id_list"], batch["item_length"])
+    assert torch.allclose(model.forward(batch["item_id_list"], batch["item_length"]), expected, atol=1e-5)
+
+
+def test_bad_settings_and_inputs(tiny, tmp_path):
+    with pytest.raises(ConfigError, match=r"alpha must be in \[0, 1\]"):
+        _setup(tiny, alpha=1.5)
+    with pytest.raises(ConfigError, match="retrieval_k must be an integer >= 1"):
+        _setup(tiny, retrieval_k=0)
+    with pytest.raises(ConfigError, match="larger than the memory bank"):
+        _with_memory(tiny, retrieval_k=100_000)
+    _, model, trainer, train, valid, _ = _setup(tiny)
+    with pytest.raises(ValueError, match="non-empty memory bank"):
+        model.start_raft()
+    with pytest.raises(ValueError, match="memory bank is empty"):
+        model.augment(torch.zeros(2, tiny["hidden_size"]))
+    args = dict(verbose=False, saved=False, show_progress=False)
+    _, _, trainer, train, valid, _ = _setup(tiny, pretrained_path=str(tmp_path / "missing.pth"))
+    with pytest.raises(CheckpointError, match="No checkpoint file"):
+        trainer.pretrain(train, valid, **args)
+    wide = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "hidden_size": 32})
+    _, _, trainer, train, valid, _ = _setup(tiny, pretrained_path=wide["saved_model_file"])
+    with pytest.raises(CheckpointError, match="does not fit this model.*hidden_size 32"):
+        trainer.pretrain(train, valid, **args)
+    gru = run_recbole_rag("GRU4Rec", "tiny", config_dict={**tiny, "epochs": 1, "embedding_size": 16})
+    _, _, trainer, train, valid, _ = _setup(tiny, pretrained_path=gru["saved_model_file"])
+    with pytest.raises(CheckpointError, match="holds a GRU4Rec model"):
+        trainer.pretrain(train, valid, **args)
