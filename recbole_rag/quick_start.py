@@ -92,14 +92,43 @@ def write_comparison(results, dataset, out_dir="results"):
     return table
 
 
-def compare(models, dataset, config_file_list=None, config_dict=None, out_dir="results"):
-    """Run each model with the same data, split, seed and budget; write and return the table."""
+# Models that can start from another model's checkpoint (``pretrained_path``).
+TAKES_BACKBONE = {"RaSeRec"}
+
+
+def parse_compare_entries(models):
+    """``"SASRec,DuoRec,RaSeRec@DuoRec"`` -> [(label, model, backbone label or None)], checked.
+
+    ``M@B`` runs M starting from the checkpoint of B, trained earlier in the same comparison
+    (RaSeRec's RAFT on a DuoRec or SASRec backbone, as the reference study does).
+    """
     if isinstance(models, str):
-        models = [m for m in models.split(",") if m]
+        models = [m.strip() for m in models.split(",") if m.strip()]
     if not models:
         raise ConfigError("--compare needs at least one model, e.g. --compare=SASRec,DuoRec.")
-    for name in models:  # fail before any training if a name is wrong
-        get_model(name)
-    results = [run_recbole_rag(m, dataset, config_file_list, config_dict) for m in models]
+    entries, seen = [], set()
+    for label in models:
+        name, _, backbone = label.partition("@")
+        get_model(name)  # fail before any training if a name is wrong
+        if backbone and name not in TAKES_BACKBONE:
+            raise ConfigError(f"'{label}': only {', '.join(sorted(TAKES_BACKBONE))} can start from a backbone.")
+        if backbone and backbone not in seen:
+            raise ConfigError(f"'{label}': list {backbone} before it in --compare, so its checkpoint exists.")
+        entries.append((label, name, backbone or None))
+        seen.add(label)
+    return entries
+
+
+def compare(models, dataset, config_file_list=None, config_dict=None, out_dir="results"):
+    """Run each model with the same data, split, seed and budget; write and return the table."""
+    results, checkpoints = [], {}
+    for label, name, backbone in parse_compare_entries(models):
+        overrides = dict(config_dict or {})
+        if backbone:
+            overrides["pretrained_path"] = checkpoints[backbone]
+        result = run_recbole_rag(name, dataset, config_file_list, overrides)
+        result["model"] = label
+        checkpoints[label] = result["saved_model_file"]
+        results.append(result)
     table = write_comparison(results, dataset, out_dir)
     return results, table

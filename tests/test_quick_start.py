@@ -72,3 +72,21 @@ def test_overrides_are_typed():
         "learner": "adam", "train_neg_sample_args": None}
     with pytest.raises(ConfigError):
         parse_overrides(["-epochs"])
+
+
+def test_compare_can_start_raft_from_a_backbone_trained_in_the_same_run(tiny, tmp_path):
+    results, table = compare("DuoRec,RaSeRec@DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "retrieval_k": 3},
+                             out_dir=str(tmp_path / "res"))
+    assert [r["model"] for r in results] == ["DuoRec", "RaSeRec@DuoRec"]
+    assert results[1]["epochs_run"] == 1  # RAFT only: stage 1 came from DuoRec's checkpoint
+    assert "| RaSeRec@DuoRec |" in table
+
+
+@pytest.mark.parametrize("models, message", [
+    ("RaSeRec@DuoRec,DuoRec", "list DuoRec before it"),
+    ("DuoRec,SASRec@DuoRec", "only RaSeRec can start from a backbone"),
+    ("", "at least one model"),
+])
+def test_compare_entries_are_checked_first(models, message, tiny):
+    with pytest.raises(ConfigError, match=message):
+        compare(models, "tiny", config_dict=tiny)
