@@ -7,7 +7,7 @@ from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
-from recbole_rag.trainer.raserec_trainer import RaSeRecTrainer, own_and_later_ranges
+from recbole_rag.trainer.raserec_trainer import RaSeRecTrainer, memory_layout
 
 
 def _setup(tiny, **overrides):
@@ -29,11 +29,16 @@ def test_registry_gives_the_two_stage_trainer():
     assert get_trainer(None, "RaSeRec") is RaSeRecTrainer
 
 
-def test_own_and_later_ranges_cover_each_users_remaining_prefixes():
-    ids, stops = own_and_later_ranges([1, 1, 1, 2, 2, 5])
-    assert list(ids) == [0, 1, 2, 3, 4, 5] and list(stops) == [3, 3, 3, 5, 5, 6]
-    with pytest.raises(ValueError):
-        own_and_later_ranges([2, 1])
+def test_memory_layout_puts_each_users_later_prefixes_after_its_own_entry():
+    users = np.array([2, 1, 1, 5, 2, 1])  # rows in any order, as a shuffled training set
+    times = np.array([7, 3, 1, 4, 8, 2])
+    order, memory_id, memory_stop = memory_layout(users, times, lengths=np.ones(6))
+    assert list(order) == [2, 5, 1, 0, 4, 3]  # user 1 by time, then user 2, then user 5
+    assert list(memory_id) == [3, 2, 0, 5, 4, 1]
+    assert list(memory_stop) == [5, 3, 3, 6, 5, 3]
+    for row in range(6):  # excluded entries: this row and the same user's later rows only
+        excluded = set(order[memory_id[row]:memory_stop[row]])
+        assert excluded == {r for r in range(6) if users[r] == users[row] and times[r] >= times[row]}
 
 
 def test_training_query_never_retrieves_its_own_pair(tiny, monkeypatch):

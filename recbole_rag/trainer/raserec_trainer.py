@@ -19,14 +19,20 @@ from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_S
 from recbole_rag.trainer import Trainer, load_checkpoint
 
 
-def own_and_later_ranges(user_ids):
-    """For rows sorted by user (each user's prefixes in time order, as RecBole's sequential
-    training set is), the id range [row, end of the row's user block) of every row."""
+def memory_layout(user_ids, times, lengths):
+    """Bank order for training rows (any order): by user, then time, then prefix length.
+
+    Returns (order, memory_id, memory_stop): bank entry j holds row order[j]; row i's entry is
+    memory_id[i], and [memory_id[i], memory_stop[i]) is that entry and its user's later prefixes.
+    """
     user_ids = np.asarray(user_ids)
-    if np.any(np.diff(user_ids) < 0):
-        raise ValueError("training rows must be grouped by user in time order")
-    block_end = np.searchsorted(user_ids, user_ids, side="right")
-    return np.arange(len(user_ids)), block_end
+    order = np.lexsort((np.asarray(lengths), np.asarray(times), user_ids))
+    sorted_users = user_ids[order]
+    memory_id = np.empty(len(order), dtype=np.int64)
+    memory_stop = np.empty(len(order), dtype=np.int64)
+    memory_id[order] = np.arange(len(order))
+    memory_stop[order] = np.searchsorted(sorted_users, sorted_users, side="right")
+    return order, memory_id, memory_stop
 
 
 class RaSeRecTrainer(Trainer):
@@ -62,6 +68,10 @@ class RaSeRecTrainer(Trainer):
     def build_memory(self, train_dataset, show_progress):
         """Every training <prefix, next item> pair, keyed by the backbone's user vector."""
         feat = train_dataset.inter_feat
+        c = self.config
+        order, memory_id, memory_stop = memory_layout(
+            feat[c["USER_ID_FIELD"]].numpy(), feat[c["TIME_FIELD"]].numpy(), feat[c["ITEM_LIST_LENGTH_FIELD"]].numpy()
+        )
         path = self.config["memory_path"]
         if path and os.path.isfile(path):
             bank = MemoryBank.load(path)
@@ -76,7 +86,7 @@ class RaSeRecTrainer(Trainer):
         else:
             start = time.perf_counter()
             self.model.memory = None
-            self.model.add_to_memory(feat, self.config["eval_batch_size"], show_progress)
+            self.model.add_to_memory(feat[order], self.config["eval_batch_size"], show_progress)
             path = path or self._stage_file("memory")
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self.model.memory.save(path)
@@ -84,8 +94,7 @@ class RaSeRecTrainer(Trainer):
                 set_color("Memory", "green")
                 + f": {self.model.memory} built in {time.perf_counter() - start:.1f}s, saved to {path}"
             )
-        ids, stops = own_and_later_ranges(feat[self.config["USER_ID_FIELD"]].numpy())
-        feat.update(Interaction({MEMORY_ID: torch.from_numpy(ids), MEMORY_STOP: torch.from_numpy(stops)}))
+        feat.update(Interaction({MEMORY_ID: torch.from_numpy(memory_id), MEMORY_STOP: torch.from_numpy(memory_stop)}))
 
     def finetune(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
         """Stage 2: retrieval-augmented fine-tuning, early-stopped on the valid metric."""
