@@ -14,13 +14,13 @@ from recbole_rag.registry import get_model
 
 
 def properties_dir():
-    """properties/ of a checkout, else the copy installed as package data."""
-    checkout = Path(__file__).resolve().parent.parent / "properties"
-    if (checkout / "overall.yaml").is_file():
-        return checkout
-    from importlib.resources import files
-
-    return Path(str(files("recbole_rag.properties")))
+    """properties/ of a checkout (editable installs too), else the copy ``pip install .`` puts
+    inside the package (setup.cfg maps it to recbole_rag/properties)."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "properties", package / "properties"):
+        if (candidate / "overall.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"recbole_rag's properties/ not found next to {package}: reinstall the package.")
 
 
 def property_files(model_name, dataset_name):
