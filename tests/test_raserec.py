@@ -41,8 +41,14 @@ def test_memory_layout_puts_each_users_later_prefixes_after_its_own_entry():
         assert excluded == {r for r in range(6) if users[r] == users[row] and times[r] >= times[row]}
 
 
+def _assert_outside_own_range(ids, batch):
+    own = batch[MEMORY_ID].numpy()[:, None]
+    assert not np.any((ids >= own) & (ids < batch[MEMORY_STOP].numpy()[:, None]))
+
+
 def test_training_query_never_retrieves_its_own_pair(tiny, monkeypatch):
-    model, _, train, _, _ = _with_memory(tiny)
+    # per-batch search (backbone trained in stage 2)
+    model, trainer, train, _, _ = _with_memory(tiny, freeze_backbone=False)
     returned = []
     search = model.memory.search
 
@@ -55,13 +61,17 @@ def test_training_query_never_retrieves_its_own_pair(tiny, monkeypatch):
     model.train()
     for batch in train:
         model.calculate_loss(batch)
-        ids = returned[-1]
-        own = batch[MEMORY_ID].numpy()[:, None]
-        assert not np.any(ids == own)
-        assert not np.any((ids >= own) & (ids < batch[MEMORY_STOP].numpy()[:, None]))
+        _assert_outside_own_range(returned[-1], batch)
         # without the exclusion each row's own pair is a perfect (cosine 1) match
         scores, _, _, _ = search(model.memory.keys[batch[MEMORY_ID].numpy()], 1)
         np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-4)
+    # neighbours cached once for a frozen backbone
+    model, trainer, train, _, _ = _with_memory(tiny)
+    model.cache_training_neighbours(trainer.entry_stop, chunk_size=7)
+    for batch in train:
+        _assert_outside_own_range(model.train_neighbours[batch[MEMORY_ID].numpy()], batch)
+    plain_search = model.memory.search(model.memory.keys[:50], 5, np.stack([np.arange(50), trainer.entry_stop[:50]], 1))
+    np.testing.assert_array_equal(model.train_neighbours[:50], plain_search[3])
 
 
 def test_new_memory_changes_retrieval_and_ranking_without_training(tiny):

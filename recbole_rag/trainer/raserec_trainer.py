@@ -95,11 +95,18 @@ class RaSeRecTrainer(Trainer):
                 + f": {self.model.memory} built in {time.perf_counter() - start:.1f}s, saved to {path}"
             )
         feat.update(Interaction({MEMORY_ID: torch.from_numpy(memory_id), MEMORY_STOP: torch.from_numpy(memory_stop)}))
+        self.entry_stop = np.empty_like(memory_stop)
+        self.entry_stop[memory_id] = memory_stop
 
     def finetune(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
         """Stage 2: retrieval-augmented fine-tuning, early-stopped on the valid metric."""
         self.logger.info(set_color("Stage 2", "green") + ": retrieval-augmented fine-tuning")
         self.model.start_raft()
+        if self.model.freeze_backbone:
+            start = time.perf_counter()
+            self.model.cache_training_neighbours(self.entry_stop, show_progress=show_progress)
+            self.logger.info(set_color("Memory", "green") + f": top-{self.model.retrieval_k} of every "
+                             f"training pair retrieved in {time.perf_counter() - start:.1f}s")
         # keep stage 1's epochs apart from stage 2's (RecBole keys them by epoch index)
         self.train_loss_dict = {("pretrain", k): v for k, v in self.train_loss_dict.items()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]

@@ -38,6 +38,7 @@ class RaSeRec(DuoRec):
             config["attn_tau"], config["layer_norm_eps"],
         )
         self.memory = None
+        self.train_neighbours = None  # (n_train, K) bank ids per training entry, see cache_training_neighbours
         self.stage = "pretrain"
 
     # --- memory -------------------------------------------------------------------------------
@@ -79,36 +80,54 @@ class RaSeRec(DuoRec):
             p.requires_grad_(not self.freeze_backbone)
         self.train(self.training)
 
+    def cache_training_neighbours(self, entry_stop, chunk_size=1024, show_progress=False):
+        """Retrieve the top-K memories of every training entry once.
+
+        With the backbone frozen, a training query is its own memory key and the bank does not
+        change while training, so its neighbours are fixed: one pass here replaces a search per
+        batch. Entries are searched in bank order (by user), so each chunk excludes only a few
+        users' ranges [entry, entry_stop).
+        """
+        n = len(entry_stop)
+        neighbours = np.empty((n, self.retrieval_k), dtype=np.int64)
+        for start in tqdm(range(0, n, chunk_size), desc="Retrieve", ncols=100, disable=not show_progress):
+            end = min(start + chunk_size, n)
+            exclude = np.stack([np.arange(start, end), entry_stop[start:end]], 1)
+            neighbours[start:end] = self.memory.search(self.memory.keys[start:end], self.retrieval_k, exclude)[3]
+        self.train_neighbours = neighbours
+
     def train(self, mode=True):
         super().train(mode)
         if self.stage == "raft" and self.freeze_backbone:
             self.encoder.eval()  # a frozen backbone encodes as it did for the memory bank
         return self
 
-    def augment(self, h, exclude=None):
-        """h (B, H) -> h~ = alpha * h + (1 - alpha) * RAM(h, retrieved keys, their next items)."""
+    def augment(self, h, exclude=None, neighbours=None):
+        """h (B, H) -> h~ = alpha * h + (1 - alpha) * RAM(h, retrieved keys, their next items).
+
+        neighbours: bank ids already retrieved for these rows (B, K); else searched here."""
         if self.memory is None or len(self.memory) == 0:
             raise ValueError("The memory bank is empty: build it (RaSeRecTrainer does) before retrieval.")
-        _, keys, values, ids = self.memory.search(h.detach().float().cpu().numpy(), self.retrieval_k, exclude)
-        keys = torch.from_numpy(keys).to(h.device, h.dtype)
-        item_vectors = self.item_embedding(torch.from_numpy(values).to(h.device))
-        h_retrieved = self.retrieval(h, keys, item_vectors, torch.from_numpy(ids >= 0).to(h.device))
+        if neighbours is None:
+            neighbours = self.memory.search(h.detach().float().cpu().numpy(), self.retrieval_k, exclude)[3]
+        found = np.maximum(neighbours, 0)
+        keys = torch.from_numpy(self.memory.keys[found]).to(h.device, h.dtype)
+        item_vectors = self.item_embedding(torch.from_numpy(self.memory.values[found]).to(h.device))
+        h_retrieved = self.retrieval(h, keys, item_vectors, torch.from_numpy(neighbours >= 0).to(h.device))
         return self.alpha * h + (1.0 - self.alpha) * h_retrieved
 
-    def user_vector(self, interaction):
-        if MEMORY_ID in interaction and self.freeze_backbone and self.stage == "raft":
-            # A training row's frozen-backbone vector is its own memory key: no encoder pass.
-            keys = self.memory.keys[interaction[MEMORY_ID].cpu().numpy()]
-            return torch.from_numpy(keys).to(self.device)
-        return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-
     def final_vector(self, interaction):
-        h = self.user_vector(interaction)
         if self.stage != "raft":
-            return h
-        exclude = None
-        if MEMORY_ID in interaction:
-            exclude = torch.stack([interaction[MEMORY_ID], interaction[MEMORY_STOP]], 1).cpu().numpy()
+            return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        if MEMORY_ID not in interaction:  # evaluation: search the bank as it is now
+            return self.augment(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        entries = interaction[MEMORY_ID].cpu().numpy()
+        if self.freeze_backbone and self.train_neighbours is not None:
+            # A training row's frozen-backbone vector is its own memory key: no encoder pass.
+            h = torch.from_numpy(self.memory.keys[entries]).to(self.device)
+            return self.augment(h, neighbours=self.train_neighbours[entries])
+        h = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        exclude = np.stack([entries, interaction[MEMORY_STOP].cpu().numpy()], 1)
         return self.augment(h, exclude)
 
     def calculate_loss(self, interaction):
