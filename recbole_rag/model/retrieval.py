@@ -37,7 +37,8 @@ class CrossAttention(nn.Module):
         scores = q @ key.transpose(-1, -2) / (math.sqrt(q.shape[-1]) * self.temperature)
         if valid is not None:
             scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-        probs = dropout(scores.softmax(-1), self.dropout_prob, self.training)
+        probs = scores.softmax(-1).nan_to_num(0.0)  # a row with nothing retrieved attends to nothing
+        probs = dropout(probs, self.dropout_prob, self.training)
         context = (probs @ value).reshape(batch, hidden)
         return dropout(self.out(context), self.dropout_prob, self.training)
 
