@@ -22,9 +22,10 @@ def test_run_returns_valid_and_test_results_and_a_safe_checkpoint(tiny):
     assert "item_embedding.weight" in checkpoint["state_dict"]
 
 
-def test_any_recbole_sequential_model_runs_through_the_same_path(tiny):
-    result = run_recbole_rag("GRU4Rec", "tiny", config_dict={**tiny, "epochs": 1, "embedding_size": 16})
-    assert list(result["test_result"]) == METRICS
+@pytest.mark.parametrize("model", ["GRU4Rec", "BERT4Rec"])
+def test_any_recbole_sequential_model_runs_through_the_same_path(tiny, model):
+    result = run_recbole_rag(model, "tiny", config_dict={**tiny, "epochs": 1, "embedding_size": 16})
+    assert result["model"] == model and list(result["test_result"]) == METRICS
 
 
 def test_compare_writes_markdown_and_csv_with_relative_change(tiny, tmp_path):
