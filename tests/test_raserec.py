@@ -126,6 +126,10 @@ def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
         **tiny, "retrieval_k": 5, "epochs": 1,
         "pretrained_path": result["saved_model_file"], "memory_path": str(memory_files[0])})
     assert again["epochs_run"] == 1  # stage 1 skipped
+    other = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "seed": 7})
+    with pytest.raises(CheckpointError, match="built from another backbone"):
+        run_recbole_rag("RaSeRec", "tiny", config_dict={
+            **tiny, "retrieval_k": 5, "pretrained_path": other["saved_model_file"], "memory_path": str(memory_files[0])})
 
 
 @pytest.mark.parametrize("backbone", ["SASRec", "DuoRec"])

@@ -81,6 +81,13 @@ class RaSeRecTrainer(Trainer):
                     f"set has {len(feat)} pairs of dim {self.config['hidden_size']}: point memory_path "
                     "at a new file to rebuild it."
                 )
+            sample = order[:256]  # the bank must hold this backbone's vectors of these pairs
+            same_keys = np.allclose(bank.keys[:len(sample)], self.model.encode(feat[sample]), atol=1e-4)
+            if not same_keys or not np.array_equal(bank.values[:len(sample)], feat[c["ITEM_ID_FIELD"]][sample].numpy()):
+                raise CheckpointError(
+                    f"memory bank '{path}' was built from another backbone or training set: point "
+                    "memory_path at a new file to rebuild it."
+                )
             self.model.memory = bank
             self.logger.info(set_color("Memory", "green") + f": {bank} loaded from {path}")
         else:
