@@ -33,6 +33,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         description="Run a RecBole or recbole-rag model under the standard protocol.",
         epilog="Any other --key=value overrides that RecBole/recbole-rag setting.",
+        allow_abbrev=False,  # --data_path must never be read as a prefix of --dataset
     )
     parser.add_argument("--model", "-m", default="SASRec", help="model name (default SASRec)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")

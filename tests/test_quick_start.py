@@ -91,3 +91,11 @@ def test_compare_can_start_raft_from_a_backbone_trained_in_the_same_run(tiny, tm
 def test_compare_entries_are_checked_first(models, message, tiny):
     with pytest.raises(ConfigError, match=message):
         compare(models, "tiny", config_dict=tiny)
+
+
+def test_cli_options_are_never_abbreviated():
+    from recbole_rag.cli import build_parser
+
+    args, rest = build_parser().parse_known_args(["--data=x", "--mod=GRU4Rec"])
+    assert args.dataset == "ml-100k" and args.model == "SASRec"
+    assert rest == ["--data=x", "--mod=GRU4Rec"]
