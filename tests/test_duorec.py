@@ -91,6 +91,7 @@ def test_duorec_full_sort_agrees_with_predict(tiny):
     ({"contrast": "both"}, "contrast must be one of"),
     ({"tau": 0.0}, "tau must be > 0"),
     ({"lmd_sem": -1.0}, "lmd_sem must be >= 0"),
+    ({"sim": "l2"}, "sim must be dot or cos"),
 ])
 def test_duorec_bad_settings(tiny, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -74,6 +74,8 @@ class DuoRec(SequentialRecommender):
                 raise ConfigError(f"{key} must be >= 0, got {config[key]}.")
         if config["tau"] <= 0:
             raise ConfigError(f"tau must be > 0, got {config['tau']}.")
+        if config["sim"] not in ("dot", "cos"):
+            raise ConfigError(f"sim must be dot or cos, got {config['sim']!r}.")
         self.contrast, self.sim = config["contrast"], config["sim"]
         self.lmd, self.lmd_sem, self.tau = config["lmd"], config["lmd_sem"], config["tau"]
         self.encoder = SASRecEncoder.from_config(config, self.n_items, self.max_seq_length)
