@@ -111,9 +111,14 @@ class MemoryBank:
             first_kept = np.argsort(excluded, axis=1, kind="stable")[:, :k]
             scores = np.take_along_axis(scores, first_kept, 1)
             ids = np.take_along_axis(ids, first_kept, 1)
+        return (scores, *self.entries(ids), ids)
+
+    def entries(self, ids):
+        """Keys (..., dim) and values (...) of entry ids (any shape); id -1 gives a zero key and 0."""
+        ids = np.asarray(ids)
         found = np.maximum(ids, 0)
         keys = np.where((ids >= 0)[..., None], self.keys[found], 0.0).astype(np.float32)
-        return scores, keys, np.where(ids >= 0, self.values[found], 0), ids
+        return keys, np.where(ids >= 0, self.values[found], 0)
 
     def save(self, path):
         """One .npz file (serialized faiss index, keys, values, settings), written atomically."""

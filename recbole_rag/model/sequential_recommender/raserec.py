@@ -109,10 +109,11 @@ class RaSeRec(DuoRec):
         if self.memory is None or len(self.memory) == 0:
             raise ValueError("The memory bank is empty: build it (RaSeRecTrainer does) before retrieval.")
         if neighbours is None:
-            neighbours = self.memory.search(h.detach().float().cpu().numpy(), self.retrieval_k, exclude)[3]
-        found = np.maximum(neighbours, 0)
-        keys = torch.from_numpy(self.memory.keys[found]).to(h.device, h.dtype)
-        item_vectors = self.item_embedding(torch.from_numpy(self.memory.values[found]).to(h.device))
+            _, keys, values, neighbours = self.memory.search(h.detach().float().cpu().numpy(), self.retrieval_k, exclude)
+        else:
+            keys, values = self.memory.entries(neighbours)
+        keys = torch.from_numpy(keys).to(h.device, h.dtype)
+        item_vectors = self.item_embedding(torch.from_numpy(values).to(h.device))
         h_retrieved = self.retrieval(h, keys, item_vectors, torch.from_numpy(neighbours >= 0).to(h.device))
         return self.alpha * h + (1.0 - self.alpha) * h_retrieved
 
