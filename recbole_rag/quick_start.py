@@ -12,6 +12,7 @@ from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError
 from recbole_rag.registry import get_model, get_trainer
+from recbole_rag.runtime import tune_cpu
 
 
 def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, saved=True):
@@ -22,6 +23,8 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
     init_logger(config)
     logger = getLogger()
     logger.info(config)
+    if config["cpu_tuning"]:
+        logger.info(f"CPU tuning: {tune_cpu()}")
 
     data = load_dataset(config)
     logger.info(data)

@@ -70,8 +70,34 @@ class TransformerLayer(nn.Module):
             context = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         return context.transpose(1, 2).reshape(batch, length, hidden)
 
-    def forward(self, x):
-        x = self.attn_norm(x + dropout(self.attn_out(self.attention(x)), self.hidden_dropout, self.training))
+    def last_position_attention(self, x, last):
+        """Attention output at each row's last real position only: (batch, hidden)."""
+        batch, length, hidden = x.shape
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[torch.arange(batch, device=x.device), last], weight[:hidden], bias[:hidden])
+        q = q.view(batch, self.n_heads, 1, -1)
+        # (2, batch, heads, length, head_dim)
+        k, v = F.linear(x, weight[hidden:], bias[hidden:]).view(batch, length, 2, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+        visible = (torch.arange(length, device=x.device) <= last[:, None])[:, None, None, :]
+        if self.training and self.attn_dropout > 0 and x.device.type == "cpu":
+            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+            probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
+            context = dropout(probs, self.attn_dropout, True) @ v
+        else:
+            p = self.attn_dropout if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=p)
+        return context.reshape(batch, hidden)
+
+    def forward(self, x, last=None):
+        """(batch, length, hidden) -> the same shape; or, given ``last`` (batch,) positions,
+        -> (batch, hidden) at those positions only. The last block of an encoder needs no other
+        output, so it skips the query, attention output and feed-forward of every other position
+        (the same result, about 40% less work per pass with two blocks)."""
+        if last is None:
+            residual, context = x, self.attention(x)
+        else:
+            residual, context = x[torch.arange(x.shape[0], device=x.device), last], self.last_position_attention(x, last)
+        x = self.attn_norm(residual + dropout(self.attn_out(context), self.hidden_dropout, self.training))
         h = self.ffn_out(self.act(self.ffn_in(x)))
         return self.ffn_norm(x + dropout(h, self.hidden_dropout, self.training))
 
@@ -122,7 +148,9 @@ class SASRecEncoder(nn.Module):
         positions = torch.arange(length, device=item_seq.device)
         x = self.item_embedding(item_seq) + self.position_embedding(positions)
         x = dropout(self.embedding_norm(x), self.hidden_dropout, self.training)
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             x = layer(x)
         last = (item_seq_len - 1).clamp(min=0)
-        return x[torch.arange(x.shape[0], device=x.device), last]
+        if not len(self.layers):
+            return x[torch.arange(x.shape[0], device=x.device), last]
+        return self.layers[-1](x, last)
