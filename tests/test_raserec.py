@@ -169,3 +169,39 @@ def test_bad_settings_and_inputs(tiny, tmp_path):
     _, _, trainer, train, valid, _ = _setup(tiny, pretrained_path=gru["saved_model_file"])
     with pytest.raises(CheckpointError, match="holds a GRU4Rec model"):
         trainer.pretrain(train, valid, **args)
+
+
+def test_each_stage_resumes_from_its_checkpoint(tiny, tmp_path):
+    first = run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 5})
+    stage1_file = next((tmp_path / "saved").glob("*pretrain*.pth"))
+    stage1 = torch.load(stage1_file, weights_only=True)
+    stage2 = torch.load(first["saved_model_file"], weights_only=True)
+    assert (stage1["other_parameter"]["stage"], stage2["other_parameter"]["stage"]) == ("pretrain", "raft")
+    settings = {**tiny, "retrieval_k": 5, "epochs": 4}
+
+    again = run_recbole_rag("RaSeRec", "tiny", config_dict={**settings, "resume_path": str(stage1_file)})
+    resumed = torch.load(again["saved_model_file"], weights_only=True)  # a new stage-2 file
+    assert again["saved_model_file"] != first["saved_model_file"] and resumed["other_parameter"]["stage"] == "raft"
+    assert again["epochs_run"] == (4 - stage1["epoch"] - 1) + 4  # the rest of stage 1, then all of stage 2
+
+    config, model, trainer, train, valid, _ = _setup(tiny, **{**settings, "resume_path": first["saved_model_file"]})
+    trainer.fit(train, valid, saved=True)
+    assert len(trainer.train_loss_dict) == 4 - stage2["epoch"] - 1  # stage 1 skipped, stage 2 continued
+    assert trainer.saved_model_file == first["saved_model_file"]
+    resumed_encoder = torch.load(first["saved_model_file"], weights_only=True)["state_dict"]
+    assert all(torch.equal(v, resumed_encoder[f"encoder.{k}"]) for k, v in model.encoder.state_dict().items())
+
+
+def test_resume_refuses_a_wrong_checkpoint(tiny):
+    duorec = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1})
+    _, _, trainer, train, valid, _ = _setup(tiny, resume_path=duorec["saved_model_file"])
+    with pytest.raises(CheckpointError, match="not a RaSeRec stage checkpoint"):
+        trainer.fit(train, valid, saved=False)
+    own = run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 5, "epochs": 1})
+    _, _, trainer, train, valid, _ = _setup(tiny, resume_path=own["saved_model_file"], hidden_size=32)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        trainer.fit(train, valid, saved=False)
+    _, _, trainer, train, valid, _ = _setup(tiny, resume_path=own["saved_model_file"],
+                                            pretrained_path=duorec["saved_model_file"])
+    with pytest.raises(ConfigError, match="not both"):
+        trainer.fit(train, valid, saved=False)

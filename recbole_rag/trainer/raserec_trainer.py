@@ -2,7 +2,8 @@
 evaluation with the bank extended by the validation interactions (``memory_update``).
 
 Each stage's output is a file a later run can start from: ``pretrained_path`` skips stage 1,
-``memory_path`` reuses a saved bank.
+``memory_path`` reuses a saved bank, ``resume_path`` continues an interrupted stage 1 or stage 2
+from its checkpoint (epoch, weights and optimizer), then runs the stages after it.
 """
 import os
 import time
@@ -12,7 +13,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import get_local_time, set_color
 
-from recbole_rag.errors import CheckpointError
+from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.memory import MemoryBank
 from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
@@ -47,12 +48,39 @@ class RaSeRecTrainer(Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.valid_data = valid_data
-        self.pretrain(train_data, valid_data, verbose, saved, show_progress)
+        resume_stage = self.resume_stage()
+        if resume_stage == "raft":  # stage 1 is done: its weights are in the stage-2 checkpoint
+            self.model.load_state_dict(load_checkpoint(self.config["resume_path"], self.device)["state_dict"])
+        else:
+            self.pretrain(train_data, valid_data, verbose, saved, show_progress, resume=resume_stage == "pretrain")
         self.build_memory(train_data.dataset, show_progress)
-        return self.finetune(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        return self.finetune(train_data, valid_data, verbose, saved, show_progress, callback_fn,
+                             resume=resume_stage == "raft")
 
-    def pretrain(self, train_data, valid_data, verbose, saved, show_progress):
-        """Stage 1, or the backbone of ``pretrained_path``."""
+    def resume_stage(self):
+        """The stage ``resume_path``'s checkpoint was saved in (None without one), checked."""
+        path = self.config["resume_path"]
+        if not path:
+            return None
+        if self.config["pretrained_path"]:
+            raise ConfigError("Give resume_path (continue a RaSeRec run) or pretrained_path (start RAFT "
+                              "from a backbone), not both.")
+        checkpoint = load_checkpoint(path, self.device)
+        stage = (checkpoint.get("other_parameter") or {}).get("stage")
+        if checkpoint["config"].get("model") != "RaSeRec" or stage not in ("pretrain", "raft"):
+            raise CheckpointError(f"'{path}' is not a RaSeRec stage checkpoint (it holds a "
+                                  f"{checkpoint['config'].get('model')} model): use pretrained_path "
+                                  "to start RAFT from a backbone.")
+        own = self.model.state_dict()
+        misfit = [k for k, v in checkpoint["state_dict"].items() if k not in own or own[k].shape != v.shape]
+        if misfit or len(checkpoint["state_dict"]) != len(own):
+            raise CheckpointError(f"'{path}' does not fit this model (dataset {checkpoint['config'].get('dataset')}, "
+                                  f"hidden_size {checkpoint['config'].get('hidden_size')}): {misfit[:3]}")
+        return stage
+
+    def pretrain(self, train_data, valid_data, verbose, saved, show_progress, resume=False):
+        """Stage 1 (continued from ``resume_path`` when ``resume``), or the backbone of
+        ``pretrained_path``."""
         path = self.config["pretrained_path"]
         if path:
             load_backbone(self.model.encoder, load_checkpoint(path, self.device), path)
@@ -61,6 +89,8 @@ class RaSeRecTrainer(Trainer):
         self.logger.info(set_color("Stage 1", "green") + ": collaborative pre-training")
         self.model.stage = "pretrain"
         self.saved_model_file = self._stage_file("pretrain")
+        if resume:
+            self.resume_checkpoint(self.config["resume_path"])
         super().fit(train_data, valid_data, verbose, saved, show_progress)
         if saved:  # continue from the best stage-1 epoch, not the last
             self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
@@ -105,8 +135,9 @@ class RaSeRecTrainer(Trainer):
         self.entry_stop = np.empty_like(memory_stop)
         self.entry_stop[memory_id] = memory_stop
 
-    def finetune(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
-        """Stage 2: retrieval-augmented fine-tuning, early-stopped on the valid metric."""
+    def finetune(self, train_data, valid_data, verbose, saved, show_progress, callback_fn, resume=False):
+        """Stage 2: retrieval-augmented fine-tuning, early-stopped on the valid metric (continued
+        from ``resume_path`` when ``resume``)."""
         self.logger.info(set_color("Stage 2", "green") + ": retrieval-augmented fine-tuning")
         self.model.start_raft()
         if self.model.freeze_backbone:
@@ -122,6 +153,8 @@ class RaSeRecTrainer(Trainer):
         self.start_epoch, self.cur_step, self.best_valid_result = 0, 0, None
         self.best_valid_score = -np.inf if self.valid_metric_bigger else np.inf
         self.saved_model_file = self._stage_file("raft")
+        if resume:
+            self.resume_checkpoint(self.config["resume_path"])
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     @torch.no_grad()

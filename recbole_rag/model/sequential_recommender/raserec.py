@@ -40,6 +40,7 @@ class RaSeRec(DuoRec):
         self.memory = None
         self.train_neighbours = None  # (n_train, K) bank ids per training entry, see cache_training_neighbours
         self.stage = "pretrain"
+        self.other_parameter_name = ["stage"]  # saved in checkpoints, so a run resumes its stage
 
     # --- memory -------------------------------------------------------------------------------
     def new_memory(self):
