@@ -1,9 +1,12 @@
 """Training time per batch: the plug-in's models vs RecBole's SASRec, side by side in one run.
 
-    python bench/epoch_time.py --dataset=ml-100k [--batches=30] [--data_path=...]
+    python bench/epoch_time.py --dataset=ml-100k [--batches=30] [--data_path=...] [--clock=cpu]
 
-Same data, batch size and seed for every model; prints seconds per batch, the estimated epoch
-time and the ratio to RecBole's SASRec, and writes results/<dataset>-epoch-time.md.
+Same data, batch size and seed for every model, in one process with the run path's CPU tuning
+(recbole_rag/runtime.py); prints seconds per batch, the estimated epoch time and the ratio to
+RecBole's SASRec, and writes results/<dataset>-epoch-time.md. ``--clock=cpu`` times the process's
+CPU seconds instead of wall seconds: steadier on a machine shared with other work (run it with
+OMP_NUM_THREADS=1 so idle threads' spinning is not counted).
 """
 import argparse
 import os
@@ -18,6 +21,7 @@ from recbole.utils import init_seed  # noqa: E402
 
 from recbole_rag import Config, get_model, get_trainer  # noqa: E402
 from recbole_rag.data import load_dataset  # noqa: E402
+from recbole_rag.runtime import tune_cpu  # noqa: E402
 
 VARIANTS = [
     ("SASRec (RecBole)", "SASRec", {}),
@@ -26,7 +30,7 @@ VARIANTS = [
 ]
 
 
-def time_batches(model_name, overrides, dataset, batches, common):
+def time_batches(model_name, overrides, dataset, batches, common, clock=time.perf_counter):
     config = Config(model_name, dataset, config_dict={**common, **overrides})
     init_seed(config["seed"], True)
     train_data, _, _ = data_preparation(config, load_dataset(config))
@@ -37,13 +41,13 @@ def time_batches(model_name, overrides, dataset, batches, common):
     for i, batch in enumerate(train_data):
         if i > batches:
             break
-        start = time.perf_counter()
+        start = clock()
         trainer.optimizer.zero_grad()
         loss = model.calculate_loss(batch)
         loss.backward()
         trainer.optimizer.step()
         if i > 0:  # the first batch warms up
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     per_batch = sorted(times)[len(times) // 2]
     return per_batch, per_batch * len(train_data), len(train_data)
 
@@ -54,14 +58,17 @@ def main():
     parser.add_argument("--data_path", default="dataset/")
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--train_batch_size", type=int, default=256)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    tuning = tune_cpu()
     common = {"data_path": args.data_path, "train_batch_size": args.train_batch_size,
               "show_progress": False, "state": "ERROR"}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, anomaly detection "
-          f"{torch.is_anomaly_enabled()}")
+          f"{torch.is_anomaly_enabled()}, {args.clock} clock, CPU tuning {tuning}")
     rows, base = [], None
     for label, model_name, overrides in VARIANTS:
-        per_batch, per_epoch, n = time_batches(model_name, overrides, args.dataset, args.batches, common)
+        per_batch, per_epoch, n = time_batches(model_name, overrides, args.dataset, args.batches, common, clock)
         base = base or per_batch
         rows.append((label, per_batch, per_epoch, n, per_batch / base))
         print(f"{label:45s} {per_batch:.3f} s/batch  ~{per_epoch:.0f} s/epoch ({n} batches)  "
@@ -69,7 +76,7 @@ def main():
     os.makedirs("results", exist_ok=True)
     with open(f"results/{args.dataset}-epoch-time.md", "w") as f:
         f.write(f"# Training time per batch on {args.dataset} (batch {args.train_batch_size}, "
-                f"median of {args.batches} batches, {torch.get_num_threads()} threads)\n\n")
+                f"median of {args.batches} batches, {torch.get_num_threads()} threads, {args.clock} clock)\n\n")
         f.write("| model | s/batch | est. s/epoch | ratio to RecBole SASRec |\n|---|---|---|---|\n")
         for label, per_batch, per_epoch, n, ratio in rows:
             f.write(f"| {label} | {per_batch:.3f} | {per_epoch:.0f} | {ratio:.2f} |\n")
