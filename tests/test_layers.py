@@ -1,35 +1,47 @@
 import torch
 
-from recbole_rag.model.layers import SASRecEncoder, TransformerLayer
+from recbole_rag.model.layers import Packing, SASRecEncoder, TransformerLayer
 
 
-def test_last_position_block_equals_the_full_block_at_those_positions():
+def test_packing_round_trip_keeps_real_items_and_zeros_padding():
+    lengths = torch.tensor([2, 4, 1])
+    packing = Packing(lengths, 4)
+    padded = torch.arange(12.0).view(3, 4, 1)
+    packed = packing.pack(padded)
+    assert packed.squeeze(1).tolist() == [0, 1, 4, 5, 6, 7, 8]
+    assert packed[packing.last].squeeze(1).tolist() == [1, 7, 8]  # each sequence's last item
+    assert torch.equal(packing.pad(packed), padded * packing.real[..., None])
+
+
+def test_last_item_block_equals_the_full_block_at_the_last_items():
     torch.manual_seed(0)
     layer = TransformerLayer(16, 2, 32, 0.5, 0.5, "gelu", 1e-12).eval()
-    x = torch.randn(5, 7, 16)
-    last = torch.tensor([6, 0, 3, 6, 2])  # shorter rows have padding after their last item
-    full = layer(x)[torch.arange(5), last]
-    assert torch.allclose(layer(x, last), full, atol=1e-5)
-    changed = x.clone()
-    changed[2, 4:] = 9.0  # positions after a row's last item never reach its output
-    assert torch.allclose(layer(changed, last)[2], full[2], atol=1e-5)
+    packing = Packing(torch.tensor([7, 1, 4, 7, 3]), 7)
+    x = torch.randn(len(packing.index), 16)
+    full = layer(x, packing)
+    assert full.shape == x.shape
+    assert torch.allclose(layer(x, packing, last_only=True), full[packing.last], atol=1e-5)
 
 
-def test_last_position_block_trains_with_dropout():
+def test_last_item_block_trains_with_dropout():
     layer = TransformerLayer(16, 2, 32, 0.5, 0.5, "gelu", 1e-12).train()
-    x = torch.randn(4, 6, 16, requires_grad=True)
-    out = layer(x, torch.tensor([5, 1, 2, 3]))
+    packing = Packing(torch.tensor([5, 2, 3]), 5)
+    x = torch.randn(len(packing.index), 16, requires_grad=True)
+    out = layer(x, packing, last_only=True)
     out.sum().backward()
-    assert out.shape == (4, 16) and torch.isfinite(x.grad).all()
-    assert x.grad[1, 2:].abs().sum() == 0  # nothing after row 1's last item gets a gradient
+    assert out.shape == (3, 16) and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
-def test_encoder_user_vector_is_its_last_blocks_output_at_the_last_item():
+def test_encoder_matches_a_padded_computation_of_the_same_blocks():
     torch.manual_seed(0)
     encoder = SASRecEncoder(20, 8, hidden_size=16, n_layers=2, n_heads=2, inner_size=32).eval()
-    seq = torch.tensor([[3, 4, 5, 0, 0], [1, 2, 3, 4, 5]])
-    lengths = torch.tensor([3, 5])
-    x = encoder.embedding_norm(encoder.item_embedding(seq) + encoder.position_embedding(torch.arange(5)))
-    for layer in encoder.layers:
-        x = layer(x)
-    assert torch.allclose(encoder(seq, lengths), x[torch.arange(2), lengths - 1], atol=1e-5)
+    seq = torch.tensor([[3, 4, 5, 0, 0], [1, 2, 3, 4, 5], [7, 0, 0, 0, 0]])
+    lengths = torch.tensor([3, 5, 1])
+    expected = []
+    for row, length in zip(seq, lengths):  # each sequence alone, without padding
+        one = Packing(length.view(1), int(length))
+        x = encoder.embedding_norm(encoder.item_embedding(row[:length]) + encoder.position_embedding(torch.arange(int(length))))
+        for layer in encoder.layers:
+            x = layer(x, one)
+        expected.append(x[-1])
+    assert torch.allclose(encoder(seq, lengths), torch.stack(expected), atol=1e-5)

@@ -35,6 +35,31 @@ def dropout(x, p, training):
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
+class Packing:
+    """Where a batch's real items sit: padded (batch, length) positions <-> packed rows.
+
+    Sequences are RecBole's: items left-aligned, zero padding after ``item_seq_len``. Every
+    position-wise op (projections, feed-forward, norms, dropout) runs on the packed real items
+    only; on short-sequence data such as Amazon's most of a padded batch is padding.
+    """
+
+    def __init__(self, item_seq_len, length):
+        lengths = item_seq_len.clamp(min=1)  # an empty sequence reads its padding, as RecBole's SASRec
+        self.batch, self.length = len(lengths), length
+        self.real = torch.arange(length, device=lengths.device) < lengths[:, None]  # (batch, length)
+        self.index = self.real.flatten().nonzero().squeeze(1)  # packed row -> padded position
+        self.last = torch.cumsum(lengths, 0) - 1  # packed row of each sequence's last item
+
+    def pad(self, packed):
+        """(n_real, d) -> (batch, length, d), zeros at padding."""
+        padded = packed.new_zeros(self.batch * self.length, packed.shape[-1])
+        return padded.index_copy(0, self.index, packed).view(self.batch, self.length, -1)
+
+    def pack(self, padded):
+        """(batch, length, d) -> (n_real, d)."""
+        return padded.reshape(self.batch * self.length, -1)[self.index]
+
+
 class TransformerLayer(nn.Module):
     """One post-LN block: causal multi-head self-attention, then a position-wise feed-forward."""
 
@@ -55,48 +80,38 @@ class TransformerLayer(nn.Module):
         self.ffn_out = nn.Linear(inner_size, hidden_size)
         self.ffn_norm = nn.LayerNorm(hidden_size, eps=eps)
 
-    def attention(self, x):
-        batch, length, hidden = x.shape
-        # (3, batch, heads, length, head_dim)
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+    def attention(self, x, packing, last_only):
+        """Causal self-attention of packed items x (n_real, hidden) -> (n_real, hidden), or
+        (batch, hidden) for each sequence's last item only."""
+        hidden = x.shape[-1]
+        weight, bias = self.qkv.weight, self.qkv.bias
+        if last_only:
+            q = F.linear(x[packing.last], weight[:hidden], bias[:hidden]).view(packing.batch, 1, 1, self.n_heads, -1)
+            kv = packing.pad(F.linear(x, weight[hidden:], bias[hidden:]))
+            k, v = kv.view(packing.batch, packing.length, 2, self.n_heads, -1).permute(2, 0, 3, 1, 4)
+            q = q.permute(2, 0, 3, 1, 4)[0]  # (batch, heads, 1, head_dim)
+            mask = packing.real[:, None, None, :]
+        else:
+            qkv = packing.pad(self.qkv(x)).view(packing.batch, packing.length, 3, self.n_heads, -1)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (batch, heads, length, head_dim) each
+            mask = torch.ones(packing.length, packing.length, dtype=torch.bool, device=x.device).tril()
         if self.training and self.attn_dropout > 0 and x.device.type == "cpu":
             # SDPA's own dropout falls back to a slow path on CPU; do it with the cheap mask.
             scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-            causal = torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
-            probs = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+            probs = scores.masked_fill(~mask, float("-inf")).softmax(-1)
             context = dropout(probs, self.attn_dropout, True) @ v
         else:
             p = self.attn_dropout if self.training else 0.0
-            context = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-        return context.transpose(1, 2).reshape(batch, length, hidden)
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        context = context.transpose(1, 2).reshape(packing.batch, -1, hidden)
+        return context[:, 0] if last_only else packing.pack(context)
 
-    def last_position_attention(self, x, last):
-        """Attention output at each row's last real position only: (batch, hidden)."""
-        batch, length, hidden = x.shape
-        weight, bias = self.qkv.weight, self.qkv.bias
-        q = F.linear(x[torch.arange(batch, device=x.device), last], weight[:hidden], bias[:hidden])
-        q = q.view(batch, self.n_heads, 1, -1)
-        # (2, batch, heads, length, head_dim)
-        k, v = F.linear(x, weight[hidden:], bias[hidden:]).view(batch, length, 2, self.n_heads, -1).permute(2, 0, 3, 1, 4)
-        visible = (torch.arange(length, device=x.device) <= last[:, None])[:, None, None, :]
-        if self.training and self.attn_dropout > 0 and x.device.type == "cpu":
-            scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-            probs = scores.masked_fill(~visible, float("-inf")).softmax(-1)
-            context = dropout(probs, self.attn_dropout, True) @ v
-        else:
-            p = self.attn_dropout if self.training else 0.0
-            context = F.scaled_dot_product_attention(q, k, v, attn_mask=visible, dropout_p=p)
-        return context.reshape(batch, hidden)
-
-    def forward(self, x, last=None):
-        """(batch, length, hidden) -> the same shape; or, given ``last`` (batch,) positions,
-        -> (batch, hidden) at those positions only. The last block of an encoder needs no other
-        output, so it skips the query, attention output and feed-forward of every other position
-        (the same result, about 40% less work per pass with two blocks)."""
-        if last is None:
-            residual, context = x, self.attention(x)
-        else:
-            residual, context = x[torch.arange(x.shape[0], device=x.device), last], self.last_position_attention(x, last)
+    def forward(self, x, packing, last_only=False):
+        """Packed items (n_real, hidden) -> the same; with ``last_only``, (batch, hidden) at each
+        sequence's last item. The last block of an encoder needs nothing else, so it skips the
+        query, attention output and feed-forward of every other item (the same result)."""
+        residual = x[packing.last] if last_only else x
+        context = self.attention(x, packing, last_only)
         x = self.attn_norm(residual + dropout(self.attn_out(context), self.hidden_dropout, self.training))
         h = self.ffn_out(self.act(self.ffn_in(x)))
         return self.ffn_norm(x + dropout(h, self.hidden_dropout, self.training))
@@ -105,9 +120,8 @@ class TransformerLayer(nn.Module):
 class SASRecEncoder(nn.Module):
     """Item sequence -> user vector (the output at each sequence's last real position).
 
-    Sequences are RecBole's: items left-aligned, zero padding after ``item_seq_len``. With causal
-    attention, padding never reaches a real position, so no padding mask is needed and the batch
-    is cut to its longest sequence.
+    With causal attention, padding never reaches a real position: the batch is cut to its
+    longest sequence and only real items are computed (``Packing``).
     """
 
     def __init__(self, n_items, max_seq_length, hidden_size=64, n_layers=2, n_heads=2, inner_size=256,
@@ -143,14 +157,12 @@ class SASRecEncoder(nn.Module):
 
     def forward(self, item_seq, item_seq_len):
         """(batch, max_len) item ids, (batch,) lengths -> (batch, hidden) user vectors."""
-        length = max(int(item_seq_len.max()), 1)
-        item_seq = item_seq[:, :length]
-        positions = torch.arange(length, device=item_seq.device)
-        x = self.item_embedding(item_seq) + self.position_embedding(positions)
+        packing = Packing(item_seq_len, max(int(item_seq_len.max()), 1))
+        padded_rows = packing.index // packing.length, packing.index % packing.length
+        x = self.item_embedding(item_seq[padded_rows]) + self.position_embedding(padded_rows[1])
         x = dropout(self.embedding_norm(x), self.hidden_dropout, self.training)
         for layer in self.layers[:-1]:
-            x = layer(x)
-        last = (item_seq_len - 1).clamp(min=0)
+            x = layer(x, packing)
         if not len(self.layers):
-            return x[torch.arange(x.shape[0], device=x.device), last]
-        return self.layers[-1](x, last)
+            return x[packing.last]
+        return self.layers[-1](x, packing, last_only=True)
