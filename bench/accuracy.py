@@ -112,10 +112,10 @@ def settings_of(run, seed, overrides):
             "overrides": {**overrides, **run.overrides}}
 
 
-def result_path(out_dir, dataset, settings):
+def result_path(store_dir, settings):
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    safe_label = "".join(c if c.isalnum() or c in "@+-_" else "_" for c in settings["label"])
-    return os.path.join(out_dir, f"{dataset}-accuracy", f"{safe_label}-seed{settings['seed']}-{digest}.json")
+    safe_label = "".join(c if c.isalnum() or c in "@+-_=." else "_" for c in settings["label"])
+    return os.path.join(store_dir, f"{safe_label}-seed{settings['seed']}-{digest}.json")
 
 
 def _save_json(path, data):
@@ -126,8 +126,9 @@ def _save_json(path, data):
     os.replace(tmp_path, path)
 
 
-def run_all(runs, dataset, seeds, overrides, out_dir="results", run_fn=run_recbole_rag, log=print):
-    """Run (or load the stored result of) every available run for every seed.
+def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, log=print):
+    """Run (or load the stored result of) every available run for every seed; each result is a
+    JSON file in ``store_dir`` named by label, seed and a hash of the settings.
 
     Returns ({label: [result per seed]}, {label: why skipped}). A run whose backbone was skipped
     is skipped too.
@@ -144,7 +145,7 @@ def run_all(runs, dataset, seeds, overrides, out_dir="results", run_fn=run_recbo
             settings = settings_of(run, seed, overrides)
             if backbone_result:
                 settings["backbone_settings"] = backbone_result["settings"]
-            path = result_path(out_dir, dataset, settings)
+            path = result_path(store_dir, settings)
             if os.path.isfile(path):
                 with open(path, encoding="utf-8") as f:
                     results[run.label].append(json.load(f))
@@ -222,7 +223,8 @@ def main(argv=None):
         for name in ("data_path", "epochs", "raft_epochs"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
-        results, skipped = run_all(runs, args.dataset, seeds, overrides, args.out_dir)
+        results, skipped = run_all(runs, args.dataset, seeds, overrides,
+                                   os.path.join(args.out_dir, f"{args.dataset}-accuracy"))
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -24,9 +24,10 @@ def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
         return run_recbole_rag(model, dataset, config_dict=config_dict)
 
     out = str(tmp_path / "res")
+    store = str(tmp_path / "res" / "tiny-accuracy")
     settings = {**tiny, "epochs": 1, "raft_epochs": 1}
     messages = []
-    results, skipped = run_all(RUNS, "tiny", [1, 2], settings, out, counting_run, messages.append)
+    results, skipped = run_all(RUNS, "tiny", [1, 2], settings, store, counting_run, messages.append)
     assert [c[:2] for c in calls] == [("SASRec", 1), ("SASRec", 2), ("RaSeRec", 1), ("RaSeRec", 2)]
     # RaSeRec starts from the SASRec checkpoint of the same seed
     assert calls[2][2] == results["SASRec"][0]["saved_model_file"]
@@ -36,12 +37,12 @@ def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
     assert any("skip Pipeline: model NoSuchModelYet not available" in m for m in messages)
 
     calls.clear()
-    again, _ = run_all(RUNS, "tiny", [1, 2], settings, out, counting_run, messages.append)
+    again, _ = run_all(RUNS, "tiny", [1, 2], settings, store, counting_run, messages.append)
     assert calls == []  # every finished run is read back, none re-run
     assert again["RaSeRec@SASRec"][1]["test_result"] == results["RaSeRec@SASRec"][1]["test_result"]
 
     calls.clear()  # another budget is another result
-    run_all(RUNS[:1], "tiny", [1], {**settings, "epochs": 2}, out, counting_run, messages.append)
+    run_all(RUNS[:1], "tiny", [1], {**settings, "epochs": 2}, store, counting_run, messages.append)
     assert calls == [("SASRec", 1, None)]
 
     table = write_accuracy(results, skipped, "tiny", [1, 2], "epochs=1", out)
