@@ -11,7 +11,9 @@ import torch
 def machine():
     """One line naming what the numbers were measured on."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
-    return f"{device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores, torch {torch.__version__}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # other work on the machine slows timings
+    return (f"{device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores (load average {load}), "
+            f"torch {torch.__version__}")
 
 
 def _write_atomic(path, text):

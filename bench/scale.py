@@ -37,15 +37,16 @@ INDEXES = ("flat", "ivf", "hnsw")
 CHUNK = 1_000_000
 
 
-def clustered(n, seed, centres):
-    """n points of a Gaussian mixture around ``centres`` (spread 0.3 of the centres' scale)."""
+def clustered(n, seed, centres, spread=0.3):
+    """n points of a Gaussian mixture around ``centres`` (standard deviation ``spread`` x the
+    centres' scale: 0.3 gives well-separated clusters, 1.0 overlapping ones)."""
     rng = np.random.default_rng(seed)
     points = centres[rng.integers(0, len(centres), n)]
-    points += 0.3 * rng.standard_normal(points.shape, dtype=np.float32)
+    points += spread * rng.standard_normal(points.shape, dtype=np.float32)
     return points
 
 
-def build_bank(index_type, n, centres):
+def build_bank(index_type, n, centres, spread):
     """A MemoryBank of n keys added in chunks (data made on the fly); (bank, seconds, MiB)."""
     from recbole_rag.memory import MemoryBank
 
@@ -54,7 +55,7 @@ def build_bank(index_type, n, centres):
     bank = MemoryBank(DIM, index_type=index_type, metric="ip")
     seconds = 0.0
     for start in range(0, n, CHUNK):
-        keys = clustered(min(CHUNK, n - start), seed=start + 1, centres=centres)
+        keys = clustered(min(CHUNK, n - start), start + 1, centres, spread)
         began = time.perf_counter()
         bank.add(keys, np.arange(start, start + len(keys)))
         seconds += time.perf_counter() - began
@@ -79,10 +80,10 @@ def recall_at_k(ids, truth):
     return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, truth)]))
 
 
-def bench_banks(sizes, hnsw_budget_s, log=print):
+def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
     rows = []
     centres = np.random.default_rng(0).standard_normal((N_CENTRES, DIM), dtype=np.float32)
-    queries = clustered(N_QUERIES, seed=12345, centres=centres)
+    queries = clustered(N_QUERIES, 12345, centres, spread)
     hnsw_rate = None  # seconds per entry of the last HNSW build, for the extrapolation
     for n in sizes:
         truth = None
@@ -95,7 +96,7 @@ def bench_banks(sizes, hnsw_budget_s, log=print):
                                           f"> --hnsw_budget_s={hnsw_budget_s:.0f}"))
                     log(rows[-1])
                     continue
-            bank, build_s, mib = build_bank(index_type, n, centres)
+            bank, build_s, mib = build_bank(index_type, n, centres, spread)
             one_ms, batch_ms = latency(bank, queries)
             ids = bank.search(queries, K)[3]
             if truth is None:
@@ -208,7 +209,7 @@ def _f(value, digits):
     return "" if value is None else f"{value:.{digits}f}"
 
 
-def write_results(bank_rows, train_rows, out_dir):
+def write_results(bank_rows, train_rows, out_dir, spread=0.3, name="scale"):
     header = ["entries", "index", "build s", "query ms (one)", "query ms (batch of 200)", "recall@10 vs flat",
               "memory MiB", "status"]
     rows = [[f"{r['n']:,}", r["index"], _f(r["build_s"], 2), _f(r.get("query_ms"), 3), _f(r.get("batch_query_ms"), 3),
@@ -220,7 +221,8 @@ def write_results(bank_rows, train_rows, out_dir):
                  r.get("memory_mib"), r["status"] + (f": {r['note']}" if r["note"] else "")] + [""] * 4 for r in bank_rows]
     csv_rows += [["training", r["dataset"], r["model"]] + [""] * 6 + [r["items"], r["batches"], r["s_per_batch"],
                                                                     r["s_per_epoch"]] for r in train_rows]
-    notes = [f"Bank: clustered Gaussian 64-d keys ({N_CENTRES} centres), {N_QUERIES} held-out queries, K={K}, "
+    notes = [f"Bank: clustered Gaussian 64-d keys ({N_CENTRES} centres, spread {spread}), {N_QUERIES} held-out "
+             f"queries, K={K}, "
              "inner product; memory = resident memory the bank added (MemoryBank keeps the keys beside the index, "
              "so a flat bank holds them twice)."]
     if train_rows:
@@ -229,9 +231,9 @@ def write_results(bank_rows, train_rows, out_dir):
                                        _f(r["s_per_batch"], 3), _f(r["s_per_epoch"], 0)] for r in train_rows])
         notes.append("Training time against dataset size (batch 256; s/batch median of a few batches x batches):\n\n"
                      + train_table + "\n")
-    table = write_report(os.path.join(out_dir, "scale"), "Scale: memory bank and training time", header, rows,
+    table = write_report(os.path.join(out_dir, name), "Scale: memory bank and training time", header, rows,
                          csv_header, csv_rows, notes)
-    plot(bank_rows, train_rows, os.path.join(out_dir, "scale.png"))
+    plot(bank_rows, train_rows, os.path.join(out_dir, f"{name}.png"))
     return table
 
 
@@ -242,7 +244,9 @@ def main(argv=None):
     parser.add_argument("--data_path", default="../shared/datasets", help="folder holding amazon-beauty/")
     parser.add_argument("--factors", default="2,4", help="copies of amazon-beauty to time training on")
     parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--spread", type=float, default=0.3, help="cluster spread of the synthetic keys")
     parser.add_argument("--skip_training", action="store_true")
+    parser.add_argument("--name", default="scale", help="results/<name>.md, .csv, .png")
     parser.add_argument("--out_dir", default="results")
     args = parser.parse_args(argv)
     try:
@@ -254,9 +258,9 @@ def main(argv=None):
         parser.error("every size must be >= 2048 (the ivf index trains 1024 lists on its first add)")
     import recbole_rag  # noqa: F401  (compat shims before RecBole)
 
-    bank_rows = bench_banks(sizes, args.hnsw_budget_s)
+    bank_rows = bench_banks(sizes, args.hnsw_budget_s, args.spread)
     train_rows = [] if args.skip_training else bench_training(args.data_path, factors, args.batches)
-    print(write_results(bank_rows, train_rows, args.out_dir))
+    print(write_results(bank_rows, train_rows, args.out_dir, args.spread, args.name))
 
 
 if __name__ == "__main__":
