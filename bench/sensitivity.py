@@ -79,6 +79,32 @@ def plot(rows, backbone, path, title):
     os.replace(tmp_path, path)
 
 
+def share_neighbour_retrieval(max_k):
+    """Retrieve each training pair's top-``max_k`` memories once for the whole grid.
+
+    With a frozen backbone RAFT first retrieves the top-K neighbours of every training pair from
+    the exact (flat) bank; the top-K of that search are the first K of its top-``max_k``, so
+    settings that share the bank share one retrieval, sliced to their K. Applies to this
+    process only, and only where the bank is a flat one.
+    """
+    from recbole_rag.model.sequential_recommender.raserec import RaSeRec
+
+    retrieve = RaSeRec.cache_training_neighbours
+    shared = {}
+
+    def cache_training_neighbours(model, entry_stop, chunk_size=1024, show_progress=False):
+        if model.memory.index_type != "flat":
+            return retrieve(model, entry_stop, chunk_size, show_progress)
+        bank_id = (len(model.memory), model.memory.keys[:8].tobytes())
+        if bank_id not in shared:
+            k, model.retrieval_k = model.retrieval_k, max(max_k, model.retrieval_k)
+            retrieve(model, entry_stop, chunk_size, show_progress)
+            model.retrieval_k, shared[bank_id] = k, model.train_neighbours
+        model.train_neighbours = shared[bank_id][:, :model.retrieval_k]
+
+    RaSeRec.cache_training_neighbours = cache_training_neighbours
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                      epilog="Any other --key=value overrides a setting of every run.")
@@ -119,6 +145,7 @@ def main(argv=None):
                 "raft_epochs": args.raft_epochs}
         grid = settings_grid(ks, alphas, args.k, args.alpha)
         runs = [Run(label, "RaSeRec", {"retrieval_k": kk, "alpha": a}) for label, kk, a in grid]
+        share_neighbour_retrieval(max(kk for _, kk, _ in grid))
         results, _ = run_all(runs, args.dataset, [args.seed], raft, store)
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -119,8 +119,10 @@ def run_distributed(model, dataset, nproc=2, config_file_list=None, config_dict=
     get_model(model)  # an unknown name fails here, not in every process
     if model in OUR_TRAINERS:
         check_single_stage(get_trainer(None, model))
-    settings = {**(config_dict or {}), "nproc": nproc, "world_size": nproc, "offset": 0,
-                "ip": "127.0.0.1", "port": port or free_port()}
+    # One machine by default; on several, each runs this with world_size (all processes), offset
+    # (its first rank) and the ip/port of the machine holding rank 0 in config_dict.
+    settings = {"world_size": nproc, "offset": 0, "ip": "127.0.0.1", "port": port or free_port(),
+                **(config_dict or {}), "nproc": nproc}
     context = torch.multiprocessing.get_context("spawn")
     queue = context.SimpleQueue()
     threads = max(1, torch.get_num_threads() // nproc)
