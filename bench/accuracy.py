@@ -190,8 +190,11 @@ def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
         for source, numbers in published.get(label, []):
             rows.append([f"*{label}*", f"*{source}*", ""] + [f"{numbers[m]:.4f}" if m in numbers else "" for m in METRICS] + [""])
             csv_rows.append([label, source, ""] + [numbers.get(m, "") for m in METRICS] + [""] * len(METRICS) + [""])
-    notes = [f"Budget: {budget}; seeds {','.join(map(str, seeds))}; mean ± sample std over seeds.",
-             "Published rows (italic) come from full-length training in their sources."]
+    notes = [f"Budget: {budget}; seeds {','.join(map(str, seeds))}; mean ± sample std over seeds."]
+    if any(label in published for label in results):
+        notes.append("Published rows (italic) come from full-length training in their sources.")
+    if any(r.get("settings", {}).get("backbone") for per_seed in results.values() for r in per_seed):
+        notes.append("M@B: M starts from B's checkpoint; its train s counts only its own stages.")
     notes += [f"{label}: skipped ({why})." for label, why in skipped.items()]
     csv_header = ["method", "source", "seeds"] + METRICS + [f"{m}_std" for m in METRICS] + ["train_time_s"]
     return write_report(os.path.join(out_dir, f"{dataset}-accuracy"), f"Test results on {dataset}",
