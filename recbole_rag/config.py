@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from recbole.config import Config as RecBoleConfig
 
+from recbole_rag.distributed import init_cpu_process_group, uses_gpu
 from recbole_rag.errors import ConfigError
 from recbole_rag.registry import get_model
 
@@ -95,6 +96,14 @@ class Config(RecBoleConfig):
                 )
             merged.update(loaded)
         return merged
+
+    def _init_device(self):
+        # One of several processes (local_rank set) without a GPU: gloo on the CPU, where
+        # RecBole would start NCCL on a CUDA device (recbole_rag.distributed says why).
+        if "local_rank" in self.final_config_dict and not uses_gpu(self.final_config_dict):
+            init_cpu_process_group(self.final_config_dict)
+        else:
+            super()._init_device()
 
     def _load_cmd_line(self):
         # The CLI parses sys.argv itself and hands --key=value overrides in as config_dict, so a

@@ -10,6 +10,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
+from recbole_rag.distributed import distributed_trainer
 from recbole_rag.errors import ConfigError
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
@@ -33,7 +34,10 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
     logger.info(model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    if not config["single_spec"]:  # one of several processes (recbole_rag.distributed)
+        trainer_class = distributed_trainer(trainer_class)
+    trainer = trainer_class(config, model)
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(

@@ -1,0 +1,244 @@
+"""Accuracy table: every method under one budget and seed list, beside its published numbers.
+
+    python bench/accuracy.py --dataset=amazon-beauty --data_path=../shared/datasets \
+        [--epochs=200] [--raft_epochs=30] [--seeds=2020,2021] [--runs=SASRec,DuoRec] [--key=value ...]
+
+Each run goes through ``run_recbole_rag`` (RecBole's data, split and evaluator). A finished run's
+result is a JSON file under ``results/<dataset>-accuracy/`` named by label, seed and a hash of its
+settings, so a rerun with the same settings skips it. Writes ``results/<dataset>-accuracy.md`` and
+``.csv``: the mean (and sample standard deviation, with several seeds) of each metric.
+"""
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+from dataclasses import dataclass, field
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from bench.report import write_report  # noqa: E402
+from recbole_rag import run_recbole_rag  # noqa: E402
+from recbole_rag.cli import parse_overrides  # noqa: E402
+from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError  # noqa: E402
+from recbole_rag.registry import get_model  # noqa: E402
+
+METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One row: ``model`` trained with ``overrides``; ``backbone`` names an earlier row whose
+    checkpoint it starts from (``pretrained_path``), as ``M@B`` in ``--compare``."""
+    label: str
+    model: str
+    overrides: dict = field(default_factory=dict)
+    backbone: str = None
+
+
+# The table, in order. A model this build lacks (the DR4SR pipeline and SRA-CL live on other
+# branches until merged) is skipped with a note; adding a method is one line here.
+RUNS = [
+    Run("SASRec", "SASRec"),
+    Run("DuoRec", "DuoRec"),
+    Run("RaSeRec@SASRec", "RaSeRec", backbone="SASRec"),
+    Run("RaSeRec@DuoRec", "RaSeRec", backbone="DuoRec"),
+    Run("SASRec+regen", "Regenerator", {"regen_backbone": "SASRec"}),
+    Run("SASRec+regen+RAFT(pairs)", "Regenerator", {"regen_backbone": "SASRec", "memory_source": "pairs"}),
+    Run("SASRec+regen+RAFT(patterns)", "Regenerator", {"regen_backbone": "SASRec", "memory_source": "patterns"}),
+    Run("DuoRec+regen", "Regenerator", {"regen_backbone": "DuoRec"}),
+    Run("DuoRec+regen+RAFT(pairs)", "Regenerator", {"regen_backbone": "DuoRec", "memory_source": "pairs"}),
+    Run("DuoRec+regen+RAFT(patterns)", "Regenerator", {"regen_backbone": "DuoRec", "memory_source": "patterns"}),
+    Run("SRACL", "SRACL"),
+]
+
+# Published test numbers on amazon-beauty (full ranking, leave-one-out): run label -> [(source,
+# {metric: value})]. Only what the sources report; missing metrics stay blank.
+PUBLISHED = {
+    "amazon-beauty": {
+        "SASRec": [("DR4SR reference study", {"ndcg@10": 0.0405})],
+        "DuoRec": [
+            ("RaSeRec authors' log", {"recall@5": 0.0541, "recall@10": 0.0834, "recall@20": 0.1217,
+                                      "ndcg@5": 0.0337, "ndcg@10": 0.0431, "ndcg@20": 0.0527}),
+            ("DR4SR reference study", {"ndcg@10": 0.0452}),
+        ],
+        "RaSeRec@DuoRec": [
+            ("RaSeRec paper / authors' log", {"recall@5": 0.0567, "recall@10": 0.0863, "recall@20": 0.1244,
+                                              "ndcg@5": 0.0367, "ndcg@10": 0.0462, "ndcg@20": 0.0558}),
+        ],
+        "SASRec+regen": [("DR4SR reference study", {"ndcg@10": 0.0434})],
+        "DuoRec+regen": [("DR4SR reference study", {"ndcg@10": 0.0470})],
+    },
+}
+
+
+def parse_seeds(text):
+    try:
+        seeds = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers such as 2020,2021, got {text!r}.") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs at least one seed and no repeats, got {text!r}.")
+    return seeds
+
+
+def select_runs(labels, runs=RUNS):
+    """The rows named in ``labels`` (all when empty), each backbone listed before its user."""
+    if not labels:
+        return list(runs)
+    by_label = {run.label: run for run in runs}
+    unknown = [label for label in labels if label not in by_label]
+    if unknown:
+        raise ConfigError(f"Unknown run(s) {', '.join(unknown)}; the table has: {', '.join(by_label)}.")
+    chosen = [by_label[label] for label in labels]
+    for position, run in enumerate(chosen):
+        if run.backbone and run.backbone not in labels[:position]:
+            raise ConfigError(f"'{run.label}' starts from '{run.backbone}': list {run.backbone} before it in --runs.")
+    return chosen
+
+
+def available(run):
+    """None if this build has the run's model, else why not."""
+    try:
+        get_model(run.model)
+    except UnknownModelError:
+        return f"model {run.model} not available in this build"
+    return None
+
+
+def settings_of(run, seed, overrides):
+    return {"label": run.label, "model": run.model, "backbone": run.backbone, "seed": seed,
+            "overrides": {**overrides, **run.overrides}}
+
+
+def result_path(store_dir, settings):
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    safe_label = "".join(c if c.isalnum() or c in "@+-_=." else "_" for c in settings["label"])
+    return os.path.join(store_dir, f"{safe_label}-seed{settings['seed']}-{digest}.json")
+
+
+def _save_json(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with open(tmp_path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp_path, path)
+
+
+def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, log=print):
+    """Run (or load the stored result of) every available run for every seed; each result is a
+    JSON file in ``store_dir`` named by label, seed and a hash of the settings.
+
+    Returns ({label: [result per seed]}, {label: why skipped}). A run whose backbone was skipped
+    is skipped too.
+    """
+    results, skipped = {}, {}
+    for run in runs:
+        why = available(run) or (f"its backbone {run.backbone} was skipped" if run.backbone in skipped else None)
+        if why:
+            skipped[run.label] = why
+            log(f"skip {run.label}: {why}")
+            continue
+        results[run.label] = []
+        for seed, backbone_result in zip(seeds, results.get(run.backbone) or [None] * len(seeds)):
+            settings = settings_of(run, seed, overrides)
+            if backbone_result:
+                settings["backbone_settings"] = backbone_result["settings"]
+            path = result_path(store_dir, settings)
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    results[run.label].append(json.load(f))
+                log(f"done {run.label} seed {seed}: stored in {path}")
+                continue
+            config = {**settings["overrides"], "seed": seed}
+            if backbone_result:
+                checkpoint = backbone_result["saved_model_file"]
+                if not checkpoint or not os.path.isfile(checkpoint):
+                    raise ConfigError(f"{run.label} needs {run.backbone}'s checkpoint '{checkpoint}', which is gone: "
+                                      f"delete {backbone_result['path']} so {run.backbone} runs again.")
+                config["pretrained_path"] = checkpoint
+            log(f"run  {run.label} seed {seed}")
+            result = run_fn(run.model, dataset, config_dict=config)
+            stored = {"settings": settings, "path": path, "test_result": dict(result["test_result"]),
+                      "best_valid_result": dict(result["best_valid_result"]),
+                      "train_time_s": result["train_time_s"], "epochs_run": result["epochs_run"],
+                      "saved_model_file": result["saved_model_file"]}
+            _save_json(path, stored)
+            results[run.label].append(stored)
+    return results, skipped
+
+
+def mean_spread(values):
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _cell(mean, spread):
+    return f"{mean:.4f}" if spread is None else f"{mean:.4f} ± {spread:.4f}"
+
+
+def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
+    """results/<dataset>-accuracy.md and .csv: ours (mean ± std over seeds) then published rows."""
+    published = PUBLISHED.get(dataset, {})
+    header = ["method", "source", "seeds"] + METRICS + ["train s"]
+    rows, csv_rows = [], []
+    for label, per_seed in results.items():
+        stats = [mean_spread([r["test_result"][m] for r in per_seed]) for m in METRICS]
+        train = statistics.fmean(r["train_time_s"] for r in per_seed)
+        rows.append([label, "ours", len(per_seed)] + [_cell(*s) for s in stats] + [f"{train:.0f}"])
+        csv_rows.append([label, "ours", len(per_seed)] + [m for m, _ in stats] + [s for _, s in stats] + [round(train, 1)])
+        for source, numbers in published.get(label, []):
+            rows.append([f"*{label}*", f"*{source}*", ""] + [f"{numbers[m]:.4f}" if m in numbers else "" for m in METRICS] + [""])
+            csv_rows.append([label, source, ""] + [numbers.get(m, "") for m in METRICS] + [""] * len(METRICS) + [""])
+    notes = [f"Budget: {budget}; seeds {','.join(map(str, seeds))}; mean ± sample std over seeds."]
+    if any(label in published for label in results):
+        notes.append("Published rows (italic) come from full-length training in their sources.")
+    if any(r.get("settings", {}).get("backbone") for per_seed in results.values() for r in per_seed):
+        notes.append("M@B: M starts from B's checkpoint; its train s counts only its own stages.")
+    notes += [f"{label}: skipped ({why})." for label, why in skipped.items()]
+    csv_header = ["method", "source", "seeds"] + METRICS + [f"{m}_std" for m in METRICS] + ["train_time_s"]
+    return write_report(os.path.join(out_dir, f"{dataset}-accuracy"), f"Test results on {dataset}",
+                        header, rows, csv_header, csv_rows, notes)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     epilog="Any other --key=value overrides a setting of every run.")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs of every model (default: the YAML's)")
+    parser.add_argument("--raft_epochs", type=int, default=None, help="RaSeRec stage-2 epochs (default: the YAML's)")
+    parser.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")
+    parser.add_argument("--runs", default="", help="comma-separated labels of RUNS (default: all)")
+    parser.add_argument("--out_dir", default="results")
+    return parser
+
+
+def main(argv=None):
+    args, rest = build_parser().parse_known_args(argv)
+    try:
+        seeds = parse_seeds(args.seeds)
+        for name in ("epochs", "raft_epochs"):
+            if getattr(args, name) is not None and getattr(args, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+        runs = select_runs([label.strip() for label in args.runs.split(",") if label.strip()])
+        overrides = {"show_progress": False, **parse_overrides(rest)}
+        for name in ("data_path", "epochs", "raft_epochs"):
+            if getattr(args, name) is not None:
+                overrides[name] = getattr(args, name)
+        results, skipped = run_all(runs, args.dataset, seeds, overrides,
+                                   os.path.join(args.out_dir, f"{args.dataset}-accuracy"))
+    except RecBoleRagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not results:
+        print("error: no run of the table is available in this build.", file=sys.stderr)
+        return 2
+    budget = f"epochs={args.epochs or 'YAML'}, raft_epochs={args.raft_epochs or 'YAML'}"
+    print(write_accuracy(results, skipped, args.dataset, seeds, budget, args.out_dir))
+    print(f"\nwritten to {args.out_dir}/{args.dataset}-accuracy.md and .csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

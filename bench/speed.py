@@ -1,0 +1,193 @@
+"""Speed, side by side in one run: our models' training and inference time as ratios to RecBole's
+SASRec on the same data, batch size and seed.
+
+    python bench/speed.py --dataset=ml-100k [--batches=20] [--train_batch_size=256] [--data_path=...]
+
+Each model is measured in its own child process (so its peak memory is its own): training
+seconds per batch (median of ``--batches`` after one warm-up batch) and per epoch (x number of
+batches); for RaSeRec also the memory-bank build, the one-off neighbour retrieval of every
+training pair, a RAFT step, the faiss search a RAFT step would need without that cache (the
+retrieval overhead per batch), and full-ranking test inference per 1,000 users with and without
+retrieval. Writes ``results/<dataset>-speed.md`` and ``.csv``. Timings only: nothing is asserted.
+"""
+import argparse
+import multiprocessing
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bench.report import write_report  # noqa: E402
+
+
+def rss_mib():
+    """Resident memory of this process now (Linux /proc), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def median_time(step, batches, data):
+    """Median seconds of ``step(batch)`` over ``batches`` batches, after one warm-up batch."""
+    times = []
+    for i, batch in enumerate(data):
+        if i > batches:
+            break
+        start = time.perf_counter()
+        step(batch)
+        if i > 0:
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def train_step(model, optimizer):
+    def step(batch):
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+    return step
+
+
+def setup(model_name, dataset, common):
+    """Config, dataloaders, model and trainer as run_recbole_rag builds them."""
+    from recbole.data import data_preparation
+    from recbole.utils import init_seed
+
+    from recbole_rag import Config, get_model, get_trainer
+    from recbole_rag.data import load_dataset
+
+    config = Config(model_name, dataset, config_dict=common)
+    init_seed(config["seed"], True)
+    train, valid, test = data_preparation(config, load_dataset(config))
+    model = get_model(model_name)(config, train.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    return config, model, trainer, train, test
+
+
+def inference_per_1000_users(trainer, test):
+    start = time.perf_counter()
+    trainer.evaluate(test, load_best_model=False)
+    return (time.perf_counter() - start) / len(test.dataset) * 1000
+
+
+def measure(model_name, dataset, common, batches):
+    """Timings of one model (run in a child process); RaSeRec adds its stage-2 numbers."""
+    config, model, trainer, train, test = setup(model_name, dataset, common)
+    rows = {"n_batches": len(train), "users": len(test.dataset), "rss_after_data_mib": rss_mib()}
+    model.train()
+    rows["train_s_per_batch"] = median_time(train_step(model, trainer.optimizer), batches, train)
+    rows["infer_s_per_1000_users"] = inference_per_1000_users(trainer, test)
+    if model_name == "RaSeRec":
+        start = time.perf_counter()
+        trainer.build_memory(train.dataset, show_progress=False)
+        rows["bank_build_s"] = time.perf_counter() - start
+        rows["bank_entries"] = len(model.memory)
+        model.start_raft()
+        start = time.perf_counter()
+        model.cache_training_neighbours(trainer.entry_stop)
+        rows["neighbour_cache_s"] = time.perf_counter() - start
+        optimizer = trainer._build_optimizer(params=[p for p in model.parameters() if p.requires_grad],
+                                             learning_rate=config["raft_learning_rate"])
+        model.train()
+        rows["raft_s_per_batch"] = median_time(train_step(model, optimizer), batches, train)
+
+        def search(batch):  # what a RAFT step searches when neighbours are not cached
+            entries = batch["memory_id"].numpy()
+            exclude = np.stack([entries, batch["memory_stop"].numpy()], 1)
+            model.memory.search(model.memory.keys[entries], model.retrieval_k, exclude)
+
+        rows["retrieval_s_per_batch"] = median_time(search, batches, train)
+        rows["raft_infer_s_per_1000_users"] = inference_per_1000_users(trainer, test)
+    rows["peak_rss_mib"] = peak_rss_mib()
+    return rows
+
+
+def _child(queue, *args):
+    import recbole_rag  # noqa: F401  (compat shims before RecBole)
+
+    queue.put(measure(*args))
+
+
+def measure_in_child(*args):
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, *args))
+    process.start()
+    rows = queue.get()
+    process.join()
+    return rows
+
+
+MODELS = [("SASRec (RecBole)", "SASRec"), ("DuoRec", "DuoRec"), ("RaSeRec", "RaSeRec")]
+
+
+def report_rows(measured):
+    """(label, s/batch, s/epoch, ratio to SASRec, s per 1,000 users, its ratio, peak MiB) rows."""
+    base = measured["SASRec (RecBole)"]
+    rows = []
+
+    def add(label, per_batch, n_batches, infer, peak, note=""):
+        train_ratio = per_batch / base["train_s_per_batch"] if per_batch else None
+        infer_ratio = infer / base["infer_s_per_1000_users"] if infer else None
+        rows.append([label, per_batch, per_batch * n_batches if per_batch else None, train_ratio,
+                     infer, infer_ratio, peak, note])
+
+    for label, rows_of in measured.items():
+        stage1 = "RaSeRec stage 1 (DuoRec objective)" if label == "RaSeRec" else label
+        add(stage1, rows_of["train_s_per_batch"], rows_of["n_batches"], rows_of["infer_s_per_1000_users"],
+            rows_of["peak_rss_mib"], "inference without retrieval" if label == "RaSeRec" else "")
+    r = measured["RaSeRec"]
+    add("RaSeRec stage 2 (RAFT, neighbours cached)", r["raft_s_per_batch"], r["n_batches"],
+        r["raft_infer_s_per_1000_users"], r["peak_rss_mib"], "inference with retrieval (top-K search per user)")
+    add("RAFT retrieval per batch if searched (faiss)", r["retrieval_s_per_batch"], r["n_batches"], None, None,
+        f"{r['retrieval_s_per_batch'] / r['raft_s_per_batch']:.2f}x a cached RAFT step")
+    return rows
+
+
+def _fmt(value, digits=3):
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--train_batch_size", type=int, default=256)
+    parser.add_argument("--out_dir", default="results")
+    args = parser.parse_args(argv)
+    if args.batches < 1 or args.train_batch_size < 1:
+        parser.error("--batches and --train_batch_size must be >= 1")
+    common = {"train_batch_size": args.train_batch_size, "show_progress": False, "state": "ERROR"}
+    if args.data_path:
+        common["data_path"] = args.data_path
+    measured = {}
+    for label, model_name in MODELS:
+        measured[label] = measure_in_child(model_name, args.dataset, common, args.batches)
+        print(f"{label}: {measured[label]}", flush=True)
+    rows = report_rows(measured)
+    header = ["model / stage", "train s/batch", "est. s/epoch", "train ratio to SASRec",
+              "test s per 1,000 users", "inference ratio to SASRec", "peak RSS MiB", "note"]
+    shown = [[label, _fmt(b, 4), _fmt(e, 1), _fmt(t, 2), _fmt(i), _fmt(ir, 2), _fmt(p, 0), note]
+             for label, b, e, t, i, ir, p, note in rows]
+    r = measured["RaSeRec"]
+    notes = [f"batch {args.train_batch_size}, median of {args.batches} batches, {r['n_batches']} batches per epoch, "
+             f"{r['users']} test users; each model in its own process (peak RSS includes the loaded dataset, "
+             f"{measured['SASRec (RecBole)']['rss_after_data_mib']:.0f} MiB after loading for SASRec).",
+             f"RaSeRec memory bank: {r['bank_entries']} entries built in {r['bank_build_s']:.2f} s (encode + faiss add); "
+             f"top-K neighbours of every training pair retrieved once in {r['neighbour_cache_s']:.2f} s."]
+    table = write_report(os.path.join(args.out_dir, f"{args.dataset}-speed"), f"Speed on {args.dataset}",
+                         header, shown, header, rows, notes)
+    print(table + "\n\n" + "\n".join(notes))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+import csv
+import json
+
+import pytest
+
+from bench import accuracy
+from bench.accuracy import Run, parse_seeds, run_all, select_runs, write_accuracy
+from recbole_rag import run_recbole_rag
+from recbole_rag.errors import ConfigError
+
+RUNS = [
+    Run("SASRec", "SASRec"),
+    Run("RaSeRec@SASRec", "RaSeRec", {"retrieval_k": 5}, backbone="SASRec"),
+    Run("Pipeline", "NoSuchModelYet"),
+    Run("RaSeRec@Pipeline", "RaSeRec", backbone="Pipeline"),
+]
+
+
+def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
+    calls = []
+
+    def counting_run(model, dataset, config_dict):
+        calls.append((model, config_dict["seed"], config_dict.get("pretrained_path")))
+        return run_recbole_rag(model, dataset, config_dict=config_dict)
+
+    out = str(tmp_path / "res")
+    store = str(tmp_path / "res" / "tiny-accuracy")
+    settings = {**tiny, "epochs": 1, "raft_epochs": 1}
+    messages = []
+    results, skipped = run_all(RUNS, "tiny", [1, 2], settings, store, counting_run, messages.append)
+    assert [c[:2] for c in calls] == [("SASRec", 1), ("SASRec", 2), ("RaSeRec", 1), ("RaSeRec", 2)]
+    # RaSeRec starts from the SASRec checkpoint of the same seed
+    assert calls[2][2] == results["SASRec"][0]["saved_model_file"]
+    assert calls[3][2] == results["SASRec"][1]["saved_model_file"]
+    assert skipped == {"Pipeline": "model NoSuchModelYet not available in this build",
+                       "RaSeRec@Pipeline": "its backbone Pipeline was skipped"}
+    assert any("skip Pipeline: model NoSuchModelYet not available" in m for m in messages)
+
+    calls.clear()
+    again, _ = run_all(RUNS, "tiny", [1, 2], settings, store, counting_run, messages.append)
+    assert calls == []  # every finished run is read back, none re-run
+    assert again["RaSeRec@SASRec"][1]["test_result"] == results["RaSeRec@SASRec"][1]["test_result"]
+
+    calls.clear()  # another budget is another result
+    run_all(RUNS[:1], "tiny", [1], {**settings, "epochs": 2}, store, counting_run, messages.append)
+    assert calls == [("SASRec", 1, None)]
+
+    table = write_accuracy(results, skipped, "tiny", [1, 2], "epochs=1", out)
+    assert "| SASRec | ours | 2 |" in table and "±" in table
+    text = (tmp_path / "res" / "tiny-accuracy.md").read_text()
+    assert "Pipeline: skipped (model NoSuchModelYet not available in this build)" in text
+    with open(tmp_path / "res" / "tiny-accuracy.csv") as f:
+        rows = list(csv.DictReader(f))
+    ndcg = [r["test_result"]["ndcg@10"] for r in results["SASRec"]]
+    assert float(rows[0]["ndcg@10"]) == pytest.approx(sum(ndcg) / 2, abs=1e-6)
+    stored = json.loads(open(results["SASRec"][0]["path"]).read())
+    assert stored["settings"]["seed"] == 1
+
+
+def test_published_numbers_stand_beside_ours(tmp_path):
+    fake = {"test_result": dict.fromkeys(accuracy.METRICS, 0.01), "train_time_s": 1.0}
+    table = write_accuracy({"RaSeRec@DuoRec": [fake]}, {}, "amazon-beauty", [2020], "epochs=1", str(tmp_path))
+    assert "*RaSeRec paper / authors' log* |  | 0.0567 | 0.0863 | 0.1244 | 0.0367 | 0.0462 | 0.0558" in table
+
+
+def test_bad_arguments_give_clear_errors(tiny, capsys):
+    with pytest.raises(ConfigError, match="comma-separated integers"):
+        parse_seeds("2020,x")
+    with pytest.raises(ConfigError, match="no repeats"):
+        parse_seeds("1,1")
+    with pytest.raises(ConfigError, match="Unknown run"):
+        select_runs(["SASRec", "Nope"])
+    with pytest.raises(ConfigError, match="list SASRec before it"):
+        select_runs(["RaSeRec@SASRec"])
+    assert accuracy.main(["--dataset=tiny", "--epochs=0"]) == 2
+    assert "--epochs must be >= 1" in capsys.readouterr().err
+    assert accuracy.main(["--dataset=missing", "--runs=SASRec", "--data_path=nowhere"]) == 2
+    assert "Dataset 'missing' not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        accuracy.main([])  # --dataset is required

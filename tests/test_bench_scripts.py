@@ -1,0 +1,62 @@
+import csv
+import glob
+
+import numpy as np
+import pytest
+
+from bench import scale, sensitivity, speed
+from bench.sensitivity import settings_grid
+
+
+def test_sensitivity_trains_one_backbone_and_one_bank_for_every_setting(tiny, tmp_path, capsys):
+    args = [f"--{k}={v}" for k, v in tiny.items() if k != "epochs"]
+    out = tmp_path / "res"
+    argv = ["--dataset=tiny", "--backbone_epochs=1", "--raft_epochs=1", "--ks=1,3", "--alphas=0.2,0.5",
+            "--k=3", "--alpha=0.5", f"--out_dir={out}"] + args
+    assert sensitivity.main(argv) == 0
+    with open(out / "tiny-sensitivity.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["swept"], r["K"], r["alpha"]) for r in rows] == [
+        ("K", "1", "0.5"), ("K", "3", "0.5"), ("alpha", "3", "0.5"), ("alpha", "3", "0.2")]
+    assert rows[1]["ndcg@10"] == rows[2]["ndcg@10"]  # the shared setting ran once
+    assert len(glob.glob(str(tmp_path / "saved" / "bank-*.npz"))) == 1  # one bank, reused
+    assert (out / "tiny-sensitivity.png").stat().st_size > 0
+    capsys.readouterr()
+    assert sensitivity.main(argv) == 0  # resumed: nothing trains again
+    assert "run " not in capsys.readouterr().out
+
+
+def test_settings_grid_sweeps_each_parameter_around_the_other():
+    assert settings_grid([1, 20], [0.1, 0.5], 20, 0.5) == [("K=1", 1, 0.5), ("K=20", 20, 0.5), ("alpha=0.1", 20, 0.1)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ks=1,x"], "comma-separated ints"),
+    (["--alphas=0.5,1.5"], "must lie in [0.0, 1.0]"),
+    (["--backbone=GRU4Rec"], "SASRec or DuoRec"),
+    (["--pretrained_path=missing.pth"], "does not exist"),
+    (["--raft_epochs=0"], ">= 1"),
+])
+def test_sensitivity_bad_arguments(argv, message, capsys):
+    assert sensitivity.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, argv", [
+    (speed, ["--batches=0"]),
+    (scale, ["--sizes=100"]),
+    (scale, ["--sizes=1e5,x"]),
+])
+def test_speed_and_scale_bad_arguments(module, argv):
+    with pytest.raises(SystemExit):
+        module.main(argv)
+
+
+def test_scale_recall_and_dataset_copies(tmp_path):
+    assert scale.recall_at_k(np.array([[1, 2] + list(range(10, 18))]), np.array([list(range(10))])) == 0.2
+    source = tmp_path / "src" / "d"
+    source.mkdir(parents=True)
+    (source / "d.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\t1\nu1\ti2\t2\n")
+    name = scale.copy_dataset(str(tmp_path / "src"), "d", 3, str(tmp_path / "out"))
+    lines = (tmp_path / "out" / name / f"{name}.inter").read_text().splitlines()
+    assert name == "d-x3" and len(lines) == 7 and lines[-1] == "u1_2\ti2_2\t2"
