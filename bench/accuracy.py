@@ -38,7 +38,8 @@ class Run:
 
 
 # The table, in order. A model this build lacks (the DR4SR pipeline and SRA-CL live on other
-# branches until merged) is skipped with a note; adding a method is one line here.
+# branches until merged) is skipped with a note; adding a method is one line here. The pipeline
+# rows' override keys (regen_backbone, memory_source) are to be matched to its config when merged.
 RUNS = [
     Run("SASRec", "SASRec"),
     Run("DuoRec", "DuoRec"),

@@ -18,6 +18,7 @@ this module replaces exactly those, without touching RecBole's files:
 Multi-stage trainers (RaSeRecTrainer: stage files, a memory bank per process) stay one process.
 """
 import argparse
+import os
 import socket
 import sys
 
@@ -112,13 +113,17 @@ def _worker(rank, model, dataset, config_file_list, config_dict, threads, queue)
 def run_distributed(model, dataset, nproc=2, config_file_list=None, config_dict=None, port=None):
     """Train and test ``model`` data-parallel in ``nproc`` local processes; returns each rank's
     result dict (as ``run_recbole_rag``'s), rank 0 first. Metrics are averaged over processes."""
-    from recbole_rag.registry import OUR_TRAINERS, get_model, get_trainer
+    from recbole_rag.config import Config
+    from recbole_rag.registry import OUR_TRAINERS, get_trainer
 
     if not isinstance(nproc, int) or nproc < 2:
         raise ConfigError(f"nproc must be an integer >= 2 for a multi-process run, got {nproc!r}.")
-    get_model(model)  # an unknown name fails here, not in every process
+    config = Config(model, dataset, config_file_list, config_dict)  # a wrong setting fails here, once
     if model in OUR_TRAINERS:
         check_single_stage(get_trainer(None, model))
+    # RecBole makes these folders with exists-then-makedirs, which races between processes
+    for folder in (os.path.join("log", config["model"]), "log_tensorboard", config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
     # One machine by default; on several, each runs this with world_size (all processes), offset
     # (its first rank) and the ip/port of the machine holding rank 0 in config_dict.
     settings = {"world_size": nproc, "offset": 0, "ip": "127.0.0.1", "port": port or free_port(),
