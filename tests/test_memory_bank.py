@@ -110,3 +110,20 @@ def test_cosine_bank_returns_keys_as_given():
     bank.add(np.array([[3.0, 4.0]]), [1])
     _, found, _, _ = bank.search(np.array([[1.0, 1.0]]), 1)
     np.testing.assert_allclose(found[0, 0], [3.0, 4.0])
+
+
+def test_search_with_excluded_ranges_of_many_widths_equals_brute_force():
+    rng = np.random.default_rng(3)
+    bank = MemoryBank(8)
+    keys = rng.normal(size=(300, 8)).astype(np.float32)
+    bank.add(keys[:100], np.arange(100))
+    bank.add(keys[100:], np.arange(100, 300))  # added in two chunks
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    starts = rng.integers(0, 200, 40)
+    ranges = np.stack([starts, starts + rng.choice([0, 1, 3, 17, 90], 40)], 1)
+    _, _, values, ids = bank.search(queries, 5, ranges)
+    scores = queries @ keys.T
+    for q, (start, stop) in enumerate(ranges):
+        scores[q, start:stop] = -np.inf
+    np.testing.assert_array_equal(ids, np.argsort(-scores, axis=1)[:, :5])
+    np.testing.assert_array_equal(values, ids)

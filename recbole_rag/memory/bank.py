@@ -42,8 +42,31 @@ class MemoryBank:
         self.dim, self.index_type, self.metric = int(dim), index_type, metric
         self.params = {"nlist": int(nlist), "nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search)}
         self.index = self._new_index()
-        self.keys = np.zeros((0, self.dim), dtype=np.float32)
-        self.values = np.zeros(0, dtype=np.int64)
+        # added chunks, joined on first read: repeated add() stays linear, not quadratic
+        self._keys = [np.zeros((0, self.dim), dtype=np.float32)]
+        self._values = [np.zeros(0, dtype=np.int64)]
+
+    @property
+    def keys(self):
+        """(n, dim) key vectors, as added."""
+        if len(self._keys) > 1:
+            self._keys = [np.concatenate(self._keys)]
+        return self._keys[0]
+
+    @keys.setter
+    def keys(self, keys):
+        self._keys = [keys]
+
+    @property
+    def values(self):
+        """(n,) item ids."""
+        if len(self._values) > 1:
+            self._values = [np.concatenate(self._values)]
+        return self._values[0]
+
+    @values.setter
+    def values(self, values):
+        self._values = [values]
 
     def _new_index(self):
         ip = faiss.METRIC_INNER_PRODUCT
@@ -64,7 +87,7 @@ class MemoryBank:
         return vectors
 
     def __len__(self):
-        return len(self.values)
+        return int(self.index.ntotal)
 
     def add(self, keys, values):
         """Append pairs; returns the ids given to them. Works at any time, no retraining."""
@@ -83,8 +106,8 @@ class MemoryBank:
             self.index.train(self._for_index(keys))
         first = len(self)
         self.index.add(self._for_index(keys))
-        self.keys = np.concatenate([self.keys, keys])
-        self.values = np.concatenate([self.values, values])
+        self._keys.append(keys)
+        self._values.append(values)
         return np.arange(first, len(self))
 
     def search(self, queries, k, exclude=None):
@@ -100,17 +123,26 @@ class MemoryBank:
         if exclude is not None:
             ranges = np.asarray(exclude, dtype=np.int64)
             ranges = np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
-        extra = 0 if ranges is None else int((ranges[:, 1] - ranges[:, 0]).max(initial=0))
+        widths = np.zeros(len(queries), np.int64) if ranges is None else ranges[:, 1] - ranges[:, 0]
+        extra = int(widths.max(initial=0))
         if not 0 < k <= len(self) - extra:
             raise ValueError(f"k must be in [1, {len(self) - extra}] for a bank of {len(self)} entries "
                              f"(excluding up to {extra} per query), got {k}")
         queries = self._for_index(_as_matrix(queries, self.dim, "queries"))
-        scores, ids = self.index.search(queries, k + extra)
-        if ranges is not None:
-            excluded = (ids >= ranges[:, :1]) & (ids < ranges[:, 1:])
-            first_kept = np.argsort(excluded, axis=1, kind="stable")[:, :k]
-            scores = np.take_along_axis(scores, first_kept, 1)
-            ids = np.take_along_axis(ids, first_kept, 1)
+        if ranges is None:
+            scores, ids = self.index.search(queries, k)
+        else:
+            scores, ids = np.empty((len(queries), k), np.float32), np.empty((len(queries), k), np.int64)
+            # Queries with excluded ranges of alike size are searched together, each group only as
+            # deep as its widest range needs (a user's many later prefixes need not deepen all).
+            groups = np.ceil(np.log2(widths + 1)).astype(np.int64)
+            for group in np.unique(groups):
+                rows = np.flatnonzero(groups == group)
+                found_scores, found = self.index.search(queries[rows], k + int(widths[rows].max()))
+                excluded = (found >= ranges[rows, :1]) & (found < ranges[rows, 1:])
+                first_kept = np.argsort(excluded, axis=1, kind="stable")[:, :k]
+                scores[rows] = np.take_along_axis(found_scores, first_kept, 1)
+                ids[rows] = np.take_along_axis(found, first_kept, 1)
         return (scores, *self.entries(ids), ids)
 
     def entries(self, ids):
