@@ -26,6 +26,13 @@ def _as_matrix(array, dim, what):
     return array
 
 
+def _joined(chunks):
+    """The one array of a list of added chunks (collapsed in place, so joined once)."""
+    if len(chunks) > 1:
+        chunks[:] = [np.concatenate(chunks)]
+    return chunks[0]
+
+
 class MemoryBank:
     """faiss-backed memory of (key vector, item id) pairs.
 
@@ -49,9 +56,7 @@ class MemoryBank:
     @property
     def keys(self):
         """(n, dim) key vectors, as added."""
-        if len(self._keys) > 1:
-            self._keys = [np.concatenate(self._keys)]
-        return self._keys[0]
+        return _joined(self._keys)
 
     @keys.setter
     def keys(self, keys):
@@ -60,9 +65,7 @@ class MemoryBank:
     @property
     def values(self):
         """(n,) item ids."""
-        if len(self._values) > 1:
-            self._values = [np.concatenate(self._values)]
-        return self._values[0]
+        return _joined(self._values)
 
     @values.setter
     def values(self, values):
