@@ -63,8 +63,11 @@ def setup(model_name, dataset, common):
 
     from recbole_rag import Config, get_model, get_trainer
     from recbole_rag.data import load_dataset
+    from recbole_rag.runtime import tune_cpu
 
     config = Config(model_name, dataset, config_dict=common)
+    if config["cpu_tuning"]:  # as the run path does, for RecBole's SASRec too
+        tune_cpu()
     init_seed(config["seed"], True)
     train, valid, test = data_preparation(config, load_dataset(config))
     model = get_model(model_name)(config, train.dataset)
