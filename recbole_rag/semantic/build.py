@@ -66,16 +66,16 @@ def vectors_from_file(path, tokens):
 
 
 def categorical_vectors(rows, tokens, fields, max_values):
-    """Multi-hot of the most frequent ``field=value`` labels (values split on spaces and commas)."""
-    def labels(token):
+    """Multi-hot of the most frequent ``field=value`` labels."""
+    def item_labels(token):
         row = rows.get(token, {})
-        return {f"{f}={v}" for f in fields for v in re.split(r"[\s,]+", T.clean(row.get(f, ""))) if v}
+        return {f"{f}={v}" for f in fields for v in T.labels(row.get(f, ""))}
 
-    per_item = [labels(t) for t in tokens[1:]]
+    per_item = [item_labels(t) for t in tokens[1:]]
     vocab = {label: j for j, (label, _) in enumerate(Counter(l for ls in per_item for l in ls).most_common(max_values))}
     vectors = np.zeros((len(tokens), max(len(vocab), 1)), np.float32)
-    for i, item_labels in enumerate(per_item, start=1):
-        vectors[i, [vocab[l] for l in item_labels if l in vocab]] = 1.0
+    for i, labels in enumerate(per_item, start=1):
+        vectors[i, [vocab[l] for l in labels if l in vocab]] = 1.0
     return normalise(vectors)
 
 
@@ -110,9 +110,9 @@ def build_semantics(config, train_dataset, show_progress=False):
     item_texts, missing = T.item_texts(rows, tokens, text_fields)
     if missing:
         raise DatasetError(f"'{path}' has no row for {missing} of the {len(tokens) - 1} items in the interactions.")
-    labels = T.label_fields(fields, text_fields)
+    label_fields = T.label_fields(fields, text_fields)
     users = sorted(histories)
-    user_texts = [T.user_text(histories[u], rows, tokens, text_fields, labels, config["user_text_items"]) for u in users]
+    user_texts = [T.user_text(histories[u], rows, tokens, text_fields, label_fields, config["user_text_items"]) for u in users]
     writer = text_writer(config["llm"])
     texts = writer.describe_items(item_texts[1:]) + writer.summarize_users(user_texts)
     cache = config["semantic_cache"] or default_cache_path(config)

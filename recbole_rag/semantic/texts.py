@@ -6,6 +6,7 @@ list or matrix below is the item whose internal id is ``i`` (row 0, the padding 
 """
 import csv
 import os
+import re
 from collections import Counter
 
 from recbole_rag.errors import DatasetError
@@ -43,7 +44,12 @@ def read_item_file(path):
 
 def clean(value):
     """Strip the list quoting of Amazon category fields ("'Beauty', 'Makeup'" -> "Beauty, Makeup")."""
-    return " ".join(value.replace("'", "").replace('"', "").split())
+    return " ".join(re.sub(r"(^|,\s*)['\"]|['\"](?=\s*,|\s*$)", r"\1", value).split())
+
+
+def labels(value):
+    """A label field's values: comma-separated where it has commas, else space-separated."""
+    return [v.strip() for v in clean(value).split("," if "," in value else None) if v.strip()]
 
 
 def choose_text_fields(fields, wanted, path):
@@ -94,18 +100,17 @@ def user_histories(train_dataset, user_field, item_field, seq_field, len_field):
 
 
 def user_text(history, rows, tokens, text_fields, label_fields, recent=20):
-    """Offline stand-in for the paper's LLM preference summary: the most recent items' first text
-    field, most recent first, and the most frequent values of the label fields."""
-    recent_items = [rows.get(tokens[i], {}) for i in reversed(history[-recent:])]
-    names = [clean(r.get(text_fields[0], "")) for r in recent_items]
-    parts = ["Recent items: " + "; ".join(n for n in names if n)]
+    """Offline stand-in for the paper's LLM preference summary: the most frequent values of the
+    label fields, then the most recent items' first text field, most recent first (in this order
+    because the sentence model truncates long texts)."""
+    parts = []
     for field in label_fields:
-        counts = Counter()
-        for item in history:
-            value = clean(rows.get(tokens[item], {}).get(field, ""))
-            counts.update(v.strip() for v in value.split(",") if v.strip())
+        counts = Counter(v for item in history for v in labels(rows.get(tokens[item], {}).get(field, "")))
         if counts:
             parts.append(f"Frequent {field.replace('_', ' ')}: " + ", ".join(v for v, _ in counts.most_common(3)))
+    recent_items = [rows.get(tokens[i], {}) for i in reversed(history[-recent:])]
+    names = [clean(r.get(text_fields[0], "")) for r in recent_items]
+    parts.append("Recent items: " + "; ".join(n for n in names if n))
     return ". ".join(parts) + "."
 
 
