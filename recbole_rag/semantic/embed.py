@@ -61,14 +61,19 @@ def write_cache(path, model_name, vectors):
     os.replace(tmp_path, path)
 
 
-def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False):
-    """(len(texts), dim) float32 vectors; returns (vectors, number of texts embedded now)."""
+def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False,
+                chunk_size=4096):
+    """(len(texts), dim) float32 vectors; returns (vectors, number of texts embedded now).
+
+    The cache is written after every ``chunk_size`` new texts, so an interrupted run resumes.
+    """
     cached = read_cache(cache_path, model_name)
     todo = sorted({text_hash(t): t for t in texts if text_hash(t) not in cached}.items())
-    if todo:
-        model = load_sentence_model(model_name)
-        new = model.encode([t for _, t in todo], batch_size=batch_size, show_progress_bar=show_progress,
+    model = load_sentence_model(model_name) if todo else None
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start:start + chunk_size]
+        new = model.encode([t for _, t in chunk], batch_size=batch_size, show_progress_bar=show_progress,
                            convert_to_numpy=True, normalize_embeddings=True)
-        cached.update(zip([h for h, _ in todo], new.astype(np.float32)))
+        cached.update(zip([h for h, _ in chunk], new.astype(np.float32)))
         write_cache(cache_path, model_name, cached)
     return np.stack([cached[text_hash(t)] for t in texts]).astype(np.float32), len(todo)
