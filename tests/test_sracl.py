@@ -114,7 +114,7 @@ def test_each_contrastive_term_trains_its_parts(tiny, tmp_path, backbone, cross_
     batch = next(iter(train))
     model.train()
     model.calculate_loss(batch).backward()
-    assert model.synthesis.query.weight.grad.abs().sum() > 0  # the learnable synthesis is trained
+    assert model.synthesis.score.grad.abs().sum() > 0  # the learnable synthesiser is trained
     model.zero_grad()
     model.eval()  # no dropout: with both weights 0 the loss is plain cross-entropy
     model.cross_weight = model.intra_weight = 0.0
@@ -224,3 +224,12 @@ def test_the_cache_keeps_every_chunk_and_embeds_only_new_texts(tmp_path, monkeyp
     assert embedded == 1 and calls[-1] == ["dddd"]
     with np.load(cache) as saved:
         assert len(saved["hashes"]) == 4 and str(saved["model"]) == embed.DEFAULT_MODEL
+
+
+def test_fit_trains_the_synthesiser_built_from_the_semantic_vectors(tiny, tmp_path):
+    config, model, trainer, train = _setup(tiny, semantic_embedding_file=_vector_file(tmp_path, dim=8), epochs=1)
+    assert model.synthesis is None
+    trainer.fit(train, saved=False)
+    assert model.synthesis.project.shape == (8, config["hidden_size"])
+    assert any(p is model.synthesis.score for group in trainer.optimizer.param_groups for p in group["params"])
+    assert model.synthesis.score.grad.abs().sum() > 0

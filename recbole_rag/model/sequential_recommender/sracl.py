@@ -4,14 +4,16 @@ A sequential encoder (``backbone``: SASRec or GRU4Rec) trained with cross-entrop
 plus two contrastive terms built from semantic vectors of items and users (recbole_rag.semantic):
 
 * cross-sequence: each user's ``user_k`` semantically nearest other users (faiss); a learnable
-  attention over their sequence representations, queried by the anchor's, synthesises the positive;
-  InfoNCE (temperature ``tau``) against the other rows of the batch, weight ``cross_weight``;
+  graph attention over their semantic vectors weighs their sequence representations into one
+  synthesised positive; InfoNCE (temperature ``tau``) against the other rows of the batch, weight
+  ``cross_weight``;
 * intra-sequence: two views of each sequence in which every item is replaced, at rate
   ``substitute_rate``, by one of its ``substitute_k`` semantically nearest items; InfoNCE,
   weight ``intra_weight``.
 
 The semantic tables are filled by ``prepare`` (SRACLTrainer calls it once before training); they
-are not parameters, so checkpoints hold only the encoder and the synthesis module.
+are not parameters, so checkpoints hold only the encoder and the synthesis module (which prepare
+builds, as its input size is the semantic vectors'; load a checkpoint after prepare).
 """
 import math
 
@@ -31,17 +33,26 @@ CROSS_VIEWS = ("encode", "memory")
 
 
 class PositiveSynthesis(nn.Module):
-    """Attention of the anchor over its retrieved users: softmax(q(h) . k(r_j) / sqrt(d)) r_j."""
+    """The learnable sample synthesiser (as GAT and the reference code): a score
+    LeakyReLU(a . [W s_anchor ; W s_j]) from the semantic vectors s of the anchor user and each
+    retrieved user j, softmax over j (with dropout), then the weighted sum of the retrieved users'
+    representations."""
 
-    def __init__(self, hidden_size):
+    def __init__(self, semantic_size, hidden_size, dropout_prob):
         super().__init__()
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
+        self.project = nn.Parameter(torch.empty(semantic_size, hidden_size))
+        self.score = nn.Parameter(torch.empty(2 * hidden_size, 1))
+        nn.init.xavier_uniform_(self.project, gain=1.414)
+        nn.init.xavier_uniform_(self.score, gain=1.414)
+        self.dropout_prob = dropout_prob
 
-    def forward(self, anchor, retrieved):
-        """(batch, hidden) anchors, (batch, k, hidden) retrieved users -> (batch, hidden)."""
-        scores = (self.key(retrieved) @ self.query(anchor).unsqueeze(-1)).squeeze(-1)
-        weights = (scores / math.sqrt(anchor.shape[-1])).softmax(-1)
+    def forward(self, anchor_semantic, retrieved_semantic, retrieved):
+        """(batch, d_sem) anchor's and (batch, k, d_sem) retrieved users' semantic vectors,
+        (batch, k, hidden) retrieved users' representations -> (batch, hidden) positive."""
+        anchor = (anchor_semantic @ self.project).unsqueeze(1).expand(-1, retrieved.shape[1], -1)
+        pairs = torch.cat([anchor, retrieved_semantic @ self.project], dim=-1)
+        weights = F.leaky_relu((pairs @ self.score).squeeze(-1), 0.2).softmax(-1)
+        weights = F.dropout(weights, self.dropout_prob, self.training)
         return (weights.unsqueeze(-1) * retrieved).sum(1)
 
 
@@ -67,9 +78,10 @@ class SRACL(SequentialRecommender):
         self.substitute_rate, self.cross_view = config["substitute_rate"], config["cross_view"]
         self.n_users = dataset.num(self.USER_ID)
         self.encoder = BACKBONES[config["backbone"]].from_config(config, self.n_items, self.max_seq_length)
-        self.synthesis = PositiveSynthesis(config["hidden_size"])
+        self.synthesis = None  # built by prepare(), once the semantic vectors' size is known
+        self.synthesis_dropout = config["synthesis_dropout"]
         # Filled by prepare(); non-persistent, so checkpoints stay encoder + synthesis.
-        for name in ("item_neighbours", "user_neighbours", "user_seq", "user_seq_len", "user_memory"):
+        for name in ("item_neighbours", "user_neighbours", "user_seq", "user_seq_len", "user_memory", "user_semantic"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
         self.semantic_source = None
 
@@ -100,8 +112,12 @@ class SRACL(SequentialRecommender):
             history = history[-self.max_seq_length:]
             seqs[user, : len(history)] = torch.tensor(history)
             lengths[user] = len(history)
-        device = self.synthesis.query.weight.device
+        device = self.item_embedding.weight.device
         self.user_neighbours, self.user_seq, self.user_seq_len = neighbours.to(device), seqs.to(device), lengths.to(device)
+        self.user_semantic = torch.from_numpy(semantics.user_vectors).to(device)
+        if self.synthesis is None:
+            self.synthesis = PositiveSynthesis(self.user_semantic.shape[1], self.item_embedding.weight.shape[1],
+                                               self.synthesis_dropout).to(device)
 
     @torch.no_grad()
     def refresh_user_memory(self, batch_size=1024):
@@ -151,7 +167,9 @@ class SRACL(SequentialRecommender):
                 retrieved = outputs[-batch * self.user_k:].view(batch, self.user_k, -1)
             else:
                 retrieved = self.user_memory[neighbours]
-            loss = loss + self.cross_weight * info_nce(anchor, self.synthesis(anchor, retrieved), self.tau)
+            users = interaction[self.USER_ID]
+            positive = self.synthesis(self.user_semantic[users], self.user_semantic[neighbours], retrieved)
+            loss = loss + self.cross_weight * info_nce(anchor, positive, self.tau)
         return loss
 
     def predict(self, interaction):
