@@ -52,7 +52,7 @@ def _vector_file(tmp_path, n_items=30, dim=8, seed=0):
 
 def test_sracl_runs_offline_end_to_end_and_a_second_run_embeds_nothing(texts, tmp_path, monkeypatch):
     result = run_recbole_rag("SRACL", "tiny", config_dict={**texts, "epochs": 1})
-    assert result["semantic_source"].startswith("text (template): movie_title, release_year, class")
+    assert result["semantic_source"].startswith("text (template): movie_title, release_year, class; users: text")
     assert result["semantic_texts_embedded"] > 30  # item descriptions and user summaries
     cache = tmp_path / "saved" / "semantic" / "tiny-all-MiniLM-L6-v2.npz"
     with np.load(cache) as saved:
@@ -66,6 +66,9 @@ def test_sracl_runs_offline_end_to_end_and_a_second_run_embeds_nothing(texts, tm
     again = run_recbole_rag("SRACL", "tiny", config_dict={**texts, "epochs": 1})
     assert again["semantic_texts_embedded"] == 0
     assert 0 <= again["test_result"]["ndcg@10"] <= 1
+    items_only = run_recbole_rag("SRACL", "tiny", config_dict={**texts, "epochs": 1, "user_semantics": "items"})
+    assert items_only["semantic_source"].startswith("text (template): movie_title, release_year, class; users: items")
+    assert items_only["semantic_texts_embedded"] == 0  # item texts were cached; no user texts
     state = load_checkpoint(again["saved_model_file"])["state_dict"]  # weights_only loader
     assert any(k.startswith("synthesis.") for k in state) and "user_neighbours" not in state
 
@@ -194,6 +197,7 @@ def test_the_llm_client_speaks_the_openai_chat_protocol():
     ({"substitute_rate": 1.5}, "substitute_rate must be in"),
     ({"user_k": 0}, "user_k must be > 0"),
     ({"semantic_source": "web"}, "semantic_source must be one of"),
+    ({"user_semantics": "llm"}, "user_semantics must be one of"),
     ({"llm": "gpt"}, "llm must be a mapping"),
     ({"semantic_embedding_file": "missing.npz"}, "does not exist"),
     ({"semantic_model": "no-such-model"}, "neither all-MiniLM-L6-v2"),

@@ -8,7 +8,8 @@
                ``.npz`` with ``item_id`` (n,) str and ``embedding`` (n, dim), or ``.npy`` (rows, dim)
                whose row r is the item with id r;
   auto         file if ``semantic_embedding_file`` is set, else text.
-For categorical and file sources a user's vector is the mean of its training items' vectors.
+For categorical and file sources (and ``user_semantics: items``) a user's vector is the mean of its
+training items' vectors.
 """
 import os
 import re
@@ -23,6 +24,9 @@ from recbole_rag.semantic.embed import embed_texts
 from recbole_rag.semantic.llm import text_writer
 
 SOURCES = ("auto", "text", "categorical", "file")
+# A user's vector for the text source: its own text embedded, or the mean of its items' vectors
+# (no user texts to embed: ~10x fewer tokens on Amazon data).
+USER_SEMANTICS = ("text", "items")
 
 
 @dataclass
@@ -110,17 +114,24 @@ def build_semantics(config, train_dataset, show_progress=False):
     item_texts, missing = T.item_texts(rows, tokens, text_fields)
     if missing:
         raise DatasetError(f"'{path}' has no row for {missing} of the {len(tokens) - 1} items in the interactions.")
-    label_fields = T.label_fields(fields, text_fields)
+    if config["user_semantics"] not in USER_SEMANTICS:
+        raise ConfigError(f"user_semantics must be one of {', '.join(USER_SEMANTICS)}, got {config['user_semantics']!r}.")
     users = sorted(histories)
-    user_texts = [T.user_text(histories[u], rows, tokens, text_fields, label_fields, config["user_text_items"]) for u in users]
     writer = text_writer(config["llm"])
-    texts = writer.describe_items(item_texts[1:]) + writer.summarize_users(user_texts)
+    texts = writer.describe_items(item_texts[1:])
+    if config["user_semantics"] == "text":
+        label_fields = T.label_fields(fields, text_fields)
+        texts += writer.summarize_users([T.user_text(histories[u], rows, tokens, text_fields, label_fields,
+                                                     config["user_text_items"]) for u in users])
     cache = config["semantic_cache"] or default_cache_path(config)
     vectors, embedded = embed_texts(texts, cache, config["semantic_model"], config["semantic_batch_size"], show_progress)
     n_items = len(tokens) - 1
     item_vectors = np.zeros((len(tokens), vectors.shape[1]), np.float32)
     item_vectors[1:] = vectors[:n_items]
-    user_vectors = np.zeros((n_users, vectors.shape[1]), np.float32)
-    user_vectors[users] = vectors[n_items:]
-    source = f"text ({writer.name}): {', '.join(text_fields)}; cache {cache}"
+    if config["user_semantics"] == "text":
+        user_vectors = np.zeros((n_users, vectors.shape[1]), np.float32)
+        user_vectors[users] = vectors[n_items:]
+    else:
+        user_vectors = mean_user_vectors(item_vectors, histories, n_users)
+    source = f"text ({writer.name}): {', '.join(text_fields)}; users: {config['user_semantics']}; cache {cache}"
     return Semantics(source, item_vectors, user_vectors, histories, embedded)
