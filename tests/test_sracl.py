@@ -196,6 +196,7 @@ def test_the_llm_client_speaks_the_openai_chat_protocol():
     ({"cross_view": "both"}, "cross_view must be one of"),
     ({"substitute_rate": 1.5}, "substitute_rate must be in"),
     ({"user_k": 0}, "user_k must be > 0"),
+    ({"synthesis_dropout": 1.0}, "synthesis_dropout must be in"),
     ({"semantic_source": "web"}, "semantic_source must be one of"),
     ({"user_semantics": "llm"}, "user_semantics must be one of"),
     ({"llm": "gpt"}, "llm must be a mapping"),

@@ -70,6 +70,8 @@ class SRACL(SequentialRecommender):
                 raise ConfigError(f"{key} must be >= 0, got {config[key]}.")
         if not 0 <= config["substitute_rate"] <= 1:
             raise ConfigError(f"substitute_rate must be in [0, 1], got {config['substitute_rate']}.")
+        if not 0 <= config["synthesis_dropout"] < 1:
+            raise ConfigError(f"synthesis_dropout must be in [0, 1), got {config['synthesis_dropout']}.")
         for key in ("tau", "user_k", "substitute_k"):
             if config[key] <= 0:
                 raise ConfigError(f"{key} must be > 0, got {config[key]}.")
