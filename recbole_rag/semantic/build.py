@@ -25,7 +25,7 @@ from recbole_rag.semantic.llm import text_writer
 
 SOURCES = ("auto", "text", "categorical", "file")
 # A user's vector for the text source: its own text embedded, or the mean of its items' vectors
-# (no user texts to embed: ~10x fewer tokens on Amazon data).
+# (no user texts to embed: far fewer tokens).
 USER_SEMANTICS = ("text", "items")
 
 
