@@ -238,3 +238,18 @@ def test_fit_trains_the_synthesiser_built_from_the_semantic_vectors(tiny, tmp_pa
     assert model.synthesis.project.shape == (8, config["hidden_size"])
     assert any(p is model.synthesis.score for group in trainer.optimizer.param_groups for p in group["params"])
     assert model.synthesis.score.grad.abs().sum() > 0
+
+
+def test_an_embedding_file_must_cover_every_item(tiny, tmp_path):
+    from recbole_rag.semantic.build import vectors_from_file
+
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, item_id=np.array([f"i{i}" for i in range(1, 30)]), embedding=np.ones((29, 4)))
+    _, _, trainer, train = _setup(tiny, semantic_embedding_file=str(partial))
+    with pytest.raises(DatasetError, match="no vector for 1 items, e.g. i30"):
+        trainer.prepare_semantics(train.dataset)
+    by_row = tmp_path / "by_row.npy"
+    np.save(by_row, np.arange(12, dtype=np.float32).reshape(4, 3))  # row r = item id r
+    vectors = vectors_from_file(str(by_row), ["[PAD]", "3", "1"])
+    np.testing.assert_allclose(vectors[1] * np.linalg.norm([9, 10, 11]), [9, 10, 11], rtol=1e-5)
+    assert not vectors[0].any()
