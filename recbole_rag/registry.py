@@ -11,10 +11,12 @@ from recbole_rag.errors import UnknownModelError
 OUR_MODELS = {
     "DuoRec": "recbole_rag.model.sequential_recommender.duorec",
     "RaSeRec": "recbole_rag.model.sequential_recommender.raserec",
+    "Regenerator": "recbole_rag.model.sequential_recommender.regenerator",
 }
 # model name -> "module:Class" of its trainer.
 OUR_TRAINERS = {
     "RaSeRec": "recbole_rag.trainer.raserec_trainer:RaSeRecTrainer",
+    "Regenerator": "recbole_rag.trainer.regenerator_trainer:RegeneratorTrainer",
 }
 
 # RecBole's model packages, in the order RecBole's own get_model searches them. The exlib
