@@ -14,6 +14,7 @@ from recbole_rag.errors import ConfigError, DatasetError
 from recbole_rag.memory.builders import build_pattern_memory, pattern_prefixes
 from recbole_rag.regeneration import inference, pipeline, writer
 from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
+from recbole_rag.trainer.raserec_trainer import memory_layout
 from recbole_rag.trainer.regenerator_trainer import RegeneratorTrainer
 
 REGEN = {"pattern_min_support": 2, "pattern_bank_min_support": 2, "retrieval_k": 3, "epochs": 1}
@@ -135,6 +136,19 @@ def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated):
     assert set(original_train) <= set(regen_train)
     assert {u for u, _, _ in regen_train} == {u for u, _, _ in original_train}  # no new users
     assert manifest["source"]["dataset"] == "tiny" and manifest["settings"]["regen_balance"] == 0.5
+
+
+def test_pairs_bank_never_gives_a_user_its_own_regenerated_rows(regenerated):
+    settings, folder = regenerated
+    name, files, overrides = pipeline.regenerated_run(folder, None, settings)
+    config = Config("RaSeRec", name, files, overrides)
+    feat = _splits(config)[0].dataset.inter_feat
+    users = feat["user_id"].numpy()
+    _, memory_id, memory_stop = memory_layout(users, feat["timestamp"].numpy(), feat["item_length"].numpy())
+    n_original = json.loads((folder / "manifest.json").read_text())["counts"]["train_rows_original"]
+    for row in range(n_original):  # the file lists the original rows first
+        own_regenerated = np.flatnonzero(users[n_original:] == users[row]) + n_original
+        assert ((memory_id[own_regenerated] >= memory_id[row]) & (memory_id[own_regenerated] < memory_stop[row])).all()
 
 
 def test_a_matching_manifest_is_reused_and_a_different_one_refused(regenerated, monkeypatch):
