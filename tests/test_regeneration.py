@@ -161,6 +161,8 @@ def test_a_matching_manifest_is_reused_and_a_different_one_refused(regenerated, 
     assert pipeline.regenerate("tiny", None, settings) == str(folder)
     with pytest.raises(DatasetError, match="regen_balance: saved 0.5, now 0.25.*--regen_overwrite=True"):
         pipeline.regenerate("tiny", None, {**settings, "regen_balance": 0.25})
+    with pytest.raises(DatasetError, match="does not match"):  # a direct run never overwrites it either
+        run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_balance": 0.25})
     assert writer.find_regenerated(Config("Regenerator", "tiny", config_dict={
         **settings, "regen_balance": 0.25, "regen_overwrite": True})) is None
 

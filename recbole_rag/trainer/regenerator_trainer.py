@@ -11,7 +11,7 @@ from recbole_rag.data import load_dataset
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_INDEX, PATTERN_ITEMS
 from recbole_rag.regeneration import inference
 from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
-from recbole_rag.regeneration.writer import write_regenerated
+from recbole_rag.regeneration.writer import find_regenerated, write_regenerated
 from recbole_rag.trainer import Trainer
 
 
@@ -35,6 +35,7 @@ def last_items(items, offsets, max_len):
 class RegeneratorTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         c, start = self.config, time.perf_counter()
+        find_regenerated(c)  # a saved set with other settings stops the run here, before training
         users, items, offsets = training_sequences(train_data.dataset, c)
         patterns = mine_patterns(items, offsets, c["pattern_min_support"], c["pattern_min_len"], c["pattern_max_len"])
         self.logger.info(set_color("Patterns", "green") + f": {len(patterns)} mined from {len(users)} training "
