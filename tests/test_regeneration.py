@@ -91,6 +91,8 @@ def test_a_dataset_too_small_to_mine_stops_with_a_clear_message(tiny):
 def test_bad_regenerator_settings_are_refused(tiny):
     with pytest.raises(ConfigError, match="regen_balance"):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_balance": 1.5})
+    with pytest.raises(ConfigError, match="regen_per_user"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_per_user": 0})
 
 
 # --- regenerator and hybrid inference -------------------------------------------------------

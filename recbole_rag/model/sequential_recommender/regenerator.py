@@ -23,6 +23,8 @@ class Regenerator(SequentialRecommender):
         super().__init__(config, dataset)
         if not 0.0 <= config["regen_balance"] <= 1.0:
             raise ConfigError(f"regen_balance must be in [0, 1], got {config['regen_balance']}.")
+        if not isinstance(config["regen_per_user"], int) or config["regen_per_user"] < 1:
+            raise ConfigError(f"regen_per_user must be an integer >= 1, got {config['regen_per_user']!r}.")
         hidden = config["hidden_size"]
         self.initializer_range = config["initializer_range"]
         self.bos, self.eos = self.n_items, self.n_items + 1
