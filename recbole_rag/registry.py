@@ -12,11 +12,13 @@ OUR_MODELS = {
     "DuoRec": "recbole_rag.model.sequential_recommender.duorec",
     "RaSeRec": "recbole_rag.model.sequential_recommender.raserec",
     "SRACL": "recbole_rag.model.sequential_recommender.sracl",
+    "Regenerator": "recbole_rag.model.sequential_recommender.regenerator",
 }
 # model name -> "module:Class" of its trainer.
 OUR_TRAINERS = {
     "RaSeRec": "recbole_rag.trainer.raserec_trainer:RaSeRecTrainer",
     "SRACL": "recbole_rag.trainer.sracl_trainer:SRACLTrainer",
+    "Regenerator": "recbole_rag.trainer.regenerator_trainer:RegeneratorTrainer",
 }
 
 # RecBole's model packages, in the order RecBole's own get_model searches them. The exlib

@@ -15,6 +15,7 @@ from recbole.utils import get_local_time, set_color
 
 from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.memory import MemoryBank
+from recbole_rag.memory.builders import build_pattern_memory, check_memory_source
 from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import Trainer, load_checkpoint
@@ -39,6 +40,7 @@ def memory_layout(user_ids, times, lengths):
 class RaSeRecTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
+        check_memory_source(config["memory_source"])  # before stage 1, not after it
         self.valid_data = None
         self.memory_has_valid = False
 
@@ -96,7 +98,12 @@ class RaSeRecTrainer(Trainer):
             self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
 
     def build_memory(self, train_dataset, show_progress):
-        """Every training <prefix, next item> pair, keyed by the backbone's user vector."""
+        """Every training <prefix, next item> pair, keyed by the backbone's user vector
+        (``memory_source: patterns``: mined patterns' prefixes, see recbole_rag.memory.builders)."""
+        if check_memory_source(self.config["memory_source"]) == "patterns":
+            self.model.memory, self.entry_stop = build_pattern_memory(self.model, train_dataset, self.config, show_progress)
+            self.logger.info(set_color("Memory", "green") + f": {self.model.memory} of pattern prefixes")
+            return
         feat = train_dataset.inter_feat
         c = self.config
         order, memory_id, memory_stop = memory_layout(

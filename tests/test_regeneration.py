@@ -1,0 +1,234 @@
+"""Dataset regeneration (DR4SR) and the regenerate -> backbone -> RAFT pipeline, on tiny data."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from recbole.data import data_preparation
+
+from conftest import SMALL, write_tiny_dataset
+from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
+from recbole_rag.data import load_dataset
+from recbole_rag.errors import ConfigError, DatasetError
+from recbole_rag.memory.builders import build_pattern_memory, pattern_prefixes
+from recbole_rag.regeneration import inference, pipeline, writer
+from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
+from recbole_rag.trainer.raserec_trainer import memory_layout
+from recbole_rag.trainer.regenerator_trainer import RegeneratorTrainer
+
+REGEN = {"pattern_min_support": 2, "pattern_bank_min_support": 2, "retrieval_k": 3, "epochs": 1}
+
+
+def _splits(config):
+    return data_preparation(config, load_dataset(config))
+
+
+def _rows(dataset):
+    """A split's rows as (user, history, target) tokens: comparable across id remappings."""
+    users, histories, targets, _ = writer.split_rows(dataset, dataset.config)
+    return sorted(zip(users, histories, targets))
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory):
+    """The tiny dataset regenerated once for the module: (settings, folder)."""
+    root = tmp_path_factory.mktemp("regen")
+    settings = {**SMALL, **REGEN, "data_path": str(write_tiny_dataset(root / "data")),
+                "checkpoint_dir": str(root / "saved"), "regen_data_path": str(root / "out")}
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        run_recbole_rag("Regenerator", "tiny", config_dict=settings)
+    finally:
+        os.chdir(cwd)
+    return settings, root / "out" / "tiny-regen"
+
+
+# --- mining -------------------------------------------------------------------------------------
+def test_mining_counts_each_sequence_once_and_never_crosses_sequences():
+    items, offsets = np.array([1, 2, 1, 2, 9, 1, 2, 2, 7]), np.array([0, 4, 7, 9])  # [1 2 1 2] [9 1 2] [2 7]
+    patterns = mine_patterns(items, offsets, min_support=2, max_len=3)
+    assert [tuple(p[:n]) for p, n in zip(patterns.items, patterns.lengths)] == [(1, 2)]
+    assert patterns.support.tolist() == [2]  # twice in the first sequence counts once
+    assert patterns.occurrences.tolist() == [[0, 0], [1, 0]]
+    patterns = mine_patterns(items, offsets, min_support=1, max_len=3)
+    found = {tuple(p[:n]): s for p, n, s in zip(patterns.items, patterns.lengths, patterns.support)}
+    assert found[(1, 2, 1)] == 1 and found[(9, 1, 2)] == 1 and found[(2, 7)] == 1
+    assert not {(2, 9), (2, 2), (1, 2, 9), (1, 2, 2), (2, 2, 7)} & set(found)  # across a boundary
+
+
+def test_mining_uses_each_users_training_part_only(tmp_path):
+    # Every user ends with the same two items, so (.., "iV", "iT") would be the most frequent
+    # pattern of all if the validation / test items leaked into mining.
+    folder = tmp_path / "data" / "ends"
+    folder.mkdir(parents=True)
+    lines, raw = ["user_id:token\titem_id:token\ttimestamp:float"], {}
+    rng = np.random.default_rng(0)
+    for user in range(20):
+        seq = [f"i{x}" for x in rng.integers(1, 6, 5)] + ["iV", "iT"]
+        raw[f"u{user}"] = seq
+        lines += [f"u{user}\t{item}\t{t}" for t, item in enumerate(seq)]
+    (folder / "ends.inter").write_text("\n".join(lines) + "\n")
+    config = Config("Regenerator", "ends", config_dict={**SMALL, "data_path": str(tmp_path / "data")})
+    train = _splits(config)[0].dataset
+    users, items, offsets = training_sequences(train, config)
+    tokens = train.field2id_token
+    for user, start, stop in zip(users, offsets[:-1], offsets[1:]):
+        assert list(tokens["item_id"][items[start:stop]]) == raw[tokens["user_id"][user]][:-2]
+    patterns = mine_patterns(items, offsets, min_support=1)
+    leaked = train.token2id("item_id", ["iV", "iT"])
+    assert len(patterns) and not np.isin(patterns.items, leaked).any()
+
+
+def test_a_dataset_too_small_to_mine_stops_with_a_clear_message(tiny):
+    with pytest.raises(DatasetError, match="lower pattern_min_support"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "pattern_min_support": 1000})
+    with pytest.raises(DatasetError, match="pattern_min_len"):
+        mine_patterns(np.array([1, 2]), np.array([0, 2]), min_len=3, max_len=2)
+
+
+def test_bad_regenerator_settings_are_refused(tiny):
+    with pytest.raises(ConfigError, match="regen_balance"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_balance": 1.5})
+    with pytest.raises(ConfigError, match="regen_per_user"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_per_user": 0})
+
+
+# --- regenerator and hybrid inference -------------------------------------------------------
+def _trained_regenerator(tiny):
+    config = Config("Regenerator", "tiny", config_dict={**tiny, **REGEN})
+    train, _, _ = _splits(config)
+    model = get_model("Regenerator")(config, train.dataset)
+    _, items, offsets = training_sequences(train.dataset, config)
+    patterns = mine_patterns(items, offsets, 2)
+    model.set_patterns(patterns.items)
+    return model, patterns
+
+
+def test_hybrid_inference_mixes_generated_and_selected_patterns(tiny):
+    model, patterns = _trained_regenerator(tiny)
+    sequences = torch.randint(1, model.n_items, (7, 10))
+    assert inference.split_modes(4, 0.25) == (1, 3)
+    selected = inference.regenerate(model, sequences, n_per_user=3, balance=0.0)
+    mined = {tuple(p) for p in patterns.items}
+    assert selected.shape == (7, 3, 3) and all(tuple(p) in mined for p in selected.reshape(-1, 3))
+    generated = inference.regenerate(model, sequences, n_per_user=3, balance=1.0)
+    lengths = (generated > 0).sum(-1)
+    assert ((lengths >= 2) & (generated[..., 0] > 0)).all()  # at least one transition each
+    assert (generated < model.n_items).all()  # items only: no BOS / EOS written out
+    assert all(len({tuple(p) for p in user}) == 3 for user in generated)  # distinct per user
+
+
+def test_registry_gives_the_regenerator_trainer():
+    assert get_trainer(None, "Regenerator") is RegeneratorTrainer
+
+
+# --- the regenerated dataset ----------------------------------------------------------------
+def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated):
+    settings, folder = regenerated
+    original = _splits(Config("SASRec", "tiny", config_dict=settings))
+    name, files, overrides = pipeline.regenerated_run(folder, None, settings)
+    regen = _splits(Config("SASRec", name, files, overrides))
+    assert _rows(regen[1].dataset) == _rows(original[1].dataset)
+    assert _rows(regen[2].dataset) == _rows(original[2].dataset)
+    original_train, regen_train = _rows(original[0].dataset), _rows(regen[0].dataset)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(regen_train) == len(original_train) + manifest["counts"]["train_rows_regenerated"] > len(original_train)
+    assert set(original_train) <= set(regen_train)
+    assert {u for u, _, _ in regen_train} == {u for u, _, _ in original_train}  # no new users
+    assert manifest["source"]["dataset"] == "tiny" and manifest["settings"]["regen_balance"] == 0.5
+
+
+def test_pairs_bank_never_gives_a_user_its_own_regenerated_rows(regenerated):
+    settings, folder = regenerated
+    name, files, overrides = pipeline.regenerated_run(folder, None, settings)
+    config = Config("RaSeRec", name, files, overrides)
+    feat = _splits(config)[0].dataset.inter_feat
+    users = feat["user_id"].numpy()
+    _, memory_id, memory_stop = memory_layout(users, feat["timestamp"].numpy(), feat["item_length"].numpy())
+    n_original = json.loads((folder / "manifest.json").read_text())["counts"]["train_rows_original"]
+    for row in range(n_original):  # the file lists the original rows first
+        own_regenerated = np.flatnonzero(users[n_original:] == users[row]) + n_original
+        assert ((memory_id[own_regenerated] >= memory_id[row]) & (memory_id[own_regenerated] < memory_stop[row])).all()
+
+
+def test_a_matching_manifest_is_reused_and_a_different_one_refused(regenerated, monkeypatch):
+    settings, folder = regenerated
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("regenerated again although the saved set matches")
+
+    monkeypatch.setattr(pipeline, "run_recbole_rag", no_training)
+    assert pipeline.regenerate("tiny", None, settings) == str(folder)
+    with pytest.raises(DatasetError, match="regen_balance: saved 0.5, now 0.25.*--regen_overwrite=True"):
+        pipeline.regenerate("tiny", None, {**settings, "regen_balance": 0.25})
+    with pytest.raises(DatasetError, match="does not match"):  # a direct run never overwrites it either
+        run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_balance": 0.25})
+    assert writer.find_regenerated(Config("Regenerator", "tiny", config_dict={
+        **settings, "regen_balance": 0.25, "regen_overwrite": True})) is None
+
+
+def test_an_interrupted_regeneration_leaves_nothing_to_pick_up(tiny, tmp_path, monkeypatch):
+    config = Config("Regenerator", "tiny", config_dict={**tiny, **REGEN, "regen_data_path": str(tmp_path / "out")})
+
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_write_patterns", crash)  # dies after the .inter files
+    train = _splits(config)[0]
+    with pytest.raises(KeyboardInterrupt):
+        RegeneratorTrainer(config, get_model("Regenerator")(config, train.dataset)).fit(train, None, saved=False)
+    assert not (tmp_path / "out" / "tiny-regen").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # the temporary folder is gone too
+    assert writer.find_regenerated(config) is None
+    (tmp_path / "out" / "tiny-regen").mkdir()  # e.g. a copy that stopped half-way
+    with pytest.raises(DatasetError, match="no manifest.json"):
+        writer.find_regenerated(config)
+
+
+# --- RAFT on the regenerated data -----------------------------------------------------------
+def test_pattern_prefixes_give_every_transition_of_a_pattern():
+    sequences, lengths, targets = pattern_prefixes(np.array([[4, 5, 6], [7, 8, 0]]), max_len=4)
+    assert sequences.tolist() == [[4, 0, 0, 0], [4, 5, 0, 0], [7, 0, 0, 0]]
+    assert lengths.tolist() == [1, 2, 1] and targets.tolist() == [5, 6, 8]
+
+
+def test_pattern_bank_holds_prefixes_of_patterns_with_enough_support(regenerated):
+    settings, folder = regenerated
+    name, files, overrides = pipeline.regenerated_run(folder, None, settings)
+    config = Config("RaSeRec", name, files, {**overrides, "memory_source": "patterns", "pattern_bank_min_support": 3})
+    train = _splits(config)[0].dataset
+    model = get_model("RaSeRec")(config, train)
+    items, support = writer.read_patterns(folder / f"{name}.patterns", train)
+    bank, entry_stop = build_pattern_memory(model, train, config)
+    kept = items[support >= 3]
+    assert len(bank) == int(((kept > 0).sum(1) - 1).sum()) and list(entry_stop) == list(range(1, len(bank) + 1))
+    assert sorted(bank.values) == sorted(pattern_prefixes(kept, 10)[2])
+    with pytest.raises(DatasetError, match="pattern_bank_min_support"):
+        config["pattern_bank_min_support"] = 10**6
+        build_pattern_memory(model, train, config)
+
+
+def test_unknown_memory_source_is_refused_before_training(tiny):
+    config = Config("RaSeRec", "tiny", config_dict={**tiny, "memory_source": "nope"})
+    model = get_model("RaSeRec")(config, _splits(config)[0].dataset)
+    with pytest.raises(ConfigError, match="memory_source must be one of pairs, patterns"):
+        get_trainer(None, "RaSeRec")(config, model)
+
+
+def test_the_pipeline_runs_all_stages_in_one_call(regenerated, tmp_path):
+    settings, _ = regenerated
+    results, table = pipeline.run_pipeline("SASRec", "tiny", ["pairs", "patterns"], baseline=False, regen_epochs=1,
+                                           config_dict=settings, out_dir=str(tmp_path / "res"))
+    # the regenerated set of the fixture is reused (same settings), RecBole's SASRec trains on it
+    assert [r["model"] for r in results] == ["SASRec on tiny-regen", "RaSeRec@SASRec on tiny-regen (pairs)",
+                                            "RaSeRec@SASRec on tiny-regen (patterns)"]
+    assert all(0.0 <= r["test_result"]["ndcg@10"] <= 1.0 for r in results)
+    assert (tmp_path / "res" / "tiny-regen-SASRec-compare.csv").is_file() and "(patterns)" in table
+
+
+def test_pipeline_cli_reports_bad_input(regenerated, capsys):
+    settings, _ = regenerated
+    assert pipeline.main(["--dataset=tiny", f"--data_path={settings['data_path']}", "--memory_sources=nope"]) == 2
+    assert "memory_source must be one of" in capsys.readouterr().err
