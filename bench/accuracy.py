@@ -23,6 +23,7 @@ from recbole_rag import run_recbole_rag  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError  # noqa: E402
 from recbole_rag.registry import get_model  # noqa: E402
+from recbole_rag.regeneration.pipeline import regenerate, regenerated_run  # noqa: E402
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -30,27 +31,29 @@ METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 @dataclass(frozen=True)
 class Run:
     """One row: ``model`` trained with ``overrides``; ``backbone`` names an earlier row whose
-    checkpoint it starts from (``pretrained_path``), as ``M@B`` in ``--compare``."""
+    checkpoint it starts from (``pretrained_path``), as ``M@B`` in ``--compare``; ``regenerated``
+    trains on ``<dataset>-regen`` (DR4SR, written once, reused while its manifest matches)."""
     label: str
     model: str
     overrides: dict = field(default_factory=dict)
     backbone: str = None
+    regenerated: bool = False
 
 
-# The table, in order. A model this build lacks (the DR4SR pipeline and SRA-CL live on other
-# branches until merged) is skipped with a note; adding a method is one line here. The pipeline
-# rows' override keys (regen_backbone, memory_source) are to be matched to its config when merged.
+# The table, in order; adding a method is one line here. A model this build lacks is skipped
+# with a note. The DR4SR rows are the three-stage pipeline (recbole_rag.regeneration.pipeline).
+_PATTERN_BANK = {"memory_source": "patterns", "memory_update": False}  # a pattern bank stays patterns
 RUNS = [
     Run("SASRec", "SASRec"),
     Run("DuoRec", "DuoRec"),
     Run("RaSeRec@SASRec", "RaSeRec", backbone="SASRec"),
     Run("RaSeRec@DuoRec", "RaSeRec", backbone="DuoRec"),
-    Run("SASRec+regen", "Regenerator", {"regen_backbone": "SASRec"}),
-    Run("SASRec+regen+RAFT(pairs)", "Regenerator", {"regen_backbone": "SASRec", "memory_source": "pairs"}),
-    Run("SASRec+regen+RAFT(patterns)", "Regenerator", {"regen_backbone": "SASRec", "memory_source": "patterns"}),
-    Run("DuoRec+regen", "Regenerator", {"regen_backbone": "DuoRec"}),
-    Run("DuoRec+regen+RAFT(pairs)", "Regenerator", {"regen_backbone": "DuoRec", "memory_source": "pairs"}),
-    Run("DuoRec+regen+RAFT(patterns)", "Regenerator", {"regen_backbone": "DuoRec", "memory_source": "patterns"}),
+    Run("SASRec+regen", "SASRec", regenerated=True),
+    Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
+    Run("SASRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "SASRec+regen", True),
+    Run("DuoRec+regen", "DuoRec", regenerated=True),
+    Run("DuoRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "DuoRec+regen", True),
+    Run("DuoRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "DuoRec+regen", True),
     Run("SRACL", "SRACL"),
 ]
 
@@ -160,7 +163,12 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                                       f"delete {backbone_result['path']} so {run.backbone} runs again.")
                 config["pretrained_path"] = checkpoint
             log(f"run  {run.label} seed {seed}")
-            result = run_fn(run.model, dataset, config_dict=config)
+            if run.regenerated:
+                regen_config = {k: v for k, v in config.items() if k not in ("epochs", "pretrained_path")}
+                name, files, config = regenerated_run(regenerate(dataset, config_dict=regen_config), config_dict=config)
+                result = run_fn(run.model, name, config_file_list=files, config_dict=config)
+            else:
+                result = run_fn(run.model, dataset, config_dict=config)
             stored = {"settings": settings, "path": path, "test_result": dict(result["test_result"]),
                       "best_valid_result": dict(result["best_valid_result"]),
                       "train_time_s": result["train_time_s"], "epochs_run": result["epochs_run"],

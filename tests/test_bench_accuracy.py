@@ -78,3 +78,20 @@ def test_bad_arguments_give_clear_errors(tiny, capsys):
     assert "Dataset 'missing' not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         accuracy.main([])  # --dataset is required
+
+
+def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backbone(tiny, tmp_path):
+    runs = [Run("SASRec+regen", "SASRec", regenerated=True),
+            Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True)]
+    datasets = []
+
+    def recording_run(model, dataset, config_file_list=None, config_dict=None):
+        datasets.append(dataset)
+        return run_recbole_rag(model, dataset, config_file_list, config_dict)
+
+    settings = {**tiny, "epochs": 1, "raft_epochs": 1, "pattern_min_support": 2, "retrieval_k": 3,
+                "regen_data_path": str(tmp_path / "regen")}
+    results, skipped = run_all(runs, "tiny", [1], settings, str(tmp_path / "store"), recording_run, lambda m: None)
+    assert not skipped and datasets == ["tiny-regen", "tiny-regen"]
+    assert (tmp_path / "regen" / "tiny-regen" / "manifest.json").is_file()
+    assert set(results["SASRec+regen+RAFT(pairs)"][0]["test_result"]) == set(results["SASRec+regen"][0]["test_result"])

@@ -45,8 +45,13 @@ class RaSeRecTrainer(Trainer):
         self.memory_has_valid = False
 
     def _stage_file(self, stage):
+        """A new file name for a stage's output; never an existing file (runs within a second)."""
         name = f"{self.config['model']}-{self.config['dataset']}-{stage}-{get_local_time()}"
-        return os.path.join(self.checkpoint_dir, name + (".npz" if stage == "memory" else ".pth"))
+        suffix = ".npz" if stage == "memory" else ".pth"
+        path, n = os.path.join(self.checkpoint_dir, name + suffix), 1
+        while os.path.exists(path):
+            path, n = os.path.join(self.checkpoint_dir, f"{name}-{n}{suffix}"), n + 1
+        return path
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.valid_data = valid_data
@@ -147,7 +152,8 @@ class RaSeRecTrainer(Trainer):
         from ``resume_path`` when ``resume``)."""
         self.logger.info(set_color("Stage 2", "green") + ": retrieval-augmented fine-tuning")
         self.model.start_raft()
-        if self.model.freeze_backbone:
+        if self.model.freeze_backbone and check_memory_source(self.config["memory_source"]) == "pairs":
+            # (a pattern bank holds no training pair: training queries search it per batch)
             start = time.perf_counter()
             self.model.cache_training_neighbours(self.entry_stop, show_progress=show_progress)
             self.logger.info(set_color("Memory", "green") + f": top-{self.model.retrieval_k} of every "
