@@ -3,7 +3,7 @@ from a comparison CSV, with the change of each metric over the first row; writes
 
     python bench/regen_table.py --out=results/amazon-beauty-regen \
         --csv_row="SASRec=results/amazon-beauty-compare.csv:SASRec" \
-        --log_row="SASRec on amazon-beauty-regen=/work/logs/regen-beauty-pipeline.log:-1" ...
+        --log_row="SASRec on amazon-beauty-regen=log/regen-beauty-pipeline.log:-1" ...
 
 ``--log_row=LABEL=LOG:N`` takes the N-th "test result" line of LOG (Python index, -1 = last).
 """
