@@ -86,10 +86,10 @@ class TransformerLayer(nn.Module):
         hidden = x.shape[-1]
         weight, bias = self.qkv.weight, self.qkv.bias
         if last_only:
-            q = F.linear(x[packing.last], weight[:hidden], bias[:hidden]).view(packing.batch, 1, 1, self.n_heads, -1)
+            q = F.linear(x[packing.last], weight[:hidden], bias[:hidden])
+            q = q.view(packing.batch, self.n_heads, 1, -1)  # (batch, heads, 1, head_dim)
             kv = packing.pad(F.linear(x, weight[hidden:], bias[hidden:]))
             k, v = kv.view(packing.batch, packing.length, 2, self.n_heads, -1).permute(2, 0, 3, 1, 4)
-            q = q.permute(2, 0, 3, 1, 4)[0]  # (batch, heads, 1, head_dim)
             mask = packing.real[:, None, None, :]
         else:
             qkv = packing.pad(self.qkv(x)).view(packing.batch, packing.length, 3, self.n_heads, -1)
