@@ -106,6 +106,9 @@ def _worker(rank, model, dataset, config_file_list, config_dict, threads, queue)
 
     torch.set_num_threads(threads)
     result = run_recbole_rag(model, dataset, config_file_list, {**config_dict, "local_rank": rank})
+    # every rank is done communicating before any tears the group down: a rank destroying it while
+    # another is still in a collective aborts in gloo's threads ("terminate called ...")
+    dist.barrier()
     dist.destroy_process_group()
     queue.put((rank, result))
 
