@@ -7,9 +7,9 @@ sequences of the batch as negatives.
 """
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_rag.errors import ConfigError
+from recbole_rag.model.encoder_recommender import EncoderRecommender
 from recbole_rag.model.layers import SASRecEncoder
 
 CONTRASTS = ("us_x", "un", "su", "us", "none")
@@ -60,13 +60,11 @@ def info_nce(z_i, z_j, temperature, similarity="dot"):
     return F.cross_entropy(sim, labels)
 
 
-class DuoRec(SequentialRecommender):
+class DuoRec(EncoderRecommender):
     """SASRec + DuoRec's contrastive regularisation; scores are h . item embedding."""
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        if config["loss_type"] != "CE":
-            raise ConfigError(f"{type(self).__name__} trains with loss_type CE, got {config['loss_type']}.")
         if config["contrast"] not in CONTRASTS:
             raise ConfigError(f"contrast must be one of {', '.join(CONTRASTS)}, got {config['contrast']!r}.")
         for key in ("lmd", "lmd_sem"):
@@ -85,13 +83,6 @@ class DuoRec(SequentialRecommender):
             self.same_target = SameTargetSampler(
                 feat[self.ITEM_SEQ], feat[self.ITEM_SEQ_LEN], feat[self.POS_ITEM_ID], self.n_items
             )
-
-    @property
-    def item_embedding(self):
-        return self.encoder.item_embedding
-
-    def forward(self, item_seq, item_seq_len):
-        return self.encoder(item_seq, item_seq_len)
 
     def views(self, interaction):
         """Every encoder pass a training step needs, run as one stacked batch (independent
@@ -125,11 +116,3 @@ class DuoRec(SequentialRecommender):
         logits = views[0] @ self.item_embedding.weight.T
         loss = F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
         return loss + self.contrastive_loss(views)
-
-    def predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return (seq_output * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output @ self.item_embedding.weight.T

@@ -19,10 +19,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_rag.errors import ConfigError
+from recbole_rag.model.encoder_recommender import EncoderRecommender
 from recbole_rag.model.gru_encoder import GRUEncoder
 from recbole_rag.model.layers import SASRecEncoder
 from recbole_rag.model.sequential_recommender.duorec import info_nce
@@ -56,11 +56,9 @@ class PositiveSynthesis(nn.Module):
         return (weights.unsqueeze(-1) * retrieved).sum(1)
 
 
-class SRACL(SequentialRecommender):
+class SRACL(EncoderRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        if config["loss_type"] != "CE":
-            raise ConfigError(f"SRACL trains with loss_type CE, got {config['loss_type']}.")
         if config["backbone"] not in BACKBONES:
             raise ConfigError(f"backbone must be one of {', '.join(BACKBONES)}, got {config['backbone']!r}.")
         if config["cross_view"] not in CROSS_VIEWS:
@@ -86,13 +84,6 @@ class SRACL(SequentialRecommender):
         for name in ("item_neighbours", "user_neighbours", "user_seq", "user_seq_len", "user_memory", "user_semantic"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
         self.semantic_source = None
-
-    @property
-    def item_embedding(self):
-        return self.encoder.item_embedding
-
-    def forward(self, item_seq, item_seq_len):
-        return self.encoder(item_seq, item_seq_len)
 
     def prepare(self, semantics):
         """Neighbour tables from ``Semantics``: items' nearest items, users' nearest *other* users
@@ -173,11 +164,3 @@ class SRACL(SequentialRecommender):
             positive = self.synthesis(self.user_semantic[users], self.user_semantic[neighbours], retrieved)
             loss = loss + self.cross_weight * info_nce(anchor, positive, self.tau)
         return loss
-
-    def predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return (seq_output * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
-
-    def full_sort_predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output @ self.item_embedding.weight.T
