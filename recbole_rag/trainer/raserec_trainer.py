@@ -55,9 +55,9 @@ class RaSeRecTrainer(Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.valid_data = valid_data
-        resume_stage = self.resume_stage()
+        resume_stage, checkpoint = self.resume_stage()
         if resume_stage == "raft":  # stage 1 is done: its weights are in the stage-2 checkpoint
-            self.model.load_state_dict(load_checkpoint(self.config["resume_path"], self.device)["state_dict"])
+            self.model.load_state_dict(checkpoint["state_dict"])
         else:
             self.pretrain(train_data, valid_data, verbose, saved, show_progress, resume=resume_stage == "pretrain")
         self.build_memory(train_data.dataset, show_progress)
@@ -65,10 +65,10 @@ class RaSeRecTrainer(Trainer):
                              resume=resume_stage == "raft")
 
     def resume_stage(self):
-        """The stage ``resume_path``'s checkpoint was saved in (None without one), checked."""
+        """(stage, checkpoint) of ``resume_path``, checked; (None, None) without one."""
         path = self.config["resume_path"]
         if not path:
-            return None
+            return None, None
         if self.config["pretrained_path"]:
             raise ConfigError("Give resume_path (continue a RaSeRec run) or pretrained_path (start RAFT "
                               "from a backbone), not both.")
@@ -83,7 +83,7 @@ class RaSeRecTrainer(Trainer):
         if misfit or len(checkpoint["state_dict"]) != len(own):
             raise CheckpointError(f"'{path}' does not fit this model (dataset {checkpoint['config'].get('dataset')}, "
                                   f"hidden_size {checkpoint['config'].get('hidden_size')}): {misfit[:3]}")
-        return stage
+        return stage, checkpoint
 
     def pretrain(self, train_data, valid_data, verbose, saved, show_progress, resume=False):
         """Stage 1 (continued from ``resume_path`` when ``resume``), or the backbone of
