@@ -26,6 +26,14 @@ def _as_matrix(array, dim, what):
     return array
 
 
+def exclusion_ranges(exclude):
+    """``exclude`` of ``search`` as (q, 2) [start, stop) id ranges; None stays None."""
+    if exclude is None:
+        return None
+    ranges = np.asarray(exclude, dtype=np.int64)
+    return np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
+
+
 def _joined(chunks):
     """The one array of a list of added chunks (collapsed in place, so joined once)."""
     if len(chunks) > 1:
@@ -122,10 +130,7 @@ class MemoryBank:
         """
         if len(self) == 0:
             raise ValueError("the memory bank is empty: add() pairs before search()")
-        ranges = None
-        if exclude is not None:
-            ranges = np.asarray(exclude, dtype=np.int64)
-            ranges = np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
+        ranges = exclusion_ranges(exclude)
         widths = np.zeros(len(queries), np.int64) if ranges is None else ranges[:, 1] - ranges[:, 0]
         extra = int(widths.max(initial=0))
         if not 0 < k <= len(self) - extra:

@@ -10,7 +10,7 @@ exactly what one flat bank over all entries returns.
 import numpy as np
 
 from recbole_rag.errors import ConfigError
-from recbole_rag.memory.bank import MemoryBank
+from recbole_rag.memory.bank import MemoryBank, exclusion_ranges
 
 
 class ShardedMemoryBank:
@@ -47,10 +47,7 @@ class ShardedMemoryBank:
         if len(self) == 0:
             raise ValueError("the memory bank is empty: add() pairs before search()")
         queries = np.asarray(queries, dtype=np.float32)
-        ranges = None
-        if exclude is not None:
-            ranges = np.asarray(exclude, dtype=np.int64)
-            ranges = np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
+        ranges = exclusion_ranges(exclude)
         all_scores, all_ids = [], []
         for shard, global_ids in zip(self.shards, self.global_ids):
             if len(shard) == 0:
