@@ -22,6 +22,7 @@ from bench.report import write_report  # noqa: E402
 from recbole_rag import run_recbole_rag  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError  # noqa: E402
+from recbole_rag.files import atomic_path  # noqa: E402
 from recbole_rag.registry import get_model  # noqa: E402
 from recbole_rag.regeneration.pipeline import regenerate, regenerated_run  # noqa: E402
 
@@ -123,11 +124,8 @@ def result_path(store_dir, settings):
 
 
 def _save_json(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp_path, open(tmp_path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, default=str)
-    os.replace(tmp_path, path)
 
 
 def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, log=print):

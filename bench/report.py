@@ -7,6 +7,8 @@ import platform
 
 import torch
 
+from recbole_rag.files import atomic_path
+
 
 def machine():
     """One line naming what the numbers were measured on."""
@@ -17,11 +19,8 @@ def machine():
 
 
 def _write_atomic(path, text):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as tmp_path, open(tmp_path, "w", encoding="utf-8", newline="") as f:
         f.write(text)
-    os.replace(tmp_path, path)
 
 
 def markdown_table(header, rows):

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from bench.report import machine, markdown_table, write_report  # noqa: E402
 from bench.speed import median_time, rss_mib, train_step  # noqa: E402
+from recbole_rag.files import atomic_path  # noqa: E402
 
 DIM, K, N_QUERIES, N_CENTRES = 64, 10, 200, 1000
 INDEXES = ("flat", "ivf", "hnsw")
@@ -200,9 +201,8 @@ def plot(bank_rows, train_rows, path):
     axes[2].set_xscale("log"), axes[2].set_yscale("log"), axes[2].legend(), axes[2].grid(alpha=0.3)
     fig.suptitle(f"recbole-rag scale ({machine()})", fontsize=9)
     fig.tight_layout()
-    tmp_path = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp_path, dpi=110)
-    os.replace(tmp_path, path)
+    with atomic_path(path, ".png") as tmp_path:
+        fig.savefig(tmp_path, dpi=110)
 
 
 def _f(value, digits):

@@ -19,6 +19,7 @@ from bench.accuracy import Run, run_all  # noqa: E402
 from bench.report import machine, write_report  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.errors import ConfigError, RecBoleRagError  # noqa: E402
+from recbole_rag.files import atomic_path  # noqa: E402
 
 
 def parse_list(text, kind, name, low, high):
@@ -74,9 +75,8 @@ def plot(rows, backbone, path, title):
     axes[0].set_ylabel("test metric")
     fig.suptitle(f"{title}\n{machine()}", fontsize=9)
     fig.tight_layout()
-    tmp_path = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp_path, dpi=110)
-    os.replace(tmp_path, path)
+    with atomic_path(path, ".png") as tmp_path:
+        fig.savefig(tmp_path, dpi=110)
 
 
 def share_neighbour_retrieval(max_k):

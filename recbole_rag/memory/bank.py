@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 
 from recbole_rag.errors import ConfigError
+from recbole_rag.files import atomic_path
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 METRICS = ("ip", "cosine")
@@ -164,10 +165,9 @@ class MemoryBank:
         """One .npz file (serialized faiss index, keys, values, settings), written atomically."""
         meta = {"version": FORMAT_VERSION, "dim": self.dim, "index_type": self.index_type,
                 "metric": self.metric, **self.params}
-        tmp_path = f"{path}.tmp-{os.getpid()}.npz"
-        np.savez(tmp_path, index=faiss.serialize_index(self.index), keys=self.keys,
-                 values=self.values, meta=np.array(json.dumps(meta)))
-        os.replace(tmp_path, path)
+        with atomic_path(path, ".npz") as tmp_path:
+            np.savez(tmp_path, index=faiss.serialize_index(self.index), keys=self.keys,
+                     values=self.values, meta=np.array(json.dumps(meta)))
 
     @classmethod
     def load(cls, path):

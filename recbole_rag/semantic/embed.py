@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from recbole_rag.errors import ConfigError
+from recbole_rag.files import atomic_path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -53,12 +54,9 @@ def read_cache(path, model_name):
 
 
 def write_cache(path, model_name, vectors):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    with open(tmp_path, "wb") as f:
+    with atomic_path(path) as tmp_path, open(tmp_path, "wb") as f:
         np.savez(f, model=np.array(model_name), hashes=np.array(list(vectors), dtype="U40"),
                  embeddings=np.stack(list(vectors.values())).astype(np.float32))
-    os.replace(tmp_path, path)
 
 
 def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False,

@@ -14,6 +14,7 @@ import torch
 from recbole.utils import set_color
 
 from recbole_rag.errors import CheckpointError
+from recbole_rag.files import atomic_path
 
 _DROP = object()
 
@@ -44,10 +45,8 @@ def plain_config(config):
 
 def save_checkpoint(state, path):
     """Write ``state`` (plain values and tensors) to ``path`` atomically."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, tmp_path)
-    os.replace(tmp_path, path)
+    with atomic_path(path) as tmp_path:
+        torch.save(state, tmp_path)
 
 
 def load_checkpoint(path, map_location="cpu"):

@@ -15,7 +15,6 @@ The semantic tables are filled by ``prepare`` (SRACLTrainer calls it once before
 are not parameters, so checkpoints hold only the encoder and the synthesis module (which prepare
 builds, as its input size is the semantic vectors'; load a checkpoint after prepare).
 """
-import math
 
 import torch
 import torch.nn.functional as F
