@@ -95,3 +95,18 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     assert not skipped and datasets == ["tiny-regen", "tiny-regen"]
     assert (tmp_path / "regen" / "tiny-regen" / "manifest.json").is_file()
     assert set(results["SASRec+regen+RAFT(pairs)"][0]["test_result"]) == set(results["SASRec+regen"][0]["test_result"])
+
+
+def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):
+    def sracl_like_run(model, dataset, config_dict):
+        return {"model": model, "dataset": dataset, "test_result": dict.fromkeys(accuracy.METRICS, 0.02),
+                "best_valid_result": {}, "train_time_s": 1.0, "epochs_run": 1, "saved_model_file": None,
+                "semantic_source": "text (template): title; users: items"}
+
+    runs = [Run("SRACL(SASRec)", "SRACL")]
+    results, skipped = run_all(runs, "tiny", [1], {}, str(tmp_path / "store"), sracl_like_run, print)
+    stored = json.loads(open(results["SRACL(SASRec)"][0]["path"]).read())
+    assert stored["run_info"] == {"semantic_source": "text (template): title; users: items"}
+    write_accuracy(results, skipped, "tiny", [1], "epochs=1", str(tmp_path))
+    text = (tmp_path / "tiny-accuracy.md").read_text()
+    assert "SRACL(SASRec): semantic_source: text (template): title; users: items." in text
