@@ -85,15 +85,16 @@ def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
     rows = []
     centres = np.random.default_rng(0).standard_normal((N_CENTRES, DIM), dtype=np.float32)
     queries = clustered(N_QUERIES, 12345, centres, spread)
-    hnsw_rate = None  # seconds per entry of the last HNSW build, for the extrapolation
+    hnsw_last = None  # (seconds per entry, entries) of the last HNSW build, for the extrapolation
     for n in sizes:
         truth = None
         for index_type in INDEXES:
-            if index_type == "hnsw" and hnsw_rate is not None:
-                estimate = hnsw_rate * n * math.log(n) / math.log(hnsw_rate_n)
+            if index_type == "hnsw" and hnsw_last is not None:
+                rate, built_n = hnsw_last
+                estimate = rate * n * math.log(n) / math.log(built_n)
                 if estimate > hnsw_budget_s:
                     rows.append(dict(n=n, index=index_type, build_s=estimate, status="skipped",
-                                     note=f"extrapolated build {estimate:.0f} s (n log n from {hnsw_rate_n:,}) "
+                                     note=f"extrapolated build {estimate:.0f} s (n log n from {built_n:,}) "
                                           f"> --hnsw_budget_s={hnsw_budget_s:.0f}"))
                     log(rows[-1])
                     continue
@@ -106,7 +107,7 @@ def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
                              recall=recall_at_k(ids, truth), memory_mib=mib, status="measured", note=""))
             log(rows[-1])
             if index_type == "hnsw":
-                hnsw_rate, hnsw_rate_n = build_s / n, n
+                hnsw_last = (build_s / n, n)
             del bank
             gc.collect()
     return rows

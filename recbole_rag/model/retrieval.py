@@ -8,7 +8,6 @@ query is the feed-forward output; no residual around the cross-attentions.
 """
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
