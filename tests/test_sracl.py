@@ -10,7 +10,7 @@ from recbole.data import data_preparation
 
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
-from recbole_rag.errors import ConfigError, DatasetError
+from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
 from recbole_rag.model.gru_encoder import GRUEncoder
 from recbole_rag.semantic import embed, nearest_neighbours
 from recbole_rag.semantic.llm import ChatWriter, LLMError
@@ -253,3 +253,27 @@ def test_an_embedding_file_must_cover_every_item(tiny, tmp_path):
     vectors = vectors_from_file(str(by_row), ["[PAD]", "3", "1"])
     np.testing.assert_allclose(vectors[1] * np.linalg.norm([9, 10, 11]), [9, 10, 11], rtol=1e-5)
     assert not vectors[0].any()
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(texts):
+    settings = {**texts, "semantic_source": "categorical", "user_k": 3}
+    first = run_recbole_rag("SRACL", "tiny", config_dict={**settings, "epochs": 1})
+    again = run_recbole_rag("SRACL", "tiny", config_dict={**settings, "epochs": 3, "resume_path": first["saved_model_file"]})
+    assert again["epochs_run"] == 2  # epochs 1 and 2; epoch 0 came from the checkpoint
+    assert again["saved_model_file"] == first["saved_model_file"]  # the run goes on in its own file
+    # resumed at its last epoch, nothing is left to train: the weights are the checkpoint's
+    config, model, trainer, train = _setup(texts, semantic_source="categorical", epochs=1,
+                                           resume_path=first["saved_model_file"])
+    trainer.fit(train, saved=False)
+    saved = load_checkpoint(first["saved_model_file"])["state_dict"]
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+def test_resume_refuses_another_models_or_shapes_checkpoint(texts):
+    settings = {**texts, "semantic_source": "categorical", "user_k": 3, "epochs": 1}
+    duorec = run_recbole_rag("DuoRec", "tiny", config_dict=settings)
+    with pytest.raises(CheckpointError, match="saved by model DuoRec, not SRACL"):
+        run_recbole_rag("SRACL", "tiny", config_dict={**settings, "resume_path": duorec["saved_model_file"]})
+    own = run_recbole_rag("SRACL", "tiny", config_dict=settings)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        run_recbole_rag("SRACL", "tiny", config_dict={**settings, "hidden_size": 32, "resume_path": own["saved_model_file"]})

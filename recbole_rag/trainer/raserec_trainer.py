@@ -19,6 +19,7 @@ from recbole_rag.memory.builders import build_pattern_memory, check_memory_sourc
 from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import Trainer, load_checkpoint
+from recbole_rag.trainer.safe_checkpoint import check_fits
 
 
 def memory_layout(user_ids, times, lengths):
@@ -78,11 +79,7 @@ class RaSeRecTrainer(Trainer):
             raise CheckpointError(f"'{path}' is not a RaSeRec stage checkpoint (it holds a "
                                   f"{checkpoint['config'].get('model')} model): use pretrained_path "
                                   "to start RAFT from a backbone.")
-        own = self.model.state_dict()
-        misfit = [k for k, v in checkpoint["state_dict"].items() if k not in own or own[k].shape != v.shape]
-        if misfit or len(checkpoint["state_dict"]) != len(own):
-            raise CheckpointError(f"'{path}' does not fit this model (dataset {checkpoint['config'].get('dataset')}, "
-                                  f"hidden_size {checkpoint['config'].get('hidden_size')}): {misfit[:3]}")
+        check_fits(self.model, checkpoint, path)
         return stage, checkpoint
 
     def pretrain(self, train_data, valid_data, verbose, saved, show_progress, resume=False):

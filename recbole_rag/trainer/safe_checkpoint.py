@@ -91,6 +91,7 @@ class SafeCheckpointMixin:
                 f"'{resume_file}' was saved by model {checkpoint['config'].get('model')}, "
                 f"not {self.config['model']}."
             )
+        check_fits(self.model, checkpoint, resume_file)
         self.saved_model_file = str(resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
@@ -109,6 +110,15 @@ class SafeCheckpointMixin:
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+def check_fits(model, checkpoint, path):
+    """A clear error, instead of torch's key list, when ``checkpoint`` holds another model shape."""
+    own = model.state_dict()
+    misfit = [k for k, v in checkpoint["state_dict"].items() if k not in own or own[k].shape != v.shape]
+    if misfit or len(checkpoint["state_dict"]) != len(own):
+        raise CheckpointError(f"'{path}' does not fit this model (dataset {checkpoint['config'].get('dataset')}, "
+                              f"hidden_size {checkpoint['config'].get('hidden_size')}): {misfit[:3]}")
 
 
 @functools.lru_cache(maxsize=None)
