@@ -277,3 +277,16 @@ def test_resume_refuses_another_models_or_shapes_checkpoint(texts):
     own = run_recbole_rag("SRACL", "tiny", config_dict=settings)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         run_recbole_rag("SRACL", "tiny", config_dict={**settings, "hidden_size": 32, "resume_path": own["saved_model_file"]})
+
+
+def test_gru_encoder_computes_recbole_gru4rec(tiny):
+    from recbole.model.sequential_recommender import GRU4Rec
+
+    config = Config("GRU4Rec", "tiny", config_dict=tiny)
+    train, _, _ = data_preparation(config, load_dataset(config))
+    theirs = GRU4Rec(config, train.dataset).eval()
+    ours = GRUEncoder(theirs.n_items, config["embedding_size"], config["hidden_size"], config["num_layers"]).eval()
+    ours.load_state_dict({k.replace("gru_layers.", "gru."): v for k, v in theirs.state_dict().items()})
+    batch = next(iter(train))
+    seq, lengths = batch["item_id_list"], batch["item_length"]
+    assert torch.allclose(ours(seq, lengths), theirs.forward(seq, lengths), atol=1e-6)

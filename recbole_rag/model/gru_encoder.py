@@ -23,6 +23,6 @@ class GRUEncoder(nn.Module):
         """(batch, max_len) item ids, (batch,) lengths -> (batch, hidden) user vectors."""
         length = max(int(item_seq_len.max()), 1)
         x = self.emb_dropout(self.item_embedding(item_seq[:, :length]))
-        out = self.dense(self.gru(x)[0])
+        out = self.gru(x)[0]
         last = (item_seq_len - 1).clamp(min=0)
-        return out[torch.arange(out.shape[0], device=out.device), last]
+        return self.dense(out[torch.arange(out.shape[0], device=out.device), last])  # dense on last only
