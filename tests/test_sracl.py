@@ -12,6 +12,8 @@ from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
 from recbole_rag.model.gru_encoder import GRUEncoder
+from recbole_rag.model.sequential_recommender.duorec import info_nce
+from recbole_rag.model.sequential_recommender.sracl import anchored_info_nce
 from recbole_rag.semantic import embed, nearest_neighbours
 from recbole_rag.semantic.llm import ChatWriter, LLMError
 from recbole_rag.trainer import load_checkpoint
@@ -197,6 +199,7 @@ def test_the_llm_client_speaks_the_openai_chat_protocol():
     ({"substitute_rate": 1.5}, "substitute_rate must be in"),
     ({"user_k": 0}, "user_k must be > 0"),
     ({"synthesis_dropout": 1.0}, "synthesis_dropout must be in"),
+    ({"sim": "euclidean"}, "sim must be dot or cos"),
     ({"semantic_source": "web"}, "semantic_source must be one of"),
     ({"user_semantics": "llm"}, "user_semantics must be one of"),
     ({"llm": "gpt"}, "llm must be a mapping"),
@@ -290,3 +293,22 @@ def test_gru_encoder_computes_recbole_gru4rec(tiny):
     batch = next(iter(train))
     seq, lengths = batch["item_id_list"], batch["item_length"]
     assert torch.allclose(ours(seq, lengths), theirs.forward(seq, lengths), atol=1e-6)
+
+
+def test_anchored_contrast_queries_only_the_anchors():
+    anchor, positive = torch.randn(6, 4), torch.randn(6, 4)
+    rows = []
+    for b in range(6):
+        others = torch.cat([anchor[:b], anchor[b + 1:]])
+        logits = torch.cat([positive @ anchor[b], others @ anchor[b]])  # target: positive b
+        rows.append(torch.logsumexp(logits, 0) - logits[b])
+    assert torch.allclose(anchored_info_nce(anchor, positive, 1.0), torch.stack(rows).mean())
+    assert not torch.allclose(info_nce(anchor, positive, 1.0), torch.stack(rows).mean())  # not the symmetric form
+
+
+@pytest.mark.parametrize("contrast", [info_nce, anchored_info_nce])
+def test_cosine_contrast_cannot_be_lowered_by_vector_length(contrast):
+    anchor, positive = torch.randn(8, 4), torch.randn(8, 4)
+    cos = contrast(anchor, positive, 0.1, "cos")
+    assert torch.allclose(contrast(3 * anchor, 0.5 * positive, 0.1, "cos"), cos)
+    assert not torch.allclose(contrast(3 * anchor, 0.5 * positive, 0.1, "dot"), contrast(anchor, positive, 0.1, "dot"))
