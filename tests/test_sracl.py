@@ -261,7 +261,8 @@ def test_an_embedding_file_must_cover_every_item(tiny, tmp_path):
 def test_an_interrupted_run_resumes_from_its_checkpoint(texts):
     settings = {**texts, "semantic_source": "categorical", "user_k": 3}
     first = run_recbole_rag("SRACL", "tiny", config_dict={**settings, "epochs": 1})
-    again = run_recbole_rag("SRACL", "tiny", config_dict={**settings, "epochs": 3, "resume_path": first["saved_model_file"]})
+    resume = {**settings, "epochs": 3, "resume_path": first["saved_model_file"]}
+    again = run_recbole_rag("SRACL", "tiny", config_dict=resume)
     assert again["epochs_run"] == 2  # epochs 1 and 2; epoch 0 came from the checkpoint
     assert again["saved_model_file"] == first["saved_model_file"]  # the run goes on in its own file
     # resumed at its last epoch, nothing is left to train: the weights are the checkpoint's
@@ -279,7 +280,8 @@ def test_resume_refuses_another_models_or_shapes_checkpoint(texts):
         run_recbole_rag("SRACL", "tiny", config_dict={**settings, "resume_path": duorec["saved_model_file"]})
     own = run_recbole_rag("SRACL", "tiny", config_dict=settings)
     with pytest.raises(CheckpointError, match="does not fit this model"):
-        run_recbole_rag("SRACL", "tiny", config_dict={**settings, "hidden_size": 32, "resume_path": own["saved_model_file"]})
+        run_recbole_rag("SRACL", "tiny",
+                        config_dict={**settings, "hidden_size": 32, "resume_path": own["saved_model_file"]})
 
 
 def test_gru_encoder_computes_recbole_gru4rec(tiny):

@@ -172,7 +172,8 @@ class SRACL(EncoderRecommender):
         anchor = outputs[:batch]
         loss = F.cross_entropy(anchor @ self.item_embedding.weight.T, interaction[self.POS_ITEM_ID])
         if self.intra_weight:
-            loss = loss + self.intra_weight * info_nce(outputs[batch:2 * batch], outputs[2 * batch:3 * batch], self.tau, self.similarity)
+            views = outputs[batch:2 * batch], outputs[2 * batch:3 * batch]
+            loss = loss + self.intra_weight * info_nce(*views, self.tau, self.similarity)
         if self.cross_weight:
             if self.cross_view == "encode":
                 retrieved = outputs[-batch * self.user_k:].view(batch, self.user_k, -1)
