@@ -41,7 +41,7 @@ def memory_layout(user_ids, times, lengths):
 class RaSeRecTrainer(Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
-        check_memory_source(config["memory_source"])  # before stage 1, not after it
+        self.memory_source = check_memory_source(config["memory_source"])  # before stage 1, not after it
         self.valid_data = None
         self.memory_has_valid = False
 
@@ -102,7 +102,7 @@ class RaSeRecTrainer(Trainer):
     def build_memory(self, train_dataset, show_progress):
         """Every training <prefix, next item> pair, keyed by the backbone's user vector
         (``memory_source: patterns``: mined patterns' prefixes, see recbole_rag.memory.builders)."""
-        if check_memory_source(self.config["memory_source"]) == "patterns":
+        if self.memory_source == "patterns":
             self.model.memory, self.entry_stop = build_pattern_memory(self.model, train_dataset, self.config, show_progress)
             self.logger.info(set_color("Memory", "green") + f": {self.model.memory} of pattern prefixes")
             return
@@ -149,7 +149,7 @@ class RaSeRecTrainer(Trainer):
         from ``resume_path`` when ``resume``)."""
         self.logger.info(set_color("Stage 2", "green") + ": retrieval-augmented fine-tuning")
         self.model.start_raft()
-        if self.model.freeze_backbone and check_memory_source(self.config["memory_source"]) == "pairs":
+        if self.model.freeze_backbone and self.memory_source == "pairs":
             # (a pattern bank holds no training pair: training queries search it per batch)
             start = time.perf_counter()
             self.model.cache_training_neighbours(self.entry_stop, show_progress=show_progress)
