@@ -78,6 +78,9 @@ def distributed_trainer(trainer_class):
         def fit(self, *args, **kwargs):
             result = super().fit(*args, **kwargs)
             dist.barrier()  # rank 0 has saved the best checkpoint before any rank tests it
+            names = [self.saved_model_file]  # under the name rank 0 claimed when saving
+            dist.broadcast_object_list(names, src=0)
+            self.saved_model_file = names[0]
             check_replicas_agree(self.model)
             return result
 

@@ -16,3 +16,17 @@ def atomic_path(path, suffix=""):
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+
+
+def claim_path(path):
+    """``path``, or ``<stem>-<n><ext>`` when that is taken, created empty with O_EXCL: two
+    processes that name files by the same clock second never end up writing the same one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    stem, ext = os.path.splitext(path)
+    candidate, n = path, 1
+    while True:
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return candidate
+        except FileExistsError:
+            candidate, n = f"{stem}-{n}{ext}", n + 1

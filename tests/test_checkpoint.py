@@ -45,3 +45,17 @@ def test_missing_checkpoint_and_checkpoint_of_another_model(tiny, tmp_path):
     duorec, *_ = _trainer(tiny)
     with pytest.raises(CheckpointError, match="saved by model SASRec, not DuoRec"):
         duorec.resume_checkpoint(sasrec.saved_model_file)
+
+
+def test_two_runs_named_in_the_same_second_keep_their_own_checkpoints(tiny):
+    first, train, valid, test = _trainer(tiny)
+    second, *_ = _trainer(tiny)
+    second.saved_model_file = first.saved_model_file  # RecBole's name: model and clock second
+    first.fit(train, valid, saved=True)
+    with open(first.saved_model_file, "rb") as f:
+        first_bytes = f.read()
+    second.fit(train, valid, saved=True)
+    assert second.saved_model_file != first.saved_model_file
+    with open(first.saved_model_file, "rb") as f:
+        assert f.read() == first_bytes  # the second run wrote beside it, not over it
+    assert load_checkpoint(second.saved_model_file)["config"]["model"] == "DuoRec"

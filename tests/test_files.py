@@ -1,6 +1,6 @@
 import pytest
 
-from recbole_rag.files import atomic_path
+from recbole_rag.files import atomic_path, claim_path
 
 
 def test_atomic_path_writes_whole_files_or_nothing(tmp_path):
@@ -17,3 +17,10 @@ def test_atomic_path_writes_whole_files_or_nothing(tmp_path):
             raise RuntimeError("interrupted")
     assert target.read_text() == "done"  # the old file stays, the half one is gone
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"]
+
+
+def test_claim_path_never_hands_out_a_taken_name(tmp_path):
+    first = claim_path(str(tmp_path / "m" / "run.pth"))
+    second = claim_path(str(tmp_path / "m" / "run.pth"))
+    assert first.endswith("run.pth") and second.endswith("run-1.pth")
+    assert (tmp_path / "m" / "run.pth").exists() and (tmp_path / "m" / "run-1.pth").exists()

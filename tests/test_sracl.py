@@ -132,6 +132,24 @@ def test_each_contrastive_term_trains_its_parts(tiny, tmp_path, backbone, cross_
     assert model.calculate_loss(batch) > plain
 
 
+def test_each_loss_term_is_tallied_unweighted_for_the_epoch_log(tiny, tmp_path):
+    _, model, trainer, train = _setup(tiny, semantic_embedding_file=_vector_file(tmp_path), cross_weight=0.0,
+                                      intra_weight=0.5)
+    trainer.prepare_semantics(train.dataset)
+    batches = list(train)[:2]
+    model.eval()
+    ce = [torch.nn.functional.cross_entropy(
+        model.forward(b[model.ITEM_SEQ], b[model.ITEM_SEQ_LEN]) @ model.item_embedding.weight.T,
+        b[model.POS_ITEM_ID]).item() for b in batches]
+    model.reset_terms()
+    totals = [model.calculate_loss(b).item() for b in batches]
+    terms = model.reset_terms()
+    assert set(terms) == {"ce", "intra"}  # a term whose weight is 0 is not computed
+    assert terms["ce"] == pytest.approx(np.mean(ce), rel=1e-5)
+    assert np.mean(totals) == pytest.approx(terms["ce"] + 0.5 * terms["intra"], rel=1e-5)
+    assert model.reset_terms() == {}
+
+
 def test_file_and_categorical_sources_are_named_in_the_results(tiny, tmp_path):
     result = run_recbole_rag("SRACL", "tiny", config_dict={**tiny, "epochs": 1, "user_k": 3,
                                                            "semantic_embedding_file": _vector_file(tmp_path)})

@@ -14,6 +14,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import get_local_time, set_color
 
 from recbole_rag.errors import CheckpointError, ConfigError
+from recbole_rag.files import claim_path
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.builders import build_pattern_memory, check_memory_source
 from recbole_rag.model.backbone import load_backbone
@@ -46,13 +47,9 @@ class RaSeRecTrainer(Trainer):
         self.memory_has_valid = False
 
     def _stage_file(self, stage):
-        """A new file name for a stage's output; never an existing file (runs within a second)."""
+        """A file name for a stage's output (claimed, so never another run's, when written)."""
         name = f"{self.config['model']}-{self.config['dataset']}-{stage}-{get_local_time()}"
-        suffix = ".npz" if stage == "memory" else ".pth"
-        path, n = os.path.join(self.checkpoint_dir, name + suffix), 1
-        while os.path.exists(path):
-            path, n = os.path.join(self.checkpoint_dir, f"{name}-{n}{suffix}"), n + 1
-        return path
+        return os.path.join(self.checkpoint_dir, name + (".npz" if stage == "memory" else ".pth"))
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.valid_data = valid_data
@@ -133,7 +130,7 @@ class RaSeRecTrainer(Trainer):
             start = time.perf_counter()
             self.model.memory = None
             self.model.add_to_memory(feat[order], self.config["eval_batch_size"], show_progress)
-            path = path or self._stage_file("memory")
+            path = path or claim_path(self._stage_file("memory"))
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             self.model.memory.save(path)
             self.logger.info(

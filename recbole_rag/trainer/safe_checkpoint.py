@@ -14,7 +14,7 @@ import torch
 from recbole.utils import set_color
 
 from recbole_rag.errors import CheckpointError
-from recbole_rag.files import atomic_path
+from recbole_rag.files import atomic_path, claim_path
 
 _DROP = object()
 
@@ -65,11 +65,17 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 class SafeCheckpointMixin:
-    """Put before a RecBole trainer class to make its checkpoints plain and atomic."""
+    """Put before a RecBole trainer class to make its checkpoints plain and atomic, and each
+    run's own: RecBole names a checkpoint by model and clock second, so two runs started in the
+    same second would overwrite (and test) each other's; the first save claims a free name."""
+
+    claimed_file = None  # the checkpoint file this run has claimed (or resumed from)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
+        if "saved_model_file" not in kwargs and self.saved_model_file != self.claimed_file:
+            self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {
             "config": plain_config(self.config),
@@ -92,7 +98,7 @@ class SafeCheckpointMixin:
                 f"not {self.config['model']}."
             )
         check_fits(self.model, checkpoint, resume_file)
-        self.saved_model_file = str(resume_file)
+        self.saved_model_file = self.claimed_file = str(resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]

@@ -36,4 +36,9 @@ class SRACLTrainer(Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.model.cross_weight and self.model.cross_view == "memory":
             self.model.refresh_user_memory(self.config["eval_batch_size"])
-        return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        self.model.reset_terms()
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        terms = self.model.reset_terms()  # unweighted, so each term reads on its own scale
+        self.logger.info(set_color("Loss terms", "blue") + f" (epoch {epoch_idx}, mean per batch, unweighted): "
+                         + ", ".join(f"{term} {value:.4f}" for term, value in terms.items()))
+        return loss

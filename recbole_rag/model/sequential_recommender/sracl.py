@@ -102,6 +102,17 @@ class SRACL(EncoderRecommender):
         for name in ("item_neighbours", "user_neighbours", "user_seq", "user_seq_len", "user_memory", "user_semantic"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
         self.semantic_source = None
+        self.term_sums = {}  # training-loss term -> its sum since reset_terms(), for the epoch log
+
+    def reset_terms(self):
+        """Start a new tally of the loss terms; returns the last one's mean per batch."""
+        means = {term: total / count for term, (total, count) in self.term_sums.items()}
+        self.term_sums = {}
+        return means
+
+    def _tally(self, term, value):
+        total, count = self.term_sums.get(term, (0.0, 0))
+        self.term_sums[term] = (total + value.item(), count + 1)
 
     def prepare(self, semantics):
         """Neighbour tables from ``Semantics``: items' nearest items, users' nearest *other* users
@@ -171,9 +182,12 @@ class SRACL(EncoderRecommender):
         outputs = self.forward(torch.cat(seqs), torch.cat(lens))
         anchor = outputs[:batch]
         loss = F.cross_entropy(anchor @ self.item_embedding.weight.T, interaction[self.POS_ITEM_ID])
+        self._tally("ce", loss)
         if self.intra_weight:
             views = outputs[batch:2 * batch], outputs[2 * batch:3 * batch]
-            loss = loss + self.intra_weight * info_nce(*views, self.tau, self.similarity)
+            intra = info_nce(*views, self.tau, self.similarity)
+            self._tally("intra", intra)
+            loss = loss + self.intra_weight * intra
         if self.cross_weight:
             if self.cross_view == "encode":
                 retrieved = outputs[-batch * self.user_k:].view(batch, self.user_k, -1)
@@ -182,5 +196,7 @@ class SRACL(EncoderRecommender):
             users = interaction[self.USER_ID]
             positive = self.synthesis(self.user_semantic[users], self.user_semantic[neighbours], retrieved)
             contrast = info_nce if self.cross_view == "encode" else anchored_info_nce
-            loss = loss + self.cross_weight * contrast(anchor, positive, self.tau, self.similarity)
+            cross = contrast(anchor, positive, self.tau, self.similarity)
+            self._tally("cross", cross)
+            loss = loss + self.cross_weight * cross
         return loss
