@@ -6,7 +6,8 @@
 Each run goes through ``run_recbole_rag`` (RecBole's data, split and evaluator). A finished run's
 result is a JSON file under ``results/<dataset>-accuracy/`` named by label, seed and a hash of its
 settings, so a rerun with the same settings skips it. Writes ``results/<dataset>-accuracy.md`` and
-``.csv``: the mean (and sample standard deviation, with several seeds) of each metric.
+``.csv``: the mean (and sample standard deviation, with several seeds) of each metric. The hash
+covers the plug-in's YAML defaults too: change one and the runs it touches run again.
 """
 import argparse
 import hashlib
@@ -16,11 +17,14 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 
+import yaml
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench.report import write_report  # noqa: E402
 from recbole_rag import run_recbole_rag  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
+from recbole_rag.config import property_files  # noqa: E402
 from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError  # noqa: E402
 from recbole_rag.files import atomic_path  # noqa: E402
 from recbole_rag.registry import get_model  # noqa: E402
@@ -124,9 +128,15 @@ def available(run):
     return None
 
 
-def settings_of(run, seed, overrides):
+def settings_of(run, seed, overrides, dataset):
+    """What a stored result was run under: the row, seed and overrides, and the plug-in's YAML
+    defaults for its model and dataset, so that a changed default is a new result, not a stale one."""
+    defaults = {}
+    for path in property_files(run.model, dataset):
+        with open(path, encoding="utf-8") as f:
+            defaults[os.path.basename(path)] = yaml.safe_load(f)
     return {"label": run.label, "model": run.model, "backbone": run.backbone, "seed": seed,
-            "overrides": {**overrides, **run.overrides}}
+            "overrides": {**overrides, **run.overrides}, "defaults": defaults}
 
 
 def result_path(store_dir, settings):
@@ -162,7 +172,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             continue
         results[run.label] = []
         for seed, backbone_result in zip(seeds, results.get(run.backbone) or [None] * len(seeds)):
-            settings = settings_of(run, seed, overrides)
+            settings = settings_of(run, seed, overrides, dataset)
             if backbone_result:
                 settings["backbone_settings"] = backbone_result["settings"]
             path = result_path(store_dir, settings)

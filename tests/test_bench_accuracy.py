@@ -110,3 +110,25 @@ def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):
     write_accuracy(results, skipped, "tiny", [1], "epochs=1", str(tmp_path))
     text = (tmp_path / "tiny-accuracy.md").read_text()
     assert "SRACL(SASRec): semantic_source: text (template): title; users: items." in text
+
+
+def test_a_changed_yaml_default_runs_again(tmp_path, monkeypatch):
+    model_yaml = tmp_path / "SRACL.yaml"
+    model_yaml.write_text("intra_weight: 0.1\n")
+    monkeypatch.setattr(accuracy, "property_files", lambda model, dataset: [str(model_yaml)])
+    calls = []
+
+    def fake_run(model, dataset, config_dict):
+        calls.append(model)
+        metrics = {m: 0.1 for m in accuracy.METRICS}
+        return {"test_result": metrics, "best_valid_result": metrics, "train_time_s": 1.0, "epochs_run": 1,
+                "saved_model_file": None}
+
+    runs, store = [Run("SRACL(SASRec)", "SRACL")], str(tmp_path / "store")
+    run_all(runs, "tiny", [1], {}, store, fake_run, print)
+    run_all(runs, "tiny", [1], {}, store, fake_run, print)
+    assert calls == ["SRACL"]  # same defaults: read back
+    model_yaml.write_text("intra_weight: 0.03  # a new default\n")
+    results, _ = run_all(runs, "tiny", [1], {}, store, fake_run, print)
+    assert calls == ["SRACL", "SRACL"]
+    assert results["SRACL(SASRec)"][0]["settings"]["defaults"] == {"SRACL.yaml": {"intra_weight": 0.03}}
