@@ -83,7 +83,7 @@ def test_similar_users_never_include_the_rows_own_user(tiny, tmp_path):
         trainer.prepare_semantics(train.dataset)
         for batch in train:
             users = batch[model.USER_ID]
-            retrieved = model.retrieved_users(users)
+            retrieved = model.retrieved_units(users)
             assert retrieved.shape == (len(users), 3)
             assert not (retrieved == users[:, None]).any()
             assert (retrieved > 0).all()  # real users with history, never the padding user
@@ -94,6 +94,42 @@ def test_nearest_neighbours_skip_the_query_even_among_duplicates():
     found = nearest_neighbours(vectors, 3)
     assert not (found == np.arange(12)[:, None]).any()
     assert (found // 4 == np.arange(12)[:, None] // 4).all()  # the copies, the nearest others
+
+
+def test_approximate_neighbours_above_the_exact_limit_are_near_the_exact_ones(monkeypatch):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 16))
+    vectors = (centres[rng.integers(40, size=3000)] + 0.3 * rng.normal(size=(3000, 16))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact = nearest_neighbours(vectors, 5)
+    monkeypatch.setattr("recbole_rag.semantic.neighbours.EXACT_UP_TO", 1000)
+    approximate = nearest_neighbours(vectors, 5)
+    assert approximate.shape == (3000, 5) and (approximate >= 0).all()
+    assert not (approximate == np.arange(3000)[:, None]).any()
+    overlap = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approximate, exact)])
+    assert overlap > 0.9
+
+
+def test_prefix_retrieval_finds_the_nearest_other_training_prefixes(tiny, tmp_path):
+    _, model, trainer, train = _setup(tiny, semantic_embedding_file=_vector_file(tmp_path),
+                                      cross_retrieval="prefix", cross_view="encode")
+    semantics = trainer.prepare_semantics(train.dataset)
+    feat = train.dataset.inter_feat
+    n = len(feat)
+    assert model.unit_neighbours.shape == (n, 3) and len(model.unit_seq) == n
+    means = semantics.item_vectors[feat[model.ITEM_SEQ].numpy()].sum(1)
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    similarity = means @ means.T
+    np.fill_diagonal(similarity, -np.inf)
+    best = similarity.max(1)
+    chosen = similarity[np.arange(n), model.unit_neighbours[:, 0].numpy()]
+    assert np.allclose(chosen, best, atol=1e-5)  # the nearest other prefix, never the row itself
+    batch = next(iter(train))  # the training batches carry each row's prefix id
+    rows = batch["sracl_prefix_id"]
+    assert torch.equal(feat[model.ITEM_SEQ][rows], batch[model.ITEM_SEQ])
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert model.synthesis.score.grad.abs().sum() > 0
 
 
 def test_substitution_uses_semantic_neighbours_at_the_configured_rate(tiny, tmp_path):
@@ -109,13 +145,15 @@ def test_substitution_uses_semantic_neighbours_at_the_configured_rate(tiny, tmp_
     assert torch.equal(model.substitute(seq), seq)
 
 
-@pytest.mark.parametrize("backbone,cross_view", [("SASRec", "encode"), ("GRU4Rec", "memory")])
-def test_each_contrastive_term_trains_its_parts(tiny, tmp_path, backbone, cross_view):
+@pytest.mark.parametrize("backbone,cross_view,cross_retrieval", [
+    ("SASRec", "encode", "user"), ("GRU4Rec", "memory", "user"), ("SASRec", "memory", "prefix")])
+def test_each_contrastive_term_trains_its_parts(tiny, tmp_path, backbone, cross_view, cross_retrieval):
     vectors = _vector_file(tmp_path)
-    _, model, trainer, train = _setup(tiny, semantic_embedding_file=vectors, backbone=backbone, cross_view=cross_view)
+    _, model, trainer, train = _setup(tiny, semantic_embedding_file=vectors, backbone=backbone, cross_view=cross_view,
+                                      cross_retrieval=cross_retrieval)
     trainer.prepare_semantics(train.dataset)
     assert isinstance(model.encoder, GRUEncoder) == (backbone == "GRU4Rec")
-    model.refresh_user_memory()
+    model.refresh_memory()
     batch = next(iter(train))
     model.train()
     model.calculate_loss(batch).backward()
@@ -214,6 +252,7 @@ def test_the_llm_client_speaks_the_openai_chat_protocol():
 @pytest.mark.parametrize("overrides,match", [
     ({"backbone": "Caser"}, "backbone must be one of SASRec, GRU4Rec"),
     ({"cross_view": "both"}, "cross_view must be one of"),
+    ({"cross_retrieval": "session"}, "cross_retrieval must be one of user, prefix"),
     ({"substitute_rate": 1.5}, "substitute_rate must be in"),
     ({"user_k": 0}, "user_k must be > 0"),
     ({"synthesis_dropout": 1.0}, "synthesis_dropout must be in"),

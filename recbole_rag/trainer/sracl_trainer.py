@@ -1,5 +1,5 @@
 """SRACLTrainer: semantic vectors and neighbour tables once before training (recbole_rag.semantic,
-embeddings cached to a file), then RecBole's loop, with the retrieved users' representations
+embeddings cached to a file), then RecBole's loop, with the retrieved units' representations
 refreshed each epoch under ``cross_view: memory``; ``resume_path`` continues an interrupted run
 (epoch, weights, optimizer) once the synthesis module exists."""
 import time
@@ -18,7 +18,7 @@ class SRACLTrainer(Trainer):
     def prepare_semantics(self, train_dataset, show_progress=False):
         start = time.perf_counter()
         semantics = build_semantics(self.config, train_dataset, show_progress)
-        self.model.prepare(semantics)
+        self.model.prepare(semantics, train_dataset.inter_feat)
         self.run_info = {"semantic_source": semantics.source, "semantic_texts_embedded": semantics.embedded}
         self.logger.info(
             set_color("Semantics", "green") + f": {semantics.source}; {semantics.embedded} texts embedded; "
@@ -35,7 +35,7 @@ class SRACLTrainer(Trainer):
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.model.cross_weight and self.model.cross_view == "memory":
-            self.model.refresh_user_memory(self.config["eval_batch_size"])
+            self.model.refresh_memory(self.config["eval_batch_size"])
         self.model.reset_terms()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         terms = self.model.reset_terms()  # unweighted, so each term reads on its own scale

@@ -5,7 +5,10 @@ plus two contrastive terms built from semantic vectors of items and users (recbo
 
 * cross-sequence: each user's ``user_k`` semantically nearest other users (faiss); a learnable
   graph attention over their semantic vectors weighs their sequence representations into one
-  synthesised positive; InfoNCE against the other rows of the batch, weight ``cross_weight``;
+  synthesised positive; InfoNCE against the other rows of the batch, weight ``cross_weight``.
+  With ``cross_retrieval: prefix`` (the authors' code) the unit retrieved is a training prefix
+  instead of a user: each training row's nearest other training rows by the mean semantic vector
+  of their items, the same user's other prefixes included;
 * intra-sequence: two views of each sequence in which every item is replaced, at rate
   ``substitute_rate``, by one of its ``substitute_k`` semantically nearest items; InfoNCE,
   weight ``intra_weight``.
@@ -19,6 +22,7 @@ builds, as its input size is the semantic vectors'; load a checkpoint after prep
 
 import torch
 import torch.nn.functional as F
+from recbole.data.interaction import Interaction
 from torch import nn
 
 from recbole_rag.errors import ConfigError
@@ -30,6 +34,8 @@ from recbole_rag.semantic import nearest_neighbours
 
 BACKBONES = {"SASRec": SASRecEncoder, "GRU4Rec": GRUEncoder}
 CROSS_VIEWS = ("encode", "memory")
+CROSS_RETRIEVALS = ("user", "prefix")
+PREFIX_ID = "sracl_prefix_id"  # a training row's index, added to the training set by prepare()
 
 
 def anchored_info_nce(anchor, positive, temperature, similarity="dot"):
@@ -78,6 +84,9 @@ class SRACL(EncoderRecommender):
             raise ConfigError(f"backbone must be one of {', '.join(BACKBONES)}, got {config['backbone']!r}.")
         if config["cross_view"] not in CROSS_VIEWS:
             raise ConfigError(f"cross_view must be one of {', '.join(CROSS_VIEWS)}, got {config['cross_view']!r}.")
+        if config["cross_retrieval"] not in CROSS_RETRIEVALS:
+            raise ConfigError(f"cross_retrieval must be one of {', '.join(CROSS_RETRIEVALS)}, "
+                              f"got {config['cross_retrieval']!r}.")
         for key in ("cross_weight", "intra_weight"):
             if config[key] < 0:
                 raise ConfigError(f"{key} must be >= 0, got {config[key]}.")
@@ -94,12 +103,15 @@ class SRACL(EncoderRecommender):
         self.similarity = config["sim"]
         self.user_k, self.substitute_k = config["user_k"], config["substitute_k"]
         self.substitute_rate, self.cross_view = config["substitute_rate"], config["cross_view"]
+        self.cross_retrieval = config["cross_retrieval"]
+        self.unit_field = self.USER_ID if self.cross_retrieval == "user" else PREFIX_ID
         self.n_users = dataset.num(self.USER_ID)
         self.encoder = BACKBONES[config["backbone"]].from_config(config, self.n_items, self.max_seq_length)
         self.synthesis = None  # built by prepare(), once the semantic vectors' size is known
         self.synthesis_dropout = config["synthesis_dropout"]
-        # Filled by prepare(); non-persistent, so checkpoints stay encoder + synthesis.
-        for name in ("item_neighbours", "user_neighbours", "user_seq", "user_seq_len", "user_memory", "user_semantic"):
+        # Filled by prepare(); non-persistent, so checkpoints stay encoder + synthesis. A "unit" is
+        # what the cross term retrieves: a user, or a training prefix (cross_retrieval).
+        for name in ("item_neighbours", "unit_neighbours", "unit_seq", "unit_seq_len", "unit_memory", "unit_semantic"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
         self.semantic_source = None
         self.term_sums = {}  # training-loss term -> its sum since reset_terms(), for the epoch log
@@ -114,42 +126,60 @@ class SRACL(EncoderRecommender):
         total, count = self.term_sums.get(term, (0.0, 0))
         self.term_sums[term] = (total + value.item(), count + 1)
 
-    def prepare(self, semantics):
-        """Neighbour tables from ``Semantics``: items' nearest items, users' nearest *other* users
-        (among users with training history), and each user's training sequence (its last
-        ``max_seq_length`` training items) to encode when it is retrieved."""
+    def prepare(self, semantics, train_feat=None):
+        """Neighbour tables from ``Semantics``: items' nearest items; each unit's nearest other
+        units and the sequence to encode when it is retrieved. Users: those with training history,
+        their last ``max_seq_length`` training items. Prefixes: the rows of ``train_feat`` (the
+        training set's interactions, which gain a PREFIX_ID field)."""
         self.semantic_source = semantics.source
+        device = self.item_embedding.weight.device
         items = nearest_neighbours(semantics.item_vectors[1:], min(self.substitute_k, self.n_items - 2)) + 1
         self.item_neighbours = torch.cat([torch.zeros(1, items.shape[1], dtype=torch.long),
-                                          torch.from_numpy(items)]).to(self.item_neighbours.device)
-        users = torch.tensor(sorted(semantics.histories))
-        if len(users) <= self.user_k:
-            raise ConfigError(f"user_k {self.user_k} needs more than {len(users)} users with training history.")
-        found = nearest_neighbours(semantics.user_vectors[users.numpy()], self.user_k)
-        neighbours = torch.zeros(self.n_users, self.user_k, dtype=torch.long)
-        neighbours[users] = users[torch.from_numpy(found)]
+                                          torch.from_numpy(items)]).to(device)
+        if self.cross_retrieval == "user":
+            units, seqs, lengths, vectors = self._user_units(semantics)
+        else:
+            if train_feat is None:
+                raise ValueError("cross_retrieval: prefix needs the training interactions (train_feat).")
+            units, seqs, lengths, vectors = self._prefix_units(semantics, train_feat)
+        if len(units) <= self.user_k:
+            raise ConfigError(f"user_k {self.user_k} needs more than {len(units)} {self.cross_retrieval}s "
+                              "with training history.")
+        found = nearest_neighbours(vectors[units.numpy()], self.user_k)
+        neighbours = torch.zeros(len(vectors), self.user_k, dtype=torch.long)
+        neighbours[units] = units[torch.from_numpy(found)]
+        self.unit_neighbours, self.unit_seq, self.unit_seq_len = neighbours.to(device), seqs.to(device), lengths.to(device)
+        self.unit_semantic = torch.from_numpy(vectors).to(device)
+        if self.synthesis is None:
+            self.synthesis = PositiveSynthesis(vectors.shape[1], self.item_embedding.weight.shape[1],
+                                               self.synthesis_dropout).to(device)
+
+    def _user_units(self, semantics):
+        units = torch.tensor(sorted(semantics.histories))
         seqs = torch.zeros(self.n_users, self.max_seq_length, dtype=torch.long)
         lengths = torch.ones(self.n_users, dtype=torch.long)
         for user, history in semantics.histories.items():
             history = history[-self.max_seq_length:]
             seqs[user, : len(history)] = torch.tensor(history)
             lengths[user] = len(history)
-        device = self.item_embedding.weight.device
-        self.user_neighbours, self.user_seq, self.user_seq_len = neighbours.to(device), seqs.to(device), lengths.to(device)
-        self.user_semantic = torch.from_numpy(semantics.user_vectors).to(device)
-        if self.synthesis is None:
-            self.synthesis = PositiveSynthesis(self.user_semantic.shape[1], self.item_embedding.weight.shape[1],
-                                               self.synthesis_dropout).to(device)
+        return units, seqs, lengths, semantics.user_vectors
+
+    def _prefix_units(self, semantics, train_feat):
+        seqs, lengths = train_feat[self.ITEM_SEQ].clone(), train_feat[self.ITEM_SEQ_LEN].clone()
+        train_feat.update(Interaction({PREFIX_ID: torch.arange(len(seqs))}))
+        items = torch.from_numpy(semantics.item_vectors)
+        vectors = torch.cat([items[chunk].sum(1) for chunk in seqs.split(4096)])  # padding's row is zero
+        return torch.arange(len(seqs)), seqs, lengths, F.normalize(vectors, dim=-1).numpy()
 
     @torch.no_grad()
-    def refresh_user_memory(self, batch_size=1024):
-        """``cross_view: memory``: every user's representation under the current encoder, once per
-        epoch, used (detached) as the retrieved users' representations."""
+    def refresh_memory(self, batch_size=1024):
+        """``cross_view: memory``: every unit's representation under the current encoder, once per
+        epoch, used (detached) as the retrieved units' representations."""
         was_training = self.training
         self.eval()
-        self.user_memory = torch.cat([
-            self.forward(self.user_seq[start:start + batch_size], self.user_seq_len[start:start + batch_size])
-            for start in range(0, self.n_users, batch_size)
+        self.unit_memory = torch.cat([
+            self.forward(self.unit_seq[start:start + batch_size], self.unit_seq_len[start:start + batch_size])
+            for start in range(0, len(self.unit_seq), batch_size)
         ])
         self.train(was_training)
 
@@ -160,11 +190,12 @@ class SRACL(EncoderRecommender):
         choice = torch.randint(self.item_neighbours.shape[1], item_seq.shape, device=item_seq.device)
         return torch.where(replace, self.item_neighbours[item_seq, choice], item_seq)
 
-    def retrieved_users(self, users):
-        """(batch,) user ids -> (batch, user_k) ids of their semantically nearest other users."""
-        if not len(self.user_neighbours):
+    def retrieved_units(self, units):
+        """(batch,) unit ids (users or prefixes) -> (batch, user_k) ids of their semantically
+        nearest other units."""
+        if not len(self.unit_neighbours):
             raise RuntimeError("SRACL.prepare() must run before training (SRACLTrainer does it).")
-        return self.user_neighbours[users]
+        return self.unit_neighbours[units]
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
@@ -174,10 +205,11 @@ class SRACL(EncoderRecommender):
             seqs += [self.substitute(item_seq), self.substitute(item_seq)]
             lens += [item_seq_len, item_seq_len]
         if self.cross_weight:
-            neighbours = self.retrieved_users(interaction[self.USER_ID])
+            units = interaction[self.unit_field]
+            neighbours = self.retrieved_units(units)
             if self.cross_view == "encode":
-                seqs.append(self.user_seq[neighbours.flatten(), :width])
-                lens.append(self.user_seq_len[neighbours.flatten()].clamp(max=width))
+                seqs.append(self.unit_seq[neighbours.flatten(), :width])
+                lens.append(self.unit_seq_len[neighbours.flatten()].clamp(max=width))
         # one stacked encoder pass (independent dropout per row); sizes: batch each, then batch * user_k
         outputs = self.forward(torch.cat(seqs), torch.cat(lens))
         anchor = outputs[:batch]
@@ -192,9 +224,8 @@ class SRACL(EncoderRecommender):
             if self.cross_view == "encode":
                 retrieved = outputs[-batch * self.user_k:].view(batch, self.user_k, -1)
             else:
-                retrieved = self.user_memory[neighbours]
-            users = interaction[self.USER_ID]
-            positive = self.synthesis(self.user_semantic[users], self.user_semantic[neighbours], retrieved)
+                retrieved = self.unit_memory[neighbours]
+            positive = self.synthesis(self.unit_semantic[units], self.unit_semantic[neighbours], retrieved)
             contrast = info_nce if self.cross_view == "encode" else anchored_info_nce
             cross = contrast(anchor, positive, self.tau, self.similarity)
             self._tally("cross", cross)
