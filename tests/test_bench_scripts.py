@@ -4,7 +4,7 @@ import glob
 import numpy as np
 import pytest
 
-from bench import scale, sensitivity, speed
+from bench import curves, scale, sensitivity, speed
 from bench.sensitivity import settings_grid
 
 
@@ -60,3 +60,35 @@ def test_scale_recall_and_dataset_copies(tmp_path):
     name = scale.copy_dataset(str(tmp_path / "src"), "d", 3, str(tmp_path / "out"))
     lines = (tmp_path / "out" / name / f"{name}.inter").read_text().splitlines()
     assert name == "d-x3" and len(lines) == 7 and lines[-1] == "u1_2\ti2_2\t2"
+
+
+_LOG_BLOCK = """25 Nov 14:57    INFO  epoch {e} evaluating [time: 2.71s, valid_score: {v}]
+25 Nov 14:57    INFO  valid result: 
+recall@5 : 0.0288    recall@10 : 0.0463    recall@20 : 0.0723    ndcg@5 : 0.0182    ndcg@10 : {v}    ndcg@20 : 0.0303
+"""
+
+
+def test_curves_put_each_runs_valid_metric_per_epoch_side_by_side(tmp_path, capsys):
+    fast, slow = tmp_path / "fast.log", tmp_path / "slow.log"
+    fast.write_text("".join(_LOG_BLOCK.format(e=e, v=v) for e, v in enumerate([0.02, 0.03, 0.031]))
+                    + "best valid : OrderedDict([('ndcg@10', 0.031)])\ntest result: ndcg@10 : 0.0999\n")
+    slow.write_text("".join(_LOG_BLOCK.format(e=e, v=v) for e, v in enumerate([0.01, 0.02])))
+    out = tmp_path / "res" / "curves"
+    assert curves.main([f"fast={fast}", f"slow={slow}", f"--out={out}"]) == 0
+    with open(f"{out}.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["epoch", "fast", "slow"], ["0", "0.02", "0.01"], ["1", "0.03", "0.02"], ["2", "0.031", ""]]
+    assert "fast: best 0.0310 at epoch 2" in (tmp_path / "res" / "curves.md").read_text()
+    assert (tmp_path / "res" / "curves.png").stat().st_size > 0
+
+
+def test_curves_refuse_bad_run_specs_and_logs_without_valid_results(tmp_path, capsys):
+    empty = tmp_path / "empty.log"
+    empty.write_text("nothing trained here\n")
+    out = f"--out={tmp_path / 'c'}"
+    assert curves.main(["no-label", out]) == 2
+    assert "LABEL=LOGFILE" in capsys.readouterr().err
+    assert curves.main([f"a={tmp_path / 'missing.log'}", out]) == 2
+    assert "no log file" in capsys.readouterr().err
+    assert curves.main([f"a={empty}", out]) == 2
+    assert "holds no valid result with ndcg@10" in capsys.readouterr().err
