@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.report import machine, write_report  # noqa: E402
+from bench.report import write_report  # noqa: E402
 from recbole_rag.errors import ConfigError  # noqa: E402
 from recbole_rag.files import atomic_path  # noqa: E402
 
@@ -47,8 +47,9 @@ def write_curves(curves, metric, out):
     labels = list(curves)
     longest = max(len(c) for c in curves.values())
     rows = [[epoch] + [curves[l][epoch] if epoch < len(curves[l]) else "" for l in labels] for epoch in range(longest)]
-    best = [f"{l}: best {max(curves[l]):.4f} at epoch {curves[l].index(max(curves[l]))}" for l in labels]
-    table = write_report(out, f"Validation {metric} per epoch", ["epoch"] + labels, rows, notes=best)
+    notes = [f"{l}: best {max(curves[l]):.4f} at epoch {curves[l].index(max(curves[l]))}" for l in labels]
+    notes.append("Read from the runs' logs: the machine named above wrote this file, the logs say where each ran.")
+    table = write_report(out, f"Validation {metric} per epoch", ["epoch"] + labels, rows, notes=notes)
     plot(curves, metric, out + ".png")
     return table
 
@@ -66,7 +67,6 @@ def plot(curves, metric, path):
     ax.set_ylabel(f"valid {metric}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.suptitle(machine(), fontsize=7)
     fig.tight_layout()
     with atomic_path(path, ".png") as tmp_path:
         fig.savefig(tmp_path, dpi=110)
