@@ -275,6 +275,9 @@ def main(argv=None):
         print("error: no run of the table is available in this build.", file=sys.stderr)
         return 2
     budget = f"epochs={args.epochs or 'YAML'}, raft_epochs={args.raft_epochs or 'YAML'}"
+    given = {k: v for k, v in overrides.items() if k not in ("show_progress", "data_path", "epochs", "raft_epochs")}
+    if given:  # e.g. a weight changed for every row: the table must say so
+        budget += "; every run with " + ", ".join(f"{k}={v}" for k, v in sorted(given.items()))
     print(write_accuracy(results, skipped, args.dataset, seeds, budget, args.out_dir))
     print(f"\nwritten to {args.out_dir}/{args.dataset}-accuracy.md and .csv")
     return 0

@@ -132,3 +132,18 @@ def test_a_changed_yaml_default_runs_again(tmp_path, monkeypatch):
     results, _ = run_all(runs, "tiny", [1], {}, store, fake_run, print)
     assert calls == ["SRACL", "SRACL"]
     assert results["SRACL(SASRec)"][0]["settings"]["defaults"] == {"SRACL.yaml": {"intra_weight": 0.03}}
+
+
+def test_the_table_names_settings_given_for_every_run(tmp_path, monkeypatch):
+    fake = {"test_result": dict.fromkeys(accuracy.METRICS, 0.01), "train_time_s": 1.0}
+    seen = {}
+
+    def fake_run_all(runs, dataset, seeds, overrides, store_dir):
+        seen.update(overrides)
+        return {"SASRec": [fake]}, {}
+
+    monkeypatch.setattr(accuracy, "run_all", fake_run_all)
+    assert accuracy.main(["--dataset=tiny", "--runs=SASRec", "--epochs=2", "--intra_weight=0",
+                          f"--out_dir={tmp_path}"]) == 0
+    assert seen["intra_weight"] == 0
+    assert "Budget: epochs=2, raft_epochs=YAML; every run with intra_weight=0;" in (tmp_path / "tiny-accuracy.md").read_text()
