@@ -371,3 +371,19 @@ def test_cosine_contrast_cannot_be_lowered_by_vector_length(contrast):
     cos = contrast(anchor, positive, 0.1, "cos")
     assert torch.allclose(contrast(3 * anchor, 0.5 * positive, 0.1, "cos"), cos)
     assert not torch.allclose(contrast(3 * anchor, 0.5 * positive, 0.1, "dot"), contrast(anchor, positive, 0.1, "dot"))
+
+
+def test_prefix_retrieval_embeds_no_user_texts(texts, tmp_path, monkeypatch):
+    embedded = []
+
+    class FakeModel:  # a stand-in sentence model: records what it is asked to embed
+        def encode(self, batch, **kwargs):
+            embedded.extend(batch)
+            return np.random.default_rng(len(embedded)).normal(size=(len(batch), 8)).astype(np.float32)
+
+    monkeypatch.setattr(embed, "load_sentence_model", lambda name: FakeModel())
+    _, model, trainer, train = _setup(texts, cross_retrieval="prefix", user_semantics="text",
+                                      semantic_cache=str(tmp_path / "prefix-cache.npz"))
+    semantics = trainer.prepare_semantics(train.dataset)
+    assert len(embedded) == model.n_items - 1  # item texts only: prefixes never read user vectors
+    assert "users: items" in semantics.source

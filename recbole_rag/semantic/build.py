@@ -90,8 +90,10 @@ def mean_user_vectors(item_vectors, histories, n_users):
     return normalise(users)
 
 
-def build_semantics(config, train_dataset, show_progress=False):
-    """Semantic vectors of every item and user of ``train_dataset`` (RecBole internal ids)."""
+def build_semantics(config, train_dataset, show_progress=False, user_texts=True):
+    """Semantic vectors of every item and user of ``train_dataset`` (RecBole internal ids).
+    ``user_texts=False``: users get their items' mean even under ``user_semantics: text``, for a
+    caller that never reads user vectors (SRA-CL's prefix retrieval), so no user text is embedded."""
     source = config["semantic_source"] or "auto"
     if source not in SOURCES:
         raise ConfigError(f"semantic_source must be one of {', '.join(SOURCES)}, got {source!r}.")
@@ -119,7 +121,8 @@ def build_semantics(config, train_dataset, show_progress=False):
     users = sorted(histories)
     writer = text_writer(config["llm"])
     texts = writer.describe_items(item_texts[1:])
-    if config["user_semantics"] == "text":
+    user_mode = config["user_semantics"] if user_texts else "items"
+    if user_mode == "text":
         label_fields = T.label_fields(fields, text_fields)
         texts += writer.summarize_users([T.user_text(histories[u], rows, tokens, text_fields, label_fields,
                                                      config["user_text_items"]) for u in users])
@@ -128,10 +131,10 @@ def build_semantics(config, train_dataset, show_progress=False):
     n_items = len(tokens) - 1
     item_vectors = np.zeros((len(tokens), vectors.shape[1]), np.float32)
     item_vectors[1:] = vectors[:n_items]
-    if config["user_semantics"] == "text":
+    if user_mode == "text":
         user_vectors = np.zeros((n_users, vectors.shape[1]), np.float32)
         user_vectors[users] = vectors[n_items:]
     else:
         user_vectors = mean_user_vectors(item_vectors, histories, n_users)
-    source = f"text ({writer.name}): {', '.join(text_fields)}; users: {config['user_semantics']}; cache {cache}"
+    source = f"text ({writer.name}): {', '.join(text_fields)}; users: {user_mode}; cache {cache}"
     return Semantics(source, item_vectors, user_vectors, histories, embedded)

@@ -17,7 +17,8 @@ class SRACLTrainer(Trainer):
 
     def prepare_semantics(self, train_dataset, show_progress=False):
         start = time.perf_counter()
-        semantics = build_semantics(self.config, train_dataset, show_progress)
+        semantics = build_semantics(self.config, train_dataset, show_progress,
+                                    user_texts=self.model.cross_retrieval == "user")
         self.model.prepare(semantics, train_dataset.inter_feat)
         self.run_info = {"semantic_source": semantics.source, "semantic_texts_embedded": semantics.embedded}
         self.logger.info(
