@@ -114,17 +114,19 @@ class SRACL(EncoderRecommender):
         for name in ("item_neighbours", "unit_neighbours", "unit_seq", "unit_seq_len", "unit_memory", "unit_semantic"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
         self.semantic_source = None
-        self.term_sums = {}  # training-loss term -> its sum since reset_terms(), for the epoch log
+        # training-loss term -> (detached sum, batches) since reset_terms(), for the epoch log; kept
+        # as tensors so that a step never waits on the device for it
+        self.term_sums = {}
 
     def reset_terms(self):
         """Start a new tally of the loss terms; returns the last one's mean per batch."""
-        means = {term: total / count for term, (total, count) in self.term_sums.items()}
+        means = {term: total.item() / count for term, (total, count) in self.term_sums.items()}
         self.term_sums = {}
         return means
 
     def _tally(self, term, value):
         total, count = self.term_sums.get(term, (0.0, 0))
-        self.term_sums[term] = (total + value.item(), count + 1)
+        self.term_sums[term] = (total + value.detach(), count + 1)
 
     def prepare(self, semantics, train_feat=None):
         """Neighbour tables from ``Semantics``: items' nearest items; each unit's nearest other
@@ -165,7 +167,7 @@ class SRACL(EncoderRecommender):
         return units, seqs, lengths, semantics.user_vectors
 
     def _prefix_units(self, semantics, train_feat):
-        seqs, lengths = train_feat[self.ITEM_SEQ].clone(), train_feat[self.ITEM_SEQ_LEN].clone()
+        seqs, lengths = train_feat[self.ITEM_SEQ], train_feat[self.ITEM_SEQ_LEN]
         train_feat.update(Interaction({PREFIX_ID: torch.arange(len(seqs))}))
         items = torch.from_numpy(semantics.item_vectors)
         vectors = torch.cat([items[chunk].sum(1) for chunk in seqs.split(4096)])  # padding's row is zero
