@@ -1,6 +1,7 @@
 """One path for every run: Config -> RecBole dataset and dataloaders -> model -> trainer ->
 RecBole's evaluator; and ``compare`` for several models under the same settings."""
 import csv
+import logging
 import os
 import time
 from logging import getLogger
@@ -43,7 +44,7 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
-    train_time = time.perf_counter() - start
+    train_time = trainer.train_seconds() if hasattr(trainer, "train_seconds") else time.perf_counter() - start
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
@@ -59,9 +60,18 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
         "test_result": dict(test_result or {}),
         "train_time_s": train_time,
         "epochs_run": epochs_run,
+        "best_epoch": getattr(trainer, "best_epoch", None),
+        "stopped_early": getattr(trainer, "stopped_early", None),
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "log_file": _log_file(logger),
         **getattr(trainer, "run_info", {}),  # facts a trainer reports, e.g. SRA-CL's semantic source
     }
+
+
+def _log_file(logger):
+    """The file RecBole's init_logger is writing this run's log to (None if it writes none)."""
+    files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    return files[-1] if files else None
 
 
 def comparison_table(results, metrics):

@@ -1,11 +1,14 @@
+import os
+
 import pytest
 import torch
 from recbole.data import data_preparation
 
-from recbole_rag import Config, get_model, get_trainer
+from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError
 from recbole_rag.trainer import load_checkpoint
+from recbole_rag.trainer.safe_checkpoint import last_file_of
 
 
 def _trainer(tiny, model_name="DuoRec"):
@@ -59,3 +62,40 @@ def test_two_runs_named_in_the_same_second_keep_their_own_checkpoints(tiny):
     with open(first.saved_model_file, "rb") as f:
         assert f.read() == first_bytes  # the second run wrote beside it, not over it
     assert load_checkpoint(second.saved_model_file)["config"]["model"] == "DuoRec"
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "DuoRec"])
+def test_a_run_stopped_after_epoch_k_resumes_as_if_never_stopped(tiny, model_name):
+    settings = {**tiny, "epochs": 4, "stopping_step": 10}
+    whole = run_recbole_rag(model_name, "tiny", config_dict=settings)
+    part = run_recbole_rag(model_name, "tiny", config_dict={**settings, "epochs": 2})
+    last = last_file_of(part["saved_model_file"])
+    assert load_checkpoint(last)["epoch"] == 1
+    resumed = run_recbole_rag(model_name, "tiny", config_dict={**settings, "resume_path": last})
+
+    assert resumed["epochs_run"] == whole["epochs_run"] == 4
+    assert resumed["best_epoch"] == whole["best_epoch"]
+    assert resumed["best_valid_result"] == whole["best_valid_result"]
+    assert resumed["test_result"] == whole["test_result"]
+    whole_weights = load_checkpoint(last_file_of(whole["saved_model_file"]))["state_dict"]
+    resumed_weights = load_checkpoint(last_file_of(resumed["saved_model_file"]))["state_dict"]
+    assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)
+
+
+def test_resume_keeps_the_early_stopping_counter_and_best_score(tiny):
+    settings = {**tiny, "epochs": 6, "stopping_step": 2}
+    part = run_recbole_rag("DuoRec", "tiny", config_dict={**settings, "epochs": 1})
+    last = last_file_of(part["saved_model_file"])
+    state = load_checkpoint(last)
+    state.update(cur_step=2, best_valid_score=2.0)  # two epochs without gain, a best none can beat
+    torch.save(state, last)
+    resumed = run_recbole_rag("DuoRec", "tiny", config_dict={**settings, "resume_path": last})
+    assert resumed["stopped_early"] and resumed["epochs_run"] == 2 and resumed["best_epoch"] == 0
+    assert resumed["best_valid_score"] == 2.0
+
+
+def test_a_last_checkpoint_whose_best_file_is_gone_is_refused(tiny):
+    part = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1})
+    os.remove(part["saved_model_file"])
+    with pytest.raises(CheckpointError, match="best checkpoint .* is gone"):
+        run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "resume_path": last_file_of(part["saved_model_file"])})

@@ -7,7 +7,9 @@ from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
+from recbole_rag.trainer import load_checkpoint
 from recbole_rag.trainer.raserec_trainer import RaSeRecTrainer, memory_layout
+from recbole_rag.trainer.safe_checkpoint import last_file_of
 
 
 def _setup(tiny, **overrides):
@@ -173,7 +175,7 @@ def test_bad_settings_and_inputs(tiny, tmp_path):
 
 def test_each_stage_resumes_from_its_checkpoint(tiny, tmp_path):
     first = run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 5})
-    stage1_file = next((tmp_path / "saved").glob("*pretrain*.pth"))
+    stage1_file = next(p for p in (tmp_path / "saved").glob("*pretrain*.pth") if not p.stem.endswith("-last"))
     stage1 = torch.load(stage1_file, weights_only=True)
     stage2 = torch.load(first["saved_model_file"], weights_only=True)
     assert (stage1["other_parameter"]["stage"], stage2["other_parameter"]["stage"]) == ("pretrain", "raft")
@@ -205,3 +207,32 @@ def test_resume_refuses_a_wrong_checkpoint(tiny):
                                             pretrained_path=duorec["saved_model_file"])
     with pytest.raises(ConfigError, match="not both"):
         trainer.fit(train, valid, saved=False)
+
+
+def test_raft_trains_on_its_own_batch_size(tiny):
+    config, model, trainer, train, valid, _ = _setup(tiny, raft_train_batch_size=16)
+    trainer.build_memory(train.dataset, show_progress=False)
+    loader = trainer.raft_loader(train)
+    batch = next(iter(loader))
+    assert len(batch) == 16 and MEMORY_ID in batch  # the same rows, with their bank entries
+    assert len(next(iter(train))) == tiny["train_batch_size"] == config["train_batch_size"]
+    *_, same, _, _, _ = _setup(tiny, raft_train_batch_size=tiny["train_batch_size"])
+    assert same.raft_loader(train) is train
+    for bad in (0, 2.5, "big", True):
+        with pytest.raises(ConfigError, match="raft_train_batch_size must be an integer >= 1"):
+            _setup(tiny, raft_train_batch_size=bad)
+
+
+def test_raft_stopped_after_epoch_k_resumes_as_if_never_stopped(tiny):
+    backbone = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1})
+    settings = {**tiny, "retrieval_k": 5, "epochs": 3, "pretrained_path": backbone["saved_model_file"]}
+    whole = run_recbole_rag("RaSeRec", "tiny", config_dict=settings)
+    part = run_recbole_rag("RaSeRec", "tiny", config_dict={**settings, "epochs": 1})
+    last = last_file_of(part["saved_model_file"])
+    resumed = run_recbole_rag("RaSeRec", "tiny", config_dict={**settings, "pretrained_path": None, "resume_path": last})
+    assert resumed["epochs_run"] == whole["epochs_run"] == 3
+    assert resumed["best_valid_result"] == whole["best_valid_result"]
+    assert resumed["test_result"] == whole["test_result"]
+    whole_weights = load_checkpoint(last_file_of(whole["saved_model_file"]))["state_dict"]
+    resumed_weights = load_checkpoint(last)["state_dict"]
+    assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)

@@ -40,6 +40,8 @@ def memory_layout(user_ids, times, lengths):
 
 
 class RaSeRecTrainer(Trainer):
+    resume_in_fit = False  # resume_path is a stage's checkpoint: resumed where that stage starts
+
     def __init__(self, config, model):
         super().__init__(config, model)
         self.memory_source = check_memory_source(config["memory_source"])  # before stage 1, not after it
@@ -162,7 +164,22 @@ class RaSeRecTrainer(Trainer):
         self.saved_model_file = self._stage_file("raft")
         if resume:
             self.resume_checkpoint(self.config["resume_path"])
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        return super().fit(self.raft_loader(train_data), valid_data, verbose, saved, show_progress, callback_fn)
+
+    def raft_loader(self, train_data):
+        """The training loader at ``raft_train_batch_size`` (a new one over the same rows, seeded
+        like RecBole's, when that differs from stage 1's batch size)."""
+        batch_size = self.config["raft_train_batch_size"]
+        if not batch_size or batch_size == self.config["train_batch_size"]:
+            return train_data
+        stage1_batch_size = self.config["train_batch_size"]
+        self.config["train_batch_size"] = batch_size  # read once, when the loader is built
+        try:
+            loader = type(train_data)(self.config, train_data.dataset, train_data._sampler, shuffle=train_data.shuffle)
+        finally:
+            self.config["train_batch_size"] = stage1_batch_size
+        self.logger.info(set_color("Stage 2", "green") + f": training batches of {batch_size}")
+        return loader
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -1,15 +1,24 @@
-"""Checkpoints that load with ``torch.load(weights_only=True)``.
+"""Checkpoints that load with ``torch.load(weights_only=True)``, and runs that resume exactly.
 
 RecBole pickles its whole Config into every checkpoint, which torch's safe loader refuses (and
 torch >= 2.6 uses the safe loader by default). Here a checkpoint holds only tensors and plain
 values, and is written atomically, so a crash never leaves half a file behind.
+
+RecBole writes a checkpoint only at the best epoch, so resuming from it repeats the epochs after
+it and restarts early stopping. Beside the best file ``M-<time>.pth`` this trainer also keeps
+``M-<time>-last.pth``, rewritten after each validated epoch with everything the next epoch
+depends on (optimizer, early-stopping counter, best score and result, random states, the
+training loader's shuffling state): ``resume_path`` to it continues as if never stopped.
 """
 import functools
 import numbers
 import os
 import pickle
+import random
+import time
 from enum import Enum
 
+import numpy as np
 import torch
 from recbole.utils import set_color
 
@@ -64,20 +73,74 @@ def load_checkpoint(path, map_location="cpu"):
         ) from err
 
 
+def last_file_of(best_file):
+    """Where the per-epoch state of a run whose best checkpoint is ``best_file`` is kept."""
+    stem, ext = os.path.splitext(str(best_file))
+    return f"{stem}-last{ext or '.pth'}"
+
+
+def _random_states(train_data):
+    states = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()),
+              "python": list(random.getstate()), "loader": train_data.generator.get_state()}
+    states["numpy"][1] = torch.from_numpy(states["numpy"][1].astype(np.int64))
+    states["python"][1] = list(states["python"][1])
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_random_states(states, train_data):
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    train_data.generator.set_state(states["loader"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 class SafeCheckpointMixin:
     """Put before a RecBole trainer class to make its checkpoints plain and atomic, and each
     run's own: RecBole names a checkpoint by model and clock second, so two runs started in the
-    same second would overwrite (and test) each other's; the first save claims a free name."""
+    same second would overwrite (and test) each other's; the first save claims a free name.
+
+    ``resume_path`` (a best or a ``-last`` checkpoint) is applied when ``fit`` starts; a trainer
+    that resumes at another point (a multi-stage one) sets ``resume_in_fit = False``."""
 
     claimed_file = None  # the checkpoint file this run has claimed (or resumed from)
+    resume_in_fit = True
+    resumed_train_s = 0.0  # training seconds spent before the resumed checkpoint
+    best_epoch = None
+    _pending_random_states = None
 
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        if "saved_model_file" not in kwargs and self.saved_model_file != self.claimed_file:
-            self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self._clock = time.perf_counter()
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.resume_in_fit and self.config["resume_path"] and self.claimed_file is None:
+            self.resume_checkpoint(self.config["resume_path"])
+        if self._pending_random_states is not None:
+            _set_random_states(self._pending_random_states, train_data)
+            self._pending_random_states = None
+        self.stopped_early = False
+
+        def after_validation(epoch_idx, valid_score):
+            self.stopped_early = self.cur_step > self.stopping_step
+            if saved:
+                self._save_last(epoch_idx, train_data)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+
+    def train_seconds(self):
+        """Training time of this run, the part before a resume included."""
+        return self.resumed_train_s + time.perf_counter() - self._clock
+
+    def _state(self, epoch):
+        return {
             "config": plain_config(self.config),
             "epoch": int(epoch),
             "cur_step": int(self.cur_step),
@@ -86,7 +149,28 @@ class SafeCheckpointMixin:
             "other_parameter": plain(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
         }
-        save_checkpoint(state, saved_model_file)
+
+    def _save_last(self, epoch, train_data):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        if self.saved_model_file != self.claimed_file:  # no best epoch yet: claim the best file's name
+            self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
+        state = self._state(epoch)
+        state.update(best_file=str(self.saved_model_file), best_epoch=self.best_epoch,
+                     best_valid_result=plain(self.best_valid_result), train_s=self.train_seconds(),
+                     train_loss=[[list(k) if isinstance(k, tuple) else k, float(v)]
+                                 for k, v in self.train_loss_dict.items()],
+                     random_states=_random_states(train_data))
+        save_checkpoint(state, last_file_of(self.saved_model_file))
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        if "saved_model_file" not in kwargs and self.saved_model_file != self.claimed_file:
+            self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        save_checkpoint(self._state(epoch), saved_model_file)
+        self.best_epoch = int(epoch)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -98,13 +182,25 @@ class SafeCheckpointMixin:
                 f"not {self.config['model']}."
             )
         check_fits(self.model, checkpoint, resume_file)
-        self.saved_model_file = self.claimed_file = str(resume_file)
+        best_file = checkpoint.get("best_file")  # a -last checkpoint names its run's best file
+        if best_file and not os.path.isfile(best_file):
+            raise CheckpointError(f"'{resume_file}' continues the run whose best checkpoint is "
+                                  f"'{best_file}', which is gone: start that run again.")
+        self.saved_model_file = self.claimed_file = str(best_file or resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if best_file:
+            self.best_epoch = checkpoint["best_epoch"]
+            self.best_valid_result = checkpoint["best_valid_result"]
+            self.resumed_train_s = checkpoint["train_s"]
+            self.train_loss_dict = {tuple(k) if isinstance(k, list) else k: v for k, v in checkpoint["train_loss"]}
+            self._pending_random_states = checkpoint["random_states"]
+        else:
+            self.best_epoch = checkpoint["epoch"]
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     @torch.no_grad()

@@ -1,7 +1,7 @@
 """SRACLTrainer: semantic vectors and neighbour tables once before training (recbole_rag.semantic,
 embeddings cached to a file), then RecBole's loop, with the retrieved units' representations
 refreshed each epoch under ``cross_view: memory``; ``resume_path`` continues an interrupted run
-(epoch, weights, optimizer) once the synthesis module exists."""
+once the synthesis module and its optimizer exist (recbole_rag.trainer.safe_checkpoint)."""
 import time
 
 from recbole.utils import set_color
@@ -30,8 +30,6 @@ class SRACLTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.prepare_semantics(train_data.dataset, show_progress)
         self.optimizer = self._build_optimizer()  # prepare() added the synthesis module's parameters
-        if self.config["resume_path"]:
-            self.resume_checkpoint(self.config["resume_path"])
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):

@@ -28,6 +28,9 @@ class RaSeRec(DuoRec):
             raise ConfigError(f"alpha must be in [0, 1], got {config['alpha']}.")
         if not isinstance(config["retrieval_k"], int) or config["retrieval_k"] < 1:
             raise ConfigError(f"retrieval_k must be an integer >= 1, got {config['retrieval_k']!r}.")
+        raft_batch = config["raft_train_batch_size"]
+        if raft_batch is not None and (not isinstance(raft_batch, int) or isinstance(raft_batch, bool) or raft_batch < 1):
+            raise ConfigError(f"raft_train_batch_size must be an integer >= 1 or ~ (= train_batch_size), got {raft_batch!r}.")
         if config["attn_tau"] <= 0:
             raise ConfigError(f"attn_tau must be > 0, got {config['attn_tau']}.")
         self.config = config
