@@ -5,19 +5,24 @@
 
 Each run goes through ``run_recbole_rag`` (RecBole's data, split and evaluator). A finished run's
 result is a JSON file under ``results/<dataset>-accuracy/`` named by label, seed and a hash of its
-settings, so a rerun with the same settings skips it. Writes ``results/<dataset>-accuracy.md`` and
+settings, so a rerun with the same settings skips it; its checkpoints and its log (``.log``, every
+attempt appended) lie beside it under the same name, and a run stopped midway continues from its
+last epoch's checkpoint (recbole_rag.trainer.safe_checkpoint) when the command is run again. Writes ``results/<dataset>-accuracy.md`` and
 ``.csv``: the mean (and sample standard deviation, with several seeds) of each metric. The hash
 covers the plug-in's YAML defaults too: change one and the runs it touches run again.
 """
 import argparse
+import glob
 import hashlib
 import json
+import logging
 import os
 import statistics
 import sys
 from dataclasses import dataclass, field
 
 import yaml
+from recbole.utils.logger import RemoveColorFilter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -82,7 +87,7 @@ PUBLISHED = {
             (_SRACL_PAPER, {"recall@20": 0.1224, "ndcg@10": 0.0443}),
         ],
         "RaSeRec@DuoRec": [
-            ("RaSeRec paper / authors' log", {"recall@5": 0.0567, "recall@10": 0.0863, "recall@20": 0.1244,
+            ("RaSeRec authors' log", {"recall@5": 0.0567, "recall@10": 0.0863, "recall@20": 0.1244,
                                               "ndcg@5": 0.0367, "ndcg@10": 0.0462, "ndcg@20": 0.0558}),
         ],
         "SASRec+regen": [("DR4SR reference study", {"ndcg@10": 0.0434})],
@@ -153,7 +158,31 @@ def _save_json(path, data):
 # run_recbole_rag's own result keys; any other key is a fact its trainer reported (e.g. SRA-CL's
 # semantic source), kept with the stored result.
 _RESULT_KEYS = {"model", "dataset", "best_valid_score", "valid_score_bigger", "best_valid_result",
-                "test_result", "train_time_s", "epochs_run", "saved_model_file"}
+                "test_result", "train_time_s", "epochs_run", "saved_model_file", "best_epoch",
+                "stopped_early", "log_file"}
+
+
+def last_checkpoint_in(folder):
+    """The newest per-epoch checkpoint (``*-last.pth``) a stopped run left in ``folder``, or None."""
+    found = glob.glob(os.path.join(glob.escape(folder), "*-last.pth"))
+    return max(found, key=os.path.getmtime) if found else None
+
+
+class row_log:
+    """Append the run's log (RecBole's file format) to ``path`` while the block runs."""
+
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
+        self.handler.addFilter(RemoveColorFilter())
+
+    def __enter__(self):
+        logging.getLogger().addHandler(self.handler)
+
+    def __exit__(self, *exc):
+        logging.getLogger().removeHandler(self.handler)
+        self.handler.close()
 
 
 def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, log=print):
@@ -181,24 +210,32 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                     results[run.label].append(json.load(f))
                 log(f"done {run.label} seed {seed}: stored in {path}")
                 continue
-            config = {**settings["overrides"], "seed": seed}
-            if backbone_result:
+            row_dir = path[: -len(".json")]
+            config = {**settings["overrides"], "seed": seed, "checkpoint_dir": row_dir}
+            resume = last_checkpoint_in(row_dir)
+            if resume:
+                config["resume_path"] = resume
+                log(f"resume {run.label} seed {seed} from {resume}")
+            elif backbone_result:
                 checkpoint = backbone_result["saved_model_file"]
                 if not checkpoint or not os.path.isfile(checkpoint):
                     raise ConfigError(f"{run.label} needs {run.backbone}'s checkpoint '{checkpoint}', which is gone: "
                                       f"delete {backbone_result['path']} so {run.backbone} runs again.")
                 config["pretrained_path"] = checkpoint
             log(f"run  {run.label} seed {seed}")
-            if run.regenerated:
-                regen_config = {k: v for k, v in config.items() if k not in ("epochs", "pretrained_path")}
-                name, files, config = regenerated_run(regenerate(dataset, config_dict=regen_config), config_dict=config)
-                result = run_fn(run.model, name, config_file_list=files, config_dict=config)
-            else:
-                result = run_fn(run.model, dataset, config_dict=config)
+            with row_log(row_dir + ".log"):
+                if run.regenerated:
+                    regen_config = {k: v for k, v in config.items()
+                                    if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")}
+                    name, files, config = regenerated_run(regenerate(dataset, config_dict=regen_config), config_dict=config)
+                    result = run_fn(run.model, name, config_file_list=files, config_dict=config)
+                else:
+                    result = run_fn(run.model, dataset, config_dict=config)
             stored = {"settings": settings, "path": path, "test_result": dict(result["test_result"]),
                       "best_valid_result": dict(result["best_valid_result"]),
                       "train_time_s": result["train_time_s"], "epochs_run": result["epochs_run"],
-                      "saved_model_file": result["saved_model_file"],
+                      "best_epoch": result.get("best_epoch"), "stopped_early": result.get("stopped_early"),
+                      "saved_model_file": result["saved_model_file"], "log": row_dir + ".log",
                       "run_info": {k: v for k, v in result.items() if k not in _RESULT_KEYS}}
             _save_json(path, stored)
             results[run.label].append(stored)

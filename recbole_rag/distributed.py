@@ -53,7 +53,9 @@ def init_cpu_process_group(config_dict):
 def check_single_stage(trainer_class):
     from recbole.trainer import Trainer as RecBoleTrainer
 
-    if trainer_class.fit is not RecBoleTrainer.fit:
+    from recbole_rag.trainer.safe_checkpoint import SafeCheckpointMixin
+
+    if trainer_class.fit not in (RecBoleTrainer.fit, SafeCheckpointMixin.fit):
         raise ConfigError(f"{trainer_class.__name__} trains in several stages, which run in one process only; "
                           "drop nproc / local_rank for this model.")
 

@@ -22,7 +22,7 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
     results (RecBole's metric names, e.g. ``test_result['ndcg@10']``) and timings."""
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    _init_run_logger(config)
     logger = getLogger()
     logger.info(config)
     if config["cpu_tuning"]:
@@ -68,9 +68,24 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
     }
 
 
+def _init_run_logger(config):
+    """RecBole's init_logger, with a log file per run: its logging.basicConfig adds handlers only
+    to a root logger that has none, so every later run of a process (compare, bench tables) would
+    write to the first run's file. The handlers it added for the previous run go first."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "recbole_rag_run", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    before = set(root.handlers)
+    init_logger(config)
+    for handler in set(root.handlers) - before:
+        handler.recbole_rag_run = True
+
+
 def _log_file(logger):
     """The file RecBole's init_logger is writing this run's log to (None if it writes none)."""
-    files = [h.baseFilename for h in logger.handlers if isinstance(h, logging.FileHandler)]
+    files = [h.baseFilename for h in logger.handlers
+             if isinstance(h, logging.FileHandler) and getattr(h, "recbole_rag_run", False)]
     return files[-1] if files else None
 
 

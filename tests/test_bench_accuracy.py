@@ -60,7 +60,7 @@ def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
 def test_published_numbers_stand_beside_ours(tmp_path):
     fake = {"test_result": dict.fromkeys(accuracy.METRICS, 0.01), "train_time_s": 1.0}
     table = write_accuracy({"RaSeRec@DuoRec": [fake]}, {}, "amazon-beauty", [2020], "epochs=1", str(tmp_path))
-    assert "*RaSeRec paper / authors' log* |  | 0.0567 | 0.0863 | 0.1244 | 0.0367 | 0.0462 | 0.0558" in table
+    assert "*RaSeRec authors' log* |  | 0.0567 | 0.0863 | 0.1244 | 0.0367 | 0.0462 | 0.0558" in table
 
 
 def test_bad_arguments_give_clear_errors(tiny, capsys):
