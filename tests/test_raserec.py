@@ -219,7 +219,7 @@ def test_raft_trains_on_its_own_batch_size(tiny):
     *_, same, _, _, _ = _setup(tiny, raft_train_batch_size=tiny["train_batch_size"])
     assert same.raft_loader(train) is train
     for bad in (0, 2.5, "big", True):
-        with pytest.raises(ConfigError, match="raft_train_batch_size must be an integer >= 1"):
+        with pytest.raises(ConfigError, match="raft_train_batch_size"):
             _setup(tiny, raft_train_batch_size=bad)
 
 
