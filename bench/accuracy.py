@@ -7,9 +7,10 @@ Each run goes through ``run_recbole_rag`` (RecBole's data, split and evaluator).
 result is a JSON file under ``results/<dataset>-accuracy/`` named by label, seed and a hash of its
 settings, so a rerun with the same settings skips it; its checkpoints and its log (``.log``, every
 attempt appended) lie beside it under the same name, and a run stopped midway continues from its
-last epoch's checkpoint (recbole_rag.trainer.safe_checkpoint) when the command is run again. Writes ``results/<dataset>-accuracy.md`` and
-``.csv``: the mean (and sample standard deviation, with several seeds) of each metric. The hash
-covers the plug-in's YAML defaults too: change one and the runs it touches run again.
+last epoch's checkpoint (recbole_rag.trainer.safe_checkpoint) when the command is run again.
+Writes ``results/<dataset>-accuracy.md`` and ``.csv``: the mean (and sample standard deviation,
+with several seeds) of each metric. The hash covers the plug-in's YAML defaults too: change one
+and the runs it touches run again.
 """
 import argparse
 import glob

@@ -114,8 +114,16 @@ def popularity_groups(train_dataset, targets, n_groups=GROUPS):
     return [(part, int(popularity[part].min()), int(popularity[part].max())) for part in np.array_split(order, n_groups)]
 
 
+def bank_of(raft):
+    """The training-pair bank a stored RaSeRec run built beside its checkpoint (None if gone)."""
+    found = glob.glob(os.path.join(glob.escape(os.path.dirname(raft["saved_model_file"])), "*-memory-*.npz"))
+    return max(found, key=os.path.getmtime) if found else None
+
+
 def memory_part(raft, backbone, dataset, overrides, log=print):
-    model, trainer, train, valid, test = load_raft_model(raft["saved_model_file"], dataset, overrides)
+    bank = bank_of(raft)  # reused when there (checked against the model's encoder), else rebuilt
+    model, trainer, train, valid, test = load_raft_model(raft["saved_model_file"], dataset,
+                                                         {**overrides, "memory_path": bank})
     rows = {}
     alpha = model.alpha
     model.alpha = 1.0  # h~ = h: the frozen DuoRec backbone
@@ -169,7 +177,8 @@ def variants_part(backbone, main_raft, dataset, overrides, store_dir, log=print)
     checkpoint = backbone["saved_model_file"]
     rows = [["RaSeRec@DuoRec (full table)", main_raft["settings"]["seed"]] + _result_cells(main_raft)]
     for label, changed, seed in VARIANTS:
-        bank = os.path.join(store_dir, "bank-" + ("ivf128" if changed.get("memory_index") == "ivf" else "flat") + ".npz")
+        ivf = changed.get("memory_index") == "ivf"
+        bank = os.path.join(store_dir, "bank-ivf128.npz") if ivf else (bank_of(main_raft) or os.path.join(store_dir, "bank-flat.npz"))
         settings = {**overrides, "pretrained_path": checkpoint, "memory_path": bank}
         run = Run(label, "RaSeRec", changed)
         seed = seed or main_raft["settings"]["seed"]

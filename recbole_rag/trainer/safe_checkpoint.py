@@ -156,7 +156,7 @@ class SafeCheckpointMixin:
         if self.saved_model_file != self.claimed_file:  # no best epoch yet: claim the best file's name
             self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
         state = self._state(epoch)
-        state.update(best_file=str(self.saved_model_file), best_epoch=self.best_epoch,
+        state.update(best_file=os.path.abspath(self.saved_model_file), best_epoch=self.best_epoch,
                      best_valid_result=plain(self.best_valid_result), train_s=self.train_seconds(),
                      train_loss=[[list(k) if isinstance(k, tuple) else k, float(v)]
                                  for k, v in self.train_loss_dict.items()],
@@ -170,7 +170,8 @@ class SafeCheckpointMixin:
             self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         save_checkpoint(self._state(epoch), saved_model_file)
-        self.best_epoch = int(epoch)
+        if epoch >= 0:  # RecBole saves at epoch -1 when a resumed run has no epoch left
+            self.best_epoch = int(epoch)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
