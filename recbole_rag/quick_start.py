@@ -69,17 +69,24 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
 
 
 def _init_run_logger(config):
-    """RecBole's init_logger, with a log file per run: its logging.basicConfig adds handlers only
-    to a root logger that has none, so every later run of a process (compare, bench tables) would
-    write to the first run's file. The handlers it added for the previous run go first."""
+    """RecBole's init_logger, with a log file per run. Its logging.basicConfig adds handlers only
+    to a root logger that has none: with any handler there (an earlier run's, a caller's) the run
+    would log to no file of its own. So the other handlers step aside while it runs, and the
+    handlers it added for the previous run of this process go."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "recbole_rag_run", False)]:
         root.removeHandler(handler)
         handler.close()
-    before = set(root.handlers)
-    init_logger(config)
-    for handler in set(root.handlers) - before:
-        handler.recbole_rag_run = True
+    others = list(root.handlers)
+    for handler in others:
+        root.removeHandler(handler)
+    try:
+        init_logger(config)
+    finally:
+        for handler in root.handlers:
+            handler.recbole_rag_run = True
+        for handler in others:
+            root.addHandler(handler)
 
 
 def _log_file(logger):
