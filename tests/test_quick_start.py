@@ -1,4 +1,5 @@
 import csv
+import logging
 
 import pytest
 import torch
@@ -98,3 +99,21 @@ def test_cli_options_are_never_abbreviated():
     args, rest = build_parser().parse_known_args(["--data=x", "--mod=GRU4Rec"])
     assert args.dataset == "ml-100k" and args.model == "SASRec"
     assert rest == ["--data=x", "--mod=GRU4Rec"]
+
+
+def test_each_run_logs_to_its_own_file_beside_other_handlers(tiny):
+    root = logging.getLogger()
+    foreign = logging.NullHandler()  # a caller's handler: RecBole's basicConfig alone would then add none
+    root.addHandler(foreign)
+    try:
+        first = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1, "state": "INFO"})
+        second = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "state": "INFO"})
+        assert foreign in root.handlers  # a run never drops a caller's handler
+    finally:
+        root.removeHandler(foreign)
+    texts = {}
+    for result, model in ((first, "SASRec"), (second, "DuoRec")):
+        with open(result["log_file"], encoding="utf-8") as f:
+            texts[model] = f.read()
+        assert "epoch 0 evaluating" in texts[model] and f"{model}(" in texts[model]
+    assert "DuoRec(" not in texts["SASRec"] and "SASRec(" not in texts["DuoRec"]
