@@ -114,3 +114,18 @@ def test_popularity_groups_are_equal_and_ordered():
     assert [sorted(g[0].tolist()) for g in groups] == [[0, 3], [1, 2]]  # items 4 (0) and 3 (1) first
     assert [(g[1], g[2]) for g in groups] == [(0, 1), (2, 3)]
     assert raft_study.metrics_of(np.array([0, 9, 10]))["recall@10"] == pytest.approx(2 / 3)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_scripts_say_what_is_missing(tmp_path):
+    import subprocess
+
+    prepare = subprocess.run(["bash", os.path.join(REPO, "bench", "gpu_prepare.sh"), str(tmp_path)],
+                             capture_output=True, text=True)
+    assert prepare.returncode == 2 and f"no {tmp_path}/amazon-beauty/amazon-beauty.inter" in prepare.stderr
+    if os.path.isdir(os.path.join(REPO, ".gpu", "whl")):
+        pytest.skip("this checkout is prepared for the GPU run")
+    full = subprocess.run(["bash", os.path.join(REPO, "bench", "gpu_full.sh")], capture_output=True, text=True)
+    assert full.returncode == 2 and "run bash bench/gpu_prepare.sh DATA_PATH first" in full.stderr
