@@ -127,3 +127,18 @@ def test_search_with_excluded_ranges_of_many_widths_equals_brute_force():
         scores[q, start:stop] = -np.inf
     np.testing.assert_array_equal(ids, np.argsort(-scores, axis=1)[:, :5])
     np.testing.assert_array_equal(values, ids)
+
+
+def test_non_finite_vectors_and_non_integer_k_are_refused():
+    bank, keys = _bank(n=10)
+    bad = keys[:3].copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="keys hold NaN or inf in 1 of 3 rows"):
+        bank.add(bad, [1, 2, 3])
+    assert len(bank) == 10  # nothing was added
+    bad[1, 2] = np.inf
+    with pytest.raises(ValueError, match="queries hold NaN or inf"):
+        bank.search(bad, 2)
+    assert bank.search(keys[:1], np.int64(3))[3].shape == (1, 3)  # a numpy integer is an integer
+    with pytest.raises(ValueError, match="k must be an integer, got 2.5"):
+        bank.search(keys[:1], 2.5)

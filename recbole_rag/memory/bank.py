@@ -7,6 +7,7 @@ L2-normalised), values are item ids. Entry ids are 0, 1, 2, ... in
 insertion order, so a caller can exclude a query's own entry.
 """
 import json
+import operator
 import os
 
 import faiss
@@ -24,6 +25,9 @@ def _as_matrix(array, dim, what):
     array = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{what} must have shape (n, {dim}), got {array.shape}")
+    if not np.isfinite(array).all():  # a NaN query would silently retrieve nothing useful
+        bad = int((~np.isfinite(array)).any(1).sum())
+        raise ValueError(f"{what} hold NaN or inf in {bad} of {len(array)} rows: has the backbone diverged?")
     return array
 
 
@@ -131,6 +135,10 @@ class MemoryBank:
         """
         if len(self) == 0:
             raise ValueError("the memory bank is empty: add() pairs before search()")
+        try:
+            k = operator.index(k)  # numpy integers too
+        except TypeError:
+            raise ValueError(f"k must be an integer, got {k!r}") from None
         ranges = exclusion_ranges(exclude)
         widths = np.zeros(len(queries), np.int64) if ranges is None else ranges[:, 1] - ranges[:, 0]
         extra = int(widths.max(initial=0))
