@@ -9,14 +9,13 @@ finished row is read back from its stored result, a stopped one resumes from its
 checkpoint (bench/accuracy.py's store, under ``results/<dataset>-full/``, one log per row). Writes
 ``results/<dataset>-full.md`` (ours beside the published rows) and ``.csv`` (one row per model).
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench.accuracy import METRICS, PUBLISHED, RUNS, run_all, select_runs  # noqa: E402
-from bench.report import write_report  # noqa: E402
+from bench.report import table_parser, write_report  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.errors import RecBoleRagError  # noqa: E402
 
@@ -86,13 +85,9 @@ def write_full_table(results, dataset, budget, out_dir="results"):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                     epilog="Any other --key=value overrides a setting of every run.")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
+    parser = table_parser(__doc__)
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--runs", default=",".join(LABELS), help=f"comma-separated subset of {','.join(LABELS)}")
-    parser.add_argument("--out_dir", default="results")
     return parser
 
 

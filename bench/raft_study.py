@@ -19,7 +19,6 @@ K and alpha are swept by bench/sensitivity.py with ``--pretrained_path`` at the 
 Writes ``results/<dataset>-raft-bank``, ``-longtail`` (and ``.png``) and ``-raft-variants``
 (``.md`` and ``.csv`` each).
 """
-import argparse
 import glob
 import json
 import os
@@ -31,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench.accuracy import Run, run_all  # noqa: E402
-from bench.report import machine, write_report  # noqa: E402
+from bench.report import machine, table_parser, write_report  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.errors import ConfigError, RecBoleRagError  # noqa: E402
 from recbole_rag.files import atomic_path  # noqa: E402
@@ -194,13 +193,9 @@ def _result_cells(result):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                     epilog="Any other --key=value overrides a setting of every run.")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data_path", default=None)
+    parser = table_parser(__doc__)
     parser.add_argument("--seed", type=int, default=2020, help="the full table's seed")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
-    parser.add_argument("--out_dir", default="results")
     return parser
 
 

@@ -1,5 +1,6 @@
 """What every bench script writes: a Markdown table and a CSV of the same rows under results/,
 each atomically, with the machine the numbers came from."""
+import argparse
 import csv
 import io
 import os
@@ -43,3 +44,14 @@ def write_report(base_path, title, header, rows, csv_header=None, csv_rows=None,
     writer.writerows(csv_rows if csv_rows is not None else rows)
     _write_atomic(base_path + ".csv", out.getvalue())
     return table
+
+
+def table_parser(doc):
+    """The arguments every bench table takes (--dataset, --data_path, --out_dir); any other
+    --key=value is left for the caller to pass to every run."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], allow_abbrev=False,
+                                     epilog="Any other --key=value overrides a setting of every run.")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
+    parser.add_argument("--out_dir", default="results")
+    return parser
