@@ -145,10 +145,14 @@ def settings_of(run, seed, overrides, dataset):
             "overrides": {**overrides, **run.overrides}, "defaults": defaults}
 
 
+def file_label(label):
+    """``label`` as it stands in a stored result's file name."""
+    return "".join(c if c.isalnum() or c in "@+-_=." else "_" for c in label)
+
+
 def result_path(store_dir, settings):
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    safe_label = "".join(c if c.isalnum() or c in "@+-_=." else "_" for c in settings["label"])
-    return os.path.join(store_dir, f"{safe_label}-seed{settings['seed']}-{digest}.json")
+    return os.path.join(store_dir, f"{file_label(settings['label'])}-seed{settings['seed']}-{digest}.json")
 
 
 def _save_json(path, data):
@@ -163,10 +167,15 @@ _RESULT_KEYS = {"model", "dataset", "best_valid_score", "valid_score_bigger", "b
                 "stopped_early", "log_file"}
 
 
+def newest(folder, pattern):
+    """The most recently written file in ``folder`` matching ``pattern``, or None."""
+    found = glob.glob(os.path.join(glob.escape(folder), pattern))
+    return max(found, key=os.path.getmtime) if found else None
+
+
 def last_checkpoint_in(folder):
     """The newest per-epoch checkpoint (``*-last.pth``) a stopped run left in ``folder``, or None."""
-    found = glob.glob(os.path.join(glob.escape(folder), "*-last.pth"))
-    return max(found, key=os.path.getmtime) if found else None
+    return newest(folder, "*-last.pth")
 
 
 class row_log:

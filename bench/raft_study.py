@@ -19,7 +19,6 @@ K and alpha are swept by bench/sensitivity.py with ``--pretrained_path`` at the 
 Writes ``results/<dataset>-raft-bank``, ``-longtail`` (and ``.png``) and ``-raft-variants``
 (``.md`` and ``.csv`` each).
 """
-import glob
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.accuracy import Run, run_all  # noqa: E402
+from bench.accuracy import Run, file_label, newest, run_all  # noqa: E402
 from bench.report import machine, table_parser, write_report  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.errors import ConfigError, RecBoleRagError  # noqa: E402
@@ -46,11 +45,10 @@ VARIANTS = [  # (label, overrides, seed)
 
 def stored_result(store_dir, label, seed):
     """The newest stored result of ``label`` (bench/accuracy.py's file naming), checked."""
-    safe = "".join(c if c.isalnum() or c in "@+-_=." else "_" for c in label)
-    found = glob.glob(os.path.join(glob.escape(store_dir), f"{safe}-seed{seed}-*.json"))
-    if not found:
+    path = newest(store_dir, f"{file_label(label)}-seed{seed}-*.json")
+    if not path:
         raise ConfigError(f"no stored {label} (seed {seed}) in {store_dir}: run bench/full_table.py first.")
-    with open(max(found, key=os.path.getmtime), encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         result = json.load(f)
     if not os.path.isfile(result.get("saved_model_file") or ""):
         raise ConfigError(f"{label}'s checkpoint '{result.get('saved_model_file')}' is gone: delete "
@@ -115,8 +113,7 @@ def popularity_groups(train_dataset, targets, n_groups=GROUPS):
 
 def bank_of(raft):
     """The training-pair bank a stored RaSeRec run built beside its checkpoint (None if gone)."""
-    found = glob.glob(os.path.join(glob.escape(os.path.dirname(raft["saved_model_file"])), "*-memory-*.npz"))
-    return max(found, key=os.path.getmtime) if found else None
+    return newest(os.path.dirname(raft["saved_model_file"]), "*-memory-*.npz")
 
 
 def memory_part(raft, backbone, dataset, overrides, log=print):
