@@ -1,8 +1,10 @@
 """Command line: ``python run_recbole_rag.py --model=M --dataset=D [--config_files="a.yaml b.yaml"]
-[--compare=M1,M2,...] [--any_recbole_key=value ...]``."""
+[--compare=M1,M2,...] [--any_recbole_key=value ...]``, and
+``python run_recbole_rag.py recommend --checkpoint=FILE --users=u1,u2 [--k=10]``."""
 import argparse
 import ast
 import sys
+import warnings
 
 from recbole_rag.errors import ConfigError, RecBoleRagError
 
@@ -43,7 +45,51 @@ def build_parser():
     return parser
 
 
+def build_recommend_parser():
+    parser = argparse.ArgumentParser(
+        prog="recommend", description="Top-k items for users, after each one's whole history, from a saved run.",
+        epilog="Any other --key=value overrides a setting of the saved run (e.g. --data_path where the data moved).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .pth file a run saved")
+    parser.add_argument("--users", required=True, help="comma-separated user tokens, as in the .inter file")
+    parser.add_argument("--k", type=int, default=10, help="how many items per user (default 10)")
+    return parser
+
+
+def recommend_main(argv):
+    args, rest = build_recommend_parser().parse_known_args(argv)
+    try:
+        from recbole_rag.inference import recommend
+
+        users = [u.strip() for u in args.users.split(",") if u.strip()]
+        if not users:
+            raise ConfigError("--users needs at least one user token, e.g. --users=u1,u2.")
+        found = recommend(args.checkpoint, users, args.k, parse_overrides(rest))
+    except RecBoleRagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for user, items in found.items():
+        print(f"{user}\t" + " ".join(item for item, _ in items))
+    return 0
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
 def main(argv=None):
+    shown = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # a warning reads like an error: one line
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    finally:
+        warnings.formatwarning = shown
+
+
+def _main(argv):
+    if argv[:1] == ["recommend"]:
+        return recommend_main(argv[1:])
     args, rest = build_parser().parse_known_args(argv)
     try:
         import recbole_rag

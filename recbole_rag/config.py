@@ -3,9 +3,13 @@
 Order, later wins: RecBole's defaults < properties/overall.yaml < properties/model/<M>.yaml <
 properties/dataset/<D>.yaml < the user's YAML files < config_dict (the CLI's --key=value).
 """
+import difflib
+import functools
 import os
+import warnings
 from pathlib import Path
 
+import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
 
@@ -33,6 +37,45 @@ def property_files(model_name, dataset_name):
         root / "dataset" / f"{dataset_name}.yaml",
     ]
     return [str(path) for path in candidates if path.is_file()]
+
+
+# Settings RecBole sets or reads that no properties file lists.
+_RUNTIME_KEYS = {
+    "model", "dataset", "device", "single_spec", "local_rank", "world_size", "MODEL_TYPE", "MODEL_INPUT_TYPE",
+    "eval_type", "valid_neg_sample_args", "test_neg_sample_args", "NEG_ITEMS", "POS_ITEMS", "MASK_INDEX",
+    "MASK_ITEM_SEQ", "CROP_ITEM_SEQ", "CROP_ITEM_SEQ_LEN", "REORDER_ITEM_SEQ", "INVERSE_ITEM_SEQ", "encoding",
+    "use_filter", "feature_num", "tail_ratio", "token_num_threshold",
+}
+
+
+class UnknownSettingWarning(UserWarning):
+    """A YAML key or --key=value override no model, dataset or trainer reads."""
+
+
+@functools.lru_cache(maxsize=None)
+def known_keys():
+    """Every setting RecBole's or the plug-in's properties files define (any model, any dataset)."""
+    roots = [Path(recbole.__file__).resolve().parent / "properties", properties_dir()]
+    keys = set(_RUNTIME_KEYS)
+    for path in (p for root in roots for p in root.rglob("*.yaml")):
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+        if isinstance(loaded, dict):
+            keys.update(loaded)
+    return frozenset(keys)
+
+
+def unknown_settings(keys):
+    """Messages for keys no properties file defines, each with the nearest known key."""
+    known = known_keys()
+    messages = []
+    for key in sorted(k for k in keys if k not in known):
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        hint = f"did you mean '{close[0]}'?" if close else "no model or dataset reads it"
+        messages.append(f"unknown setting '{key}': {hint}")
+    return messages
 
 
 def _type_error(key, value, default):
@@ -72,6 +115,7 @@ class Config(RecBoleConfig):
             if not os.path.isfile(path):
                 raise ConfigError(f"Config file '{path}' does not exist.")
         files = property_files(model_class.__name__, dataset) + user_files
+        self._user_files = user_files
         super().__init__(
             model=model_class,
             dataset=dataset,
@@ -105,6 +149,23 @@ class Config(RecBoleConfig):
         else:
             super()._init_device()
 
+    def _check_known(self, settings):
+        """Warn about (``unknown_settings: error``: refuse) a user's YAML key or override that no
+        model, dataset or trainer reads, e.g. ``--datset=`` or ``learnin_rate:``."""
+        user_keys = set(self.variable_config_dict)
+        for path in self._user_files:
+            user_keys.update(self._load_config_files([path]))
+        problems = unknown_settings(user_keys)
+        mode = {**settings, **self.variable_config_dict}.get("unknown_settings", "warn")
+        if mode not in ("warn", "error", "ignore"):
+            raise ConfigError(f"unknown_settings must be warn, error or ignore, got {mode!r}.")
+        if problems and mode == "error":
+            raise ConfigError("; ".join(problems) + " (unknown_settings: warn lets the run go on).")
+        if problems and mode == "warn":
+            for message in problems:
+                warnings.warn(message.capitalize() + " (ignored; unknown_settings: error refuses it).",
+                              UnknownSettingWarning, stacklevel=2)
+
     def _load_cmd_line(self):
         # The CLI parses sys.argv itself and hands --key=value overrides in as config_dict, so a
         # library call never picks up the arguments of whatever script imported it.
@@ -113,6 +174,7 @@ class Config(RecBoleConfig):
     def _get_final_config_dict(self):
         defaults = dict(self.internal_config_dict)
         defaults.update(self.file_config_dict)
+        self._check_known(defaults)
         problems = [
             message
             for key, value in self.variable_config_dict.items()

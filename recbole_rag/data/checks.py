@@ -1,7 +1,9 @@
 """Dataset checks that run before RecBole loads anything, so a wrong input stops in seconds
 with a message that says what to do, instead of a download attempt or a bare traceback."""
 import os
+import warnings
 
+import pandas as pd
 from recbole.data import create_dataset
 
 from recbole_rag.errors import DatasetError
@@ -20,10 +22,18 @@ def _how_to_get(dataset_name):
     )
 
 
-def read_atomic_header(path, field_separator="\t"):
+class DatasetWarning(UserWarning):
+    """Data that loads but probably is not what the user meant (e.g. duplicated rows)."""
+
+
+def read_atomic_header(path, field_separator="\t", encoding="utf-8"):
     """Column name -> type of an atomic file, checking that every column is typed."""
-    with open(path, "r", encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n")
+    try:
+        with open(path, "r", encoding=encoding) as f:
+            header = f.readline().rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"Atomic file '{path}' is not {encoding} text ({err.reason} at byte {err.start}): "
+                           "save it as UTF-8 or set encoding: to its encoding.") from None
     if not header:
         raise DatasetError(f"Atomic file '{path}' is empty: its first line must be a typed header.")
     fields = {}
@@ -61,7 +71,7 @@ def check_dataset_files(config):
             path = os.path.join(folder, filename)
             if not os.path.isfile(path):
                 continue
-            fields = read_atomic_header(path, separator)
+            fields = read_atomic_header(path, separator, config["encoding"] or "utf-8")
             if suffix == "inter":
                 needed = [config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]]
                 absent = [f for f in needed if f and f not in fields]
@@ -71,6 +81,43 @@ def check_dataset_files(config):
                         f"{', '.join(absent)}: set USER_ID_FIELD / ITEM_ID_FIELD / TIME_FIELD to "
                         "the file's names, or rename its columns."
                     )
+                _check_field_types(path, fields, config)
+            _check_rows(path, fields, separator, config, suffix)
+
+
+def _check_field_types(path, fields, config):
+    """Ids must be tokens and time a number: RecBole orders a user's items by the time field's
+    values, and a token column's values are ids in order of first appearance."""
+    wanted = {config["USER_ID_FIELD"]: "token", config["ITEM_ID_FIELD"]: "token", config["TIME_FIELD"]: "float"}
+    for field, ftype in wanted.items():
+        if field and fields.get(field) != ftype:
+            raise DatasetError(f"Atomic file '{path}' declares '{field}:{fields[field]}'; it must be "
+                               f"'{field}:{ftype}' (write the header's column as {field}:{ftype}).")
+
+
+def _check_rows(path, fields, separator, config, suffix):
+    """Every value of a loaded float column is a number; exact duplicate interactions are
+    counted (a duplicated test item also sits in training, which inflates every metric)."""
+    loaded = (config["load_col"] or {}).get(suffix) if config["load_col"] else None
+    columns = [f for f in fields if loaded is None or f in loaded]
+    frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding=config["encoding"] or "utf-8",
+                        usecols=[f"{f}:{fields[f]}" for f in columns],
+                        engine="c" if len(separator) == 1 else "python")
+    frame.columns = columns
+    for field in (f for f in columns if fields[f] == "float"):
+        values = frame[field].str.strip()
+        bad = pd.to_numeric(values, errors="coerce").isna() & (values != "")
+        if bad.any():
+            row = int(bad.idxmax())
+            instead = "" if field == config["TIME_FIELD"] else f" or declare the column {field}:token"
+            raise DatasetError(f"Atomic file '{path}' line {row + 2}: column '{field}' is float but holds "
+                               f"{frame[field][row]!r}: fix the value{instead}.")
+    if suffix == "inter" and not config["rm_dup_inter"]:
+        duplicated = int(frame.duplicated().sum())
+        if duplicated:
+            warnings.warn(f"'{path}' repeats {duplicated} interactions exactly (same values in every column): "
+                          "set rm_dup_inter: first to keep the first row of each user-item pair "
+                          "(RecBole's setting: repeat consumption goes too).", DatasetWarning, stacklevel=3)
 
 
 def _empty_after_filtering(config, inter_num):

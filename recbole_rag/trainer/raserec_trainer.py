@@ -39,6 +39,52 @@ def memory_layout(user_ids, times, lengths):
     return order, memory_id, memory_stop
 
 
+def pair_layout(feat, config):
+    """memory_layout of a training Interaction's rows."""
+    return memory_layout(feat[config["USER_ID_FIELD"]].numpy(), feat[config["TIME_FIELD"]].numpy(),
+                         feat[config["ITEM_LIST_LENGTH_FIELD"]].numpy())
+
+
+def load_pair_memory(model, feat, order, path, config):
+    """The bank saved at ``path``, checked to hold this backbone's vectors of these training pairs."""
+    bank = MemoryBank.load(path)
+    if len(bank) != len(feat) or bank.dim != config["hidden_size"]:
+        raise CheckpointError(
+            f"memory bank '{path}' has {len(bank)} entries of dim {bank.dim}, but this training "
+            f"set has {len(feat)} pairs of dim {config['hidden_size']}: point memory_path "
+            "at a new file to rebuild it."
+        )
+    sample = order[:256]
+    same_keys = np.allclose(bank.keys[:len(sample)], model.encode(feat[sample]), atol=1e-4)
+    if not same_keys or not np.array_equal(bank.values[:len(sample)], feat[config["ITEM_ID_FIELD"]][sample].numpy()):
+        raise CheckpointError(
+            f"memory bank '{path}' was built from another backbone or training set: point "
+            "memory_path at a new file to rebuild it."
+        )
+    return bank
+
+
+def restore_test_memory(model, config, train_dataset, valid_dataset):
+    """Give a model loaded from a RAFT checkpoint the bank its test used: the training bank (the
+    file the checkpoint names, else rebuilt as RaSeRecTrainer builds it) plus, with
+    ``memory_update``, the validation pairs."""
+    if model.stage != "raft":
+        return
+    feat = train_dataset.inter_feat
+    if config["memory_source"] == "patterns":
+        model.memory, _ = build_pattern_memory(model, train_dataset, config)
+    elif model.memory_file and os.path.isfile(model.memory_file):
+        model.memory = load_pair_memory(model, feat, pair_layout(feat, config)[0], model.memory_file, config)
+    elif not config["freeze_backbone"]:
+        raise CheckpointError(f"memory bank '{model.memory_file}' is gone and the backbone was fine-tuned "
+                              "after it was built, so it cannot be rebuilt: copy the bank back.")
+    else:  # a frozen backbone encodes the training pairs as it did when the bank was built
+        model.memory = None
+        model.add_to_memory(feat[pair_layout(feat, config)[0]], config["eval_batch_size"])
+    if config["memory_update"]:
+        model.add_to_memory(valid_dataset.inter_feat, config["eval_batch_size"])
+
+
 class RaSeRecTrainer(Trainer):
     resume_in_fit = False  # resume_path is a stage's checkpoint: resumed where that stage starts
 
@@ -103,31 +149,15 @@ class RaSeRecTrainer(Trainer):
         (``memory_source: patterns``: mined patterns' prefixes, see recbole_rag.memory.builders)."""
         if self.memory_source == "patterns":
             self.model.memory, self.entry_stop = build_pattern_memory(self.model, train_dataset, self.config, show_progress)
+            self.model.memory_file = None
             self.logger.info(set_color("Memory", "green") + f": {self.model.memory} of pattern prefixes")
             return
         feat = train_dataset.inter_feat
-        c = self.config
-        order, memory_id, memory_stop = memory_layout(
-            feat[c["USER_ID_FIELD"]].numpy(), feat[c["TIME_FIELD"]].numpy(), feat[c["ITEM_LIST_LENGTH_FIELD"]].numpy()
-        )
+        order, memory_id, memory_stop = pair_layout(feat, self.config)
         path = self.config["memory_path"]
         if path and os.path.isfile(path):
-            bank = MemoryBank.load(path)
-            if len(bank) != len(feat) or bank.dim != self.config["hidden_size"]:
-                raise CheckpointError(
-                    f"memory bank '{path}' has {len(bank)} entries of dim {bank.dim}, but this training "
-                    f"set has {len(feat)} pairs of dim {self.config['hidden_size']}: point memory_path "
-                    "at a new file to rebuild it."
-                )
-            sample = order[:256]  # the bank must hold this backbone's vectors of these pairs
-            same_keys = np.allclose(bank.keys[:len(sample)], self.model.encode(feat[sample]), atol=1e-4)
-            if not same_keys or not np.array_equal(bank.values[:len(sample)], feat[c["ITEM_ID_FIELD"]][sample].numpy()):
-                raise CheckpointError(
-                    f"memory bank '{path}' was built from another backbone or training set: point "
-                    "memory_path at a new file to rebuild it."
-                )
-            self.model.memory = bank
-            self.logger.info(set_color("Memory", "green") + f": {bank} loaded from {path}")
+            self.model.memory = load_pair_memory(self.model, feat, order, path, self.config)
+            self.logger.info(set_color("Memory", "green") + f": {self.model.memory} loaded from {path}")
         else:
             start = time.perf_counter()
             self.model.memory = None
@@ -139,6 +169,7 @@ class RaSeRecTrainer(Trainer):
                 set_color("Memory", "green")
                 + f": {self.model.memory} built in {time.perf_counter() - start:.1f}s, saved to {path}"
             )
+        self.model.memory_file = os.path.abspath(path)  # a RAFT checkpoint names its bank
         feat.update(Interaction({MEMORY_ID: torch.from_numpy(memory_id), MEMORY_STOP: torch.from_numpy(memory_stop)}))
         self.entry_stop = np.empty_like(memory_stop)
         self.entry_stop[memory_id] = memory_stop
@@ -185,7 +216,10 @@ class RaSeRecTrainer(Trainer):
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if (load_best_model and self.config["memory_update"] and self.valid_data is not None
                 and not self.memory_has_valid and self.model.stage == "raft"):
-            # Testing comes after validation: its interactions are known history now.
+            # Testing comes after validation: its interactions are known history now, encoded by
+            # the weights under test.
+            checkpoint_file = model_file or self.saved_model_file
+            self.model.load_state_dict(load_checkpoint(checkpoint_file, self.device)["state_dict"])
             added = self.model.add_to_memory(self.valid_data.dataset.inter_feat, self.config["eval_batch_size"])
             self.memory_has_valid = True
             self.logger.info(set_color("Memory", "green") + f": +{len(added)} validation pairs before testing")

@@ -43,7 +43,9 @@ class RaSeRec(DuoRec):
         self.memory = None
         self.train_neighbours = None  # (n_train, K) bank ids per training entry, see cache_training_neighbours
         self.stage = "pretrain"
-        self.other_parameter_name = ["stage"]  # saved in checkpoints, so a run resumes its stage
+        self.memory_file = None  # the saved training bank (RaSeRecTrainer.build_memory)
+        # saved in checkpoints: a run resumes its stage; a loaded RAFT model finds its bank
+        self.other_parameter_name = ["stage", "memory_file"]
 
     # --- memory -------------------------------------------------------------------------------
     def new_memory(self):

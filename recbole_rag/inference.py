@@ -1,0 +1,117 @@
+"""Inference from a saved run, the RecBole way.
+
+``load_data_and_model(checkpoint)`` returns what ``recbole.quick_start.load_data_and_model``
+returns (config, model, dataset, train/valid/test loaders) for a checkpoint of any model trained
+with recbole-rag, ours or RecBole's, so RecBole's ``full_sort_topk`` works on it. A RaSeRec model
+comes back with the memory bank its test used. ``recommend`` gives top-k item tokens for user
+tokens, after each user's whole history.
+"""
+import os
+from logging import getLogger
+
+import torch
+from recbole.data import data_preparation
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_rag.config import Config
+from recbole_rag.data import load_dataset
+from recbole_rag.errors import CheckpointError, DatasetError
+from recbole_rag.registry import get_model
+from recbole_rag.trainer.raserec_trainer import restore_test_memory
+from recbole_rag.trainer.safe_checkpoint import check_fits, load_checkpoint
+
+# Settings RecBole's Config derives again (from the model class, the dataset, the machine).
+_DERIVED = {"model", "dataset", "data_path", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device",
+            "single_spec", "local_rank", "valid_neg_sample_args", "test_neg_sample_args",
+            "eval_neg_sample_args"}
+
+
+def saved_config(checkpoint, path, config_dict=None):
+    """The Config of the run that wrote ``checkpoint``; ``config_dict`` overrides (e.g. data_path
+    where the data has moved, or ``device``)."""
+    settings = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if not isinstance(settings, dict) or not settings.get("model") or not settings.get("dataset"):
+        raise CheckpointError(f"'{path}' holds no run settings: it is not a checkpoint saved by recbole-rag.")
+    overrides = {k: v for k, v in settings.items() if k not in _DERIVED}
+    negatives = overrides.get("train_neg_sample_args")
+    if isinstance(negatives, dict) and negatives.get("distribution") == "none":
+        overrides["train_neg_sample_args"] = None  # RecBole's spelled-out form of "no sampling"
+    dataset = settings["dataset"]
+    data_path = settings.get("data_path")
+    if data_path and dataset != "ml-100k":  # RecBole appends the dataset's name to data_path
+        overrides["data_path"] = os.path.dirname(os.path.normpath(data_path))
+    overrides.update(config_dict or {})
+    return Config(settings["model"], dataset, config_dict=overrides)
+
+
+def load_data_and_model(model_file, config_dict=None):
+    """(config, model, dataset, train_data, valid_data, test_data) of a saved run, as RecBole's
+    ``load_data_and_model`` returns them; the model in eval mode, ready for ``full_sort_topk``."""
+    checkpoint = load_checkpoint(model_file)
+    config = saved_config(checkpoint, model_file, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = load_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    check_fits(model, checkpoint, model_file)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    if config["model"] == "RaSeRec":
+        restore_test_memory(model, config, train_data.dataset, valid_data.dataset)
+    model.eval()
+    getLogger().info(f"Loaded {config['model']} on {config['dataset']} from {model_file}")
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def user_ids(dataset, users):
+    """Internal ids of user tokens; a clear error naming the ones the dataset does not hold."""
+    field = dataset.uid_field
+    known = dataset.field2token_id[field]
+    missing = [u for u in users if str(u) not in known]
+    if missing:
+        examples = ", ".join(list(dataset.field2id_token[field][1:4]))
+        raise DatasetError(f"User(s) {', '.join(map(str, missing))} not in dataset {dataset.dataset_name} "
+                           f"(after its filters); its users look like {examples}.")
+    return [known[str(u)] for u in users]
+
+
+@torch.no_grad()
+def history_queries(test_data, uids, max_length):
+    """An Interaction of each user's whole history (the test row's sequence and its target) as
+    the model's input sequence, the last ``max_length`` items."""
+    feat = test_data.dataset.inter_feat
+    config = test_data.config
+    uid_field, seq_field, len_field = config["USER_ID_FIELD"], f"{config['ITEM_ID_FIELD']}_list", config["ITEM_LIST_LENGTH_FIELD"]
+    sequences, lengths = [], []
+    for uid in uids:
+        rows = (feat[uid_field] == uid).nonzero(as_tuple=True)[0]
+        if not len(rows):
+            raise DatasetError(f"User id {uid} has no test interaction (too short a history to be split).")
+        row = feat[rows[-1:]]
+        history = torch.cat([row[seq_field][0, :row[len_field][0]], row[config["ITEM_ID_FIELD"]]])[-max_length:]
+        sequences.append(torch.nn.functional.pad(history, (0, max_length - len(history))))
+        lengths.append(len(history))
+    return Interaction({seq_field: torch.stack(sequences), len_field: torch.tensor(lengths)})
+
+
+@torch.no_grad()
+def recommend(model_file, users, k=10, config_dict=None):
+    """{user token: [(item token, score), ...]} top-k after each user's whole history. A RaSeRec
+    bank also gets the test pairs first: by now they are known history (its dynamic memory)."""
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise CheckpointError(f"k must be an integer >= 1, got {k!r}.")
+    config, model, dataset, _, _, test_data = load_data_and_model(model_file, config_dict)
+    if k > dataset.item_num - 1:
+        raise CheckpointError(f"k={k} is more than the {dataset.item_num - 1} items of {dataset.dataset_name}.")
+    uids = user_ids(dataset, list(users))
+    if config["model"] == "RaSeRec" and model.stage == "raft" and config["memory_update"]:
+        model.add_to_memory(test_data.dataset.inter_feat, config["eval_batch_size"])
+    queries = history_queries(test_data, uids, config["MAX_ITEM_LIST_LENGTH"]).to(config["device"])
+    scores = model.full_sort_predict(queries).view(len(uids), -1)
+    scores[:, 0] = -float("inf")  # padding is not an item
+    top_scores, top_items = torch.topk(scores, k)
+    tokens = dataset.id2token(dataset.iid_field, top_items.cpu().numpy())
+    return {user: list(zip(tokens[i].tolist(), top_scores[i].tolist())) for i, user in enumerate(users)}

@@ -1,0 +1,121 @@
+"""load_data_and_model / recommend: a saved run comes back as it was tested."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import SMALL, write_tiny_dataset
+from recbole.utils.case_study import full_sort_topk
+
+from recbole_rag import get_trainer, run_recbole_rag
+from recbole_rag.cli import main
+from recbole_rag.errors import CheckpointError, DatasetError
+from recbole_rag.inference import history_queries, load_data_and_model, recommend
+
+
+def _test_metrics(loaded):
+    config, model = loaded[0], loaded[1]
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return trainer.evaluate(loaded[5], load_best_model=False)
+
+
+@pytest.fixture(scope="module")
+def raserec_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("raserec")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        config = {**SMALL, "data_path": str(write_tiny_dataset(folder / "data")),
+                  "checkpoint_dir": str(folder / "saved"), "retrieval_k": 5, "epochs": 3}
+        return run_recbole_rag("RaSeRec", "tiny", config_dict=config)
+    finally:
+        os.chdir(cwd)
+
+
+def test_raserec_checkpoint_reproduces_its_test_metrics_with_recboles_topk(raserec_run):
+    loaded = load_data_and_model(raserec_run["saved_model_file"])
+    config, model, dataset, train, valid, test = loaded
+    assert model.stage == "raft"
+    assert len(model.memory) == len(train.dataset) + len(valid.dataset)  # the bank the test used
+    assert _test_metrics(loaded) == raserec_run["test_result"]
+    uids = test.dataset.inter_feat[dataset.uid_field][:3].numpy()
+    scores, items = full_sort_topk(uids, model, test, k=5)
+    assert items.shape == (3, 5) and (items > 0).all()
+
+
+def test_a_missing_bank_is_rebuilt_identically_for_a_frozen_backbone(raserec_run, tmp_path):
+    checkpoint = torch.load(raserec_run["saved_model_file"], weights_only=True)
+    bank_file = checkpoint["other_parameter"]["memory_file"]
+    assert os.path.isfile(bank_file)
+    checkpoint["other_parameter"]["memory_file"] = str(tmp_path / "gone.npz")
+    moved = tmp_path / "moved.pth"
+    torch.save(checkpoint, moved)
+    loaded = load_data_and_model(str(moved))
+    assert _test_metrics(loaded) == raserec_run["test_result"]
+
+    checkpoint["config"]["freeze_backbone"] = False  # a fine-tuned backbone cannot rebuild its bank
+    torch.save(checkpoint, moved)
+    with pytest.raises(CheckpointError, match="cannot be rebuilt"):
+        load_data_and_model(str(moved))
+
+
+def test_recbole_model_checkpoint_loads_and_reproduces(tiny):
+    result = run_recbole_rag("SASRec", "tiny", config_dict=tiny)
+    loaded = load_data_and_model(result["saved_model_file"])
+    assert type(loaded[1]).__name__ == "SASRec"
+    assert _test_metrics(loaded) == result["test_result"]
+
+
+def test_recommend_gives_item_tokens_after_the_whole_history(raserec_run):
+    found = recommend(raserec_run["saved_model_file"], ["u1", "u7"], k=4)
+    assert list(found) == ["u1", "u7"]
+    for items in found.values():
+        assert len(items) == 4
+        assert all(token.startswith("i") for token, _ in items)
+        scores = [score for _, score in items]
+        assert scores == sorted(scores, reverse=True)
+    # the query is the whole history: it ends with the user's last interaction, the test item
+    config, model, dataset, _, _, test = load_data_and_model(raserec_run["saved_model_file"])
+    uid = dataset.field2token_id[dataset.uid_field]["u1"]
+    query = history_queries(test, [uid], config["MAX_ITEM_LIST_LENGTH"])
+    last = query["item_id_list"][0, query["item_length"][0] - 1]
+    lines = open(os.path.join(config["data_path"], "tiny.inter")).read().splitlines()
+    assert dataset.id2token(dataset.iid_field, [int(last)])[0] == [l for l in lines if l.startswith("u1\t")][-1].split("\t")[1]
+
+
+def test_recommend_cli_prints_one_line_per_user(raserec_run, capsys):
+    assert main(["recommend", f"--checkpoint={raserec_run['saved_model_file']}", "--users=u2,u3", "--k=3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["u2", "u3"]
+    assert all(len(line.split("\t")[1].split()) == 3 for line in lines)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--users=nobody"], "User(s) nobody not in dataset tiny"),
+    (["--users=u1", "--k=0"], "k must be an integer >= 1"),
+    (["--users=u1", "--k=500"], "more than the 30 items"),
+    (["--users=,"], "--users needs at least one user token"),
+])
+def test_recommend_cli_bad_input_gives_one_line(raserec_run, capsys, argv, message):
+    assert main(["recommend", f"--checkpoint={raserec_run['saved_model_file']}", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_load_refuses_what_is_not_a_run_checkpoint(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be loaded"):
+        load_data_and_model(str(text))
+    bare = tmp_path / "bare.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, bare)
+    with pytest.raises(CheckpointError, match="holds no run settings"):
+        load_data_and_model(str(bare))
+    with pytest.raises(CheckpointError, match="No checkpoint file"):
+        load_data_and_model(str(tmp_path / "missing.pth"))
+
+
+def test_unknown_user_is_a_dataset_error(raserec_run):
+    with pytest.raises(DatasetError, match="its users look like"):
+        recommend(raserec_run["saved_model_file"], ["u1", "zz"], k=2)
+    assert np.isfinite([s for _, s in recommend(raserec_run["saved_model_file"], ["u1"], k=2)["u1"]]).all()
