@@ -37,11 +37,11 @@ def build_parser():
         epilog="Any other --key=value overrides that RecBole/recbole-rag setting.",
         allow_abbrev=False,  # --data_path must never be read as a prefix of --dataset
     )
-    parser.add_argument("--model", "-m", default="SASRec", help="model name (default SASRec)")
+    parser.add_argument("--model", "-m", default=None, help="model name (default SASRec)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files")
     parser.add_argument("--compare", default="", help="comma-separated models to compare")
-    parser.add_argument("--out_dir", default="results", help="where --compare writes its table")
+    parser.add_argument("--out_dir", default="saved", help="where --compare writes its table (default saved/, beside the checkpoints)")
     return parser
 
 
@@ -97,15 +97,17 @@ def _main(argv):
 
         overrides = parse_overrides(rest)
         files = args.config_files.split() or None
+        if args.compare and args.model:
+            raise ConfigError("Give --model (one run) or --compare (several), not both.")
         if args.compare:
             _, table = recbole_rag.compare(args.compare, args.dataset, files, overrides, args.out_dir)
             print(table)
             print(f"\nwritten to {args.out_dir}/{args.dataset}-compare.md and .csv")
             return 0
-        result = recbole_rag.run_recbole_rag(args.model, args.dataset, files, overrides)
+        result = recbole_rag.run_recbole_rag(args.model or "SASRec", args.dataset, files, overrides)
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"best valid: {dict2str(result['best_valid_result'])}")
+    print(f"best valid: {dict2str(result['best_valid_result']) or 'none (no epoch was validated)'}")
     print(f"test result: {dict2str(result['test_result'])}")
     return 0

@@ -110,7 +110,7 @@ def comparison_table(results, metrics):
     return rows
 
 
-def write_comparison(results, dataset, out_dir="results"):
+def write_comparison(results, dataset, out_dir="saved"):
     """Write ``<out_dir>/<dataset>-compare.md`` and ``.csv``; return the Markdown table."""
     metrics = [m for m in results[0]["test_result"]]
     rows = comparison_table(results, metrics)
@@ -154,12 +154,14 @@ def parse_compare_entries(models):
             raise ConfigError(f"'{label}': only {', '.join(sorted(TAKES_BACKBONE))} can start from a backbone.")
         if backbone and backbone not in seen:
             raise ConfigError(f"'{label}': list {backbone} before it in --compare, so its checkpoint exists.")
+        if label in seen:
+            raise ConfigError(f"'{label}' is listed twice in --compare: each model runs once.")
         entries.append((label, name, backbone or None))
         seen.add(label)
     return entries
 
 
-def compare(models, dataset, config_file_list=None, config_dict=None, out_dir="results"):
+def compare(models, dataset, config_file_list=None, config_dict=None, out_dir="saved"):
     """Run each model with the same data, split, seed and budget; write and return the table."""
     results, checkpoints = [], {}
     for label, name, backbone in parse_compare_entries(models):

@@ -102,3 +102,25 @@ def test_cli_prints_an_unknown_setting_as_one_line(tiny, capsys):
                  *(f"--{k}={v}" for k, v in tiny.items())])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.splitlines() == [err] and "did you mean 'dataset'" in err
+
+
+def test_compare_writes_its_table_beside_the_checkpoints_not_into_results(tiny, tmp_path, capsys):
+    args = [f"--{k}={v}" for k, v in {**tiny, "epochs": 1}.items()]
+    assert main(["--compare=SASRec", "--dataset=tiny", *args]) == 0
+    assert (tmp_path / "saved" / "tiny-compare.md").is_file() and not (tmp_path / "results").exists()
+    assert main(["--compare=SASRec", "--model=GRU4Rec", "--dataset=tiny", *args]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda tiny: Config("SASRec", "tiny", "nowhere.yaml", tiny), "Config file 'nowhere.yaml' does not exist"),
+    (lambda tiny: __import__("recbole_rag").compare("SASRec,SASRec", "tiny", None, tiny), "listed twice"),
+])
+def test_python_api_mistakes(tiny, call, message):
+    with pytest.raises(ConfigError, match=message):
+        call(tiny)
+
+
+def test_cli_after_zero_epochs_says_nothing_was_validated(tiny, capsys):
+    assert main(["--model=SASRec", "--dataset=tiny", *(f"--{k}={v}" for k, v in {**tiny, "epochs": 0}.items())]) == 0
+    assert "best valid: none (no epoch was validated)" in capsys.readouterr().out

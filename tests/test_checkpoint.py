@@ -99,3 +99,35 @@ def test_a_last_checkpoint_whose_best_file_is_gone_is_refused(tiny):
     os.remove(part["saved_model_file"])
     with pytest.raises(CheckpointError, match="best checkpoint .* is gone"):
         run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "resume_path": last_file_of(part["saved_model_file"])})
+
+
+def test_pretrained_path_starts_a_recbole_model_from_its_weights_at_epoch_0(tiny):
+    base = run_recbole_rag("SASRec", "tiny", config_dict=tiny)
+    trainer, train, valid, _ = _trainer({**tiny, "epochs": 0, "pretrained_path": base["saved_model_file"]}, "SASRec")
+    trainer.fit(train, valid, saved=False)
+    saved = torch.load(base["saved_model_file"], weights_only=True)["state_dict"]
+    assert trainer.start_epoch == 0
+    assert all(torch.equal(v, saved[k]) for k, v in trainer.model.state_dict().items())
+    both = {**tiny, "pretrained_path": base["saved_model_file"], "resume_path": base["saved_model_file"]}
+    with pytest.raises(CheckpointError, match="not both"):
+        run_recbole_rag("SASRec", "tiny", config_dict=both)
+    with pytest.raises(CheckpointError, match="holds a SASRec model, not GRU4Rec"):
+        run_recbole_rag("GRU4Rec", "tiny", config_dict={**tiny, "pretrained_path": base["saved_model_file"]})
+
+
+def test_a_checkpoint_of_another_datasets_items_is_refused(tiny, tmp_path):
+    from conftest import write_tiny_dataset
+
+    write_tiny_dataset(tmp_path / "data", name="other", seed=5)  # same item count, other id order
+    other = run_recbole_rag("SASRec", "other", config_dict={**tiny, "epochs": 1})
+    path = other["saved_model_file"]
+    for model, key in [("SASRec", "pretrained_path"), ("SASRec", "resume_path"), ("RaSeRec", "pretrained_path")]:
+        with pytest.raises(CheckpointError, match="trained on dataset other, whose item ids are not those of tiny"):
+            run_recbole_rag(model, "tiny", config_dict={**tiny, key: path, "retrieval_k": 3})
+    # a checkpoint older than the fingerprint: judged by its dataset's name
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["item_vocabulary"]
+    torch.save(checkpoint, tmp_path / "old.pth")
+    with pytest.raises(CheckpointError, match="trained on dataset other"):
+        run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "pretrained_path": str(tmp_path / "old.pth")})
+    run_recbole_rag("SASRec", "other", config_dict={**tiny, "epochs": 1, "pretrained_path": str(tmp_path / "old.pth")})

@@ -98,7 +98,7 @@ def test_cli_options_are_never_abbreviated():
     from recbole_rag.cli import build_parser
 
     args, rest = build_parser().parse_known_args(["--data=x", "--mod=GRU4Rec"])
-    assert args.dataset == "ml-100k" and args.model == "SASRec"
+    assert args.dataset == "ml-100k" and args.model is None  # not read as --model (SASRec by default)
     assert rest == ["--data=x", "--mod=GRU4Rec"]
 
 

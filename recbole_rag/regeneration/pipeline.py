@@ -40,7 +40,7 @@ def regenerated_run(folder, config_file_list=None, config_dict=None):
 
 
 def run_pipeline(backbone, dataset, memory_sources=("pairs", "patterns"), baseline=True, regen_epochs=None,
-                 config_file_list=None, config_dict=None, out_dir="results"):
+                 config_file_list=None, config_dict=None, out_dir="saved"):
     """Run the stages; returns (results, Markdown table), the table also written to ``out_dir``."""
     sources = [check_memory_source(s) for s in memory_sources]
     config_dict = dict(config_dict or {})
@@ -77,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--baseline", default="True", choices=["True", "False"], help="also train on the original data")
     parser.add_argument("--regen_epochs", type=int, default=None, help="regenerator epochs (default: its YAML)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files")
-    parser.add_argument("--out_dir", default="results")
+    parser.add_argument("--out_dir", default="saved", help="where the table goes (default saved/)")
     args, rest = parser.parse_known_args(argv)
     try:
         sources = [s.strip() for s in args.memory_sources.split(",") if s.strip()]

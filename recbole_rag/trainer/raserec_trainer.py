@@ -20,7 +20,7 @@ from recbole_rag.memory.builders import build_pattern_memory, check_memory_sourc
 from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import Trainer, load_checkpoint
-from recbole_rag.trainer.safe_checkpoint import check_fits
+from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items
 
 
 def memory_layout(user_ids, times, lengths):
@@ -101,6 +101,7 @@ class RaSeRecTrainer(Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.valid_data = valid_data
+        self.know_items(train_data.dataset)
         resume_stage, checkpoint = self.resume_stage()
         if resume_stage == "raft":  # stage 1 is done: its weights are in the stage-2 checkpoint
             self.model.load_state_dict(checkpoint["state_dict"])
@@ -132,7 +133,9 @@ class RaSeRecTrainer(Trainer):
         ``pretrained_path``."""
         path = self.config["pretrained_path"]
         if path:
-            load_backbone(self.model.encoder, load_checkpoint(path, self.device), path)
+            checkpoint = load_checkpoint(path, self.device)
+            check_same_items(checkpoint, train_data.dataset, path)
+            load_backbone(self.model.encoder, checkpoint, path)
             self.logger.info(set_color("Stage 1", "green") + f": backbone loaded from {path}")
             return
         self.logger.info(set_color("Stage 1", "green") + ": collaborative pre-training")

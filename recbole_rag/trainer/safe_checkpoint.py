@@ -11,6 +11,7 @@ depends on (optimizer, early-stopping counter, best score and result, random sta
 training loader's shuffling state): ``resume_path`` to it continues as if never stopped.
 """
 import functools
+import hashlib
 import numbers
 import os
 import pickle
@@ -100,16 +101,38 @@ def _set_random_states(states, train_data):
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def item_vocabulary(dataset):
+    """A fingerprint of a dataset's item ids (the token behind each internal id). Checkpoints
+    record it, so weights never load onto another dataset whose ids mean other items."""
+    tokens = dataset.field2id_token[dataset.iid_field]
+    return hashlib.sha1("\n".join(map(str, tokens)).encode("utf-8")).hexdigest()[:16]
+
+
+def check_same_items(checkpoint, dataset, path):
+    """A clear error if ``checkpoint`` was trained on items other than ``dataset``'s (checkpoints
+    older than the fingerprint: if its dataset has another name)."""
+    saved, name = checkpoint.get("item_vocabulary"), checkpoint.get("config", {}).get("dataset")
+    same = saved == item_vocabulary(dataset) if saved else name == dataset.dataset_name
+    if not same:
+        raise CheckpointError(f"'{path}' was trained on dataset {name}, whose item ids are not those of "
+                              f"{dataset.dataset_name}: its item i is another item here. Use a checkpoint "
+                              f"trained on {dataset.dataset_name}.")
+
+
 class SafeCheckpointMixin:
     """Put before a RecBole trainer class to make its checkpoints plain and atomic, and each
     run's own: RecBole names a checkpoint by model and clock second, so two runs started in the
     same second would overwrite (and test) each other's; the first save claims a free name.
 
-    ``resume_path`` (a best or a ``-last`` checkpoint) is applied when ``fit`` starts; a trainer
-    that resumes at another point (a multi-stage one) sets ``resume_in_fit = False``."""
+    ``resume_path`` (a best or a ``-last`` checkpoint) is applied when ``fit`` starts, and so is
+    ``pretrained_path`` (a checkpoint of the same model: its weights, then training from epoch 0);
+    a trainer that starts from them at another point (a multi-stage one) sets
+    ``resume_in_fit = False``. Either must hold the training set's items."""
 
     claimed_file = None  # the checkpoint file this run has claimed (or resumed from)
     resume_in_fit = True
+    train_items = None  # item_vocabulary of the training set, once fit has seen it
+    train_dataset = None
     resumed_train_s = 0.0  # training seconds spent before the resumed checkpoint
     best_epoch = None
     _pending_random_states = None
@@ -119,8 +142,15 @@ class SafeCheckpointMixin:
         self._clock = time.perf_counter()
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        if self.resume_in_fit and self.config["resume_path"] and self.claimed_file is None:
-            self.resume_checkpoint(self.config["resume_path"])
+        self.know_items(train_data.dataset)
+        if self.resume_in_fit and self.claimed_file is None:
+            if self.config["resume_path"] and self.config["pretrained_path"]:
+                raise CheckpointError("Give resume_path (continue a run) or pretrained_path (start from "
+                                      "a model's weights), not both.")
+            if self.config["resume_path"]:
+                self.resume_checkpoint(self.config["resume_path"])
+            elif self.config["pretrained_path"]:
+                self.load_pretrained(self.config["pretrained_path"])
         if self._pending_random_states is not None:
             _set_random_states(self._pending_random_states, train_data)
             self._pending_random_states = None
@@ -135,6 +165,20 @@ class SafeCheckpointMixin:
 
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
 
+    def know_items(self, dataset):
+        self.train_dataset, self.train_items = dataset, item_vocabulary(dataset)
+
+    def load_pretrained(self, path):
+        """Start from the weights of a checkpoint of the same model (epoch 0, a new optimizer)."""
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint.get("config", {}).get("model") != self.config["model"]:
+            raise CheckpointError(f"'{path}' holds a {checkpoint.get('config', {}).get('model')} model, not "
+                                  f"{self.config['model']}: pretrained_path needs a checkpoint of the same model.")
+        check_same_items(checkpoint, self.train_dataset, path)
+        check_fits(self.model, checkpoint, path)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.logger.info(f"Weights loaded from {path}; training starts at epoch 0.")
+
     def train_seconds(self):
         """Training time of this run, the part before a resume included."""
         return self.resumed_train_s + time.perf_counter() - self._clock
@@ -148,6 +192,7 @@ class SafeCheckpointMixin:
             "state_dict": self.model.state_dict(),
             "other_parameter": plain(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
+            "item_vocabulary": self.train_items,
         }
 
     def _save_last(self, epoch, train_data):
@@ -182,6 +227,8 @@ class SafeCheckpointMixin:
                 f"'{resume_file}' was saved by model {checkpoint['config'].get('model')}, "
                 f"not {self.config['model']}."
             )
+        if self.train_dataset is not None:
+            check_same_items(checkpoint, self.train_dataset, resume_file)
         check_fits(self.model, checkpoint, resume_file)
         best_file = checkpoint.get("best_file")  # a -last checkpoint names its run's best file
         if best_file and not os.path.isfile(best_file):
