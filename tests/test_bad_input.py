@@ -1,15 +1,17 @@
 """Bad or unusual input across the public entry points: one row per case, each giving one clear
 line (an error or a warning) instead of a traceback or a silently wrong run."""
+import os
 import warnings
 
 import pytest
+import torch
 
-from recbole_rag import Config
+from recbole_rag import Config, run_recbole_rag
 from recbole_rag.cli import main
 from recbole_rag.config import UnknownSettingWarning
 from recbole_rag.data import load_dataset
 from recbole_rag.data.checks import DatasetWarning
-from recbole_rag.errors import ConfigError, DatasetError
+from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
 
 
 def _rows(text):
@@ -124,3 +126,64 @@ def test_python_api_mistakes(tiny, call, message):
 def test_cli_after_zero_epochs_says_nothing_was_validated(tiny, capsys):
     assert main(["--model=SASRec", "--dataset=tiny", *(f"--{k}={v}" for k, v in {**tiny, "epochs": 0}.items())]) == 0
     assert "best valid: none (no epoch was validated)" in capsys.readouterr().out
+
+
+def _truncated_checkpoint(tmp_path):
+    torch.save({"config": {"model": "SASRec"}, "state_dict": {"w": torch.zeros(4096)}}, tmp_path / "whole.pth")
+    data = (tmp_path / "whole.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    return str(tmp_path / "cut.pth")
+
+
+# (model, settings given a tmp folder, error class, words): RaSeRec's settings are all checked
+# before stage 1, so nothing is trained (and no checkpoint written) before the error.
+RUN_CASES = [
+    ("RaSeRec", lambda tmp: {"memory_index": "lsh"}, ConfigError, "memory index_type must be one of"),
+    ("RaSeRec", lambda tmp: {"memory_metric": "l1"}, ConfigError, "memory metric must be one of"),
+    ("RaSeRec", lambda tmp: {"retrieval_k": 5000}, ConfigError, "retrieval_k=5000 is larger than the memory bank"),
+    ("RaSeRec", lambda tmp: {"memory_index": "ivf", "memory_nlist": 4096}, ConfigError, "memory_nlist=4096 needs"),
+    ("SASRec", lambda tmp: {"pretrained_path": str(_text_file(tmp))}, CheckpointError, "is not a whole checkpoint"),
+    ("RaSeRec", lambda tmp: {"pretrained_path": str(_text_file(tmp))}, CheckpointError, "is not a whole checkpoint"),
+    ("SASRec", lambda tmp: {"resume_path": _truncated_checkpoint(tmp)}, CheckpointError, "is not a whole checkpoint"),
+]
+
+
+def _text_file(tmp_path):
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    return tmp_path / "notes.pth"
+
+
+@pytest.mark.parametrize("model, settings, expected, words", RUN_CASES, ids=[f"{c[0]}-{c[3][:24]}" for c in RUN_CASES])
+def test_bad_run_setting_fails_before_training(tiny, tmp_path, model, settings, expected, words):
+    with pytest.raises(expected, match=words):
+        run_recbole_rag(model, "tiny", config_dict={**tiny, "retrieval_k": 3, **settings(tmp_path)})
+    assert not list((tmp_path / "saved").glob("*.pth"))
+
+
+def test_an_error_after_stage_1_names_the_file_to_restart_from(tiny, tmp_path):
+    (tmp_path / "bank.npz").write_text("not a bank")
+    with pytest.raises(CheckpointError) as err:
+        run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 3, "epochs": 1,
+                                                        "memory_path": str(tmp_path / "bank.npz")})
+    message = str(err.value)
+    assert "is not a memory bank saved by MemoryBank.save" in message
+    restart = message.split("pretrained_path=")[1]
+    assert os.path.isfile(restart) and "pretrain" in restart
+
+
+def test_header_only_inter_file_says_it_holds_no_interactions(tiny, tmp_path):
+    inter = tmp_path / "data" / "tiny" / "tiny.inter"
+    inter.write_text(inter.read_text().splitlines()[0] + "\n")
+    with pytest.raises(DatasetError, match="has a header but no interactions"):
+        load_dataset(Config("SASRec", "tiny", config_dict=tiny))
+
+
+def test_converted_file_is_readable_by_others_as_any_new_file(tmp_path):
+    from recbole_rag.data.convert import convert
+
+    source = tmp_path / "ratings.csv"
+    source.write_text("u1,i1,5,1\nu1,i2,4,2\n")
+    out = convert("amazon-csv", str(source), "mine", str(tmp_path / "out"))["path"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert os.stat(out).st_mode & 0o777 == os.stat(plain).st_mode & 0o777

@@ -105,7 +105,7 @@ def test_recommend_cli_bad_input_gives_one_line(raserec_run, capsys, argv, messa
 def test_load_refuses_what_is_not_a_run_checkpoint(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot be loaded"):
+    with pytest.raises(CheckpointError, match="not a whole checkpoint"):
         load_data_and_model(str(text))
     bare = tmp_path / "bare.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, bare)

@@ -104,6 +104,8 @@ def _check_rows(path, fields, separator, config, suffix):
                         usecols=[f"{f}:{fields[f]}" for f in columns],
                         engine="c" if len(separator) == 1 else "python")
     frame.columns = columns
+    if suffix == "inter" and not len(frame):
+        raise DatasetError(f"Atomic file '{path}' has a header but no interactions: add one row per interaction.")
     for field in (f for f in columns if fields[f] == "float"):
         values = frame[field].str.strip()
         bad = pd.to_numeric(values, errors="coerce").isna() & (values != "")

@@ -20,11 +20,11 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import zipfile
 import zlib
 
 from recbole_rag.errors import DatasetError
+from recbole_rag.files import atomic_path
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -182,20 +182,13 @@ def _write_inter(rows, path, source):
     columns = ["user_id:token", "item_id:token"] + (["rating:float"] if with_rating else []) + ["timestamp:float"]
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with open(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\t".join(columns) + "\n")
-            for user, events in by_user.items():
-                events.sort(key=lambda event: event[0])  # list.sort is stable: ties keep input order
-                for timestamp, item, rating in events:
-                    fields = [user, item] + ([_format_number(rating)] if with_rating else []) + [_format_number(timestamp)]
-                    f.write("\t".join(fields) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write("\t".join(columns) + "\n")
+        for user, events in by_user.items():
+            events.sort(key=lambda event: event[0])  # list.sort is stable: ties keep input order
+            for timestamp, item, rating in events:
+                fields = [user, item] + ([_format_number(rating)] if with_rating else []) + [_format_number(timestamp)]
+                f.write("\t".join(fields) + "\n")
     return {"path": path, "interactions": total, "users": len(by_user), "items": len(items)}
 
 

@@ -8,12 +8,13 @@ insertion order, so a caller can exclude a query's own entry.
 """
 import json
 import operator
+import zipfile
 import os
 
 import faiss
 import numpy as np
 
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.files import atomic_path
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
@@ -181,12 +182,17 @@ class MemoryBank:
     def load(cls, path):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no memory bank file at '{path}'")
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            bank = cls(meta["dim"], meta["index_type"], meta["metric"], meta["nlist"], meta["nprobe"],
-                       meta["hnsw_m"], meta["ef_search"])
-            bank.index = faiss.deserialize_index(data["index"])
-            bank.keys, bank.values = data["keys"], data["values"]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                bank = cls(meta["dim"], meta["index_type"], meta["metric"], meta["nlist"], meta["nprobe"],
+                           meta["hnsw_m"], meta["ef_search"])
+                bank.index = faiss.deserialize_index(data["index"])
+                bank.keys, bank.values = data["keys"], data["values"]
+        except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, RuntimeError) as err:
+            raise CheckpointError(f"'{path}' is not a memory bank saved by MemoryBank.save (truncated or "
+                                  f"another file?): {type(err).__name__}: {err}. Point memory_path at a new "
+                                  "file to rebuild the bank.") from err
         if bank.index.ntotal != len(bank.values):
             raise ValueError(f"'{path}' is inconsistent: {bank.index.ntotal} vectors, {len(bank.values)} values")
         return bank

@@ -13,7 +13,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import get_local_time, set_color
 
-from recbole_rag.errors import CheckpointError, ConfigError
+from recbole_rag.errors import CheckpointError, ConfigError, RecBoleRagError
 from recbole_rag.files import claim_path
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.builders import build_pattern_memory, check_memory_source
@@ -87,6 +87,7 @@ def restore_test_memory(model, config, train_dataset, valid_dataset):
 
 class RaSeRecTrainer(Trainer):
     resume_in_fit = False  # resume_path is a stage's checkpoint: resumed where that stage starts
+    pretrain_file = None  # stage 1's best checkpoint, once stage 1 has run here
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -102,14 +103,33 @@ class RaSeRecTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.valid_data = valid_data
         self.know_items(train_data.dataset)
+        self.check_bank_fits(len(train_data.dataset))
         resume_stage, checkpoint = self.resume_stage()
         if resume_stage == "raft":  # stage 1 is done: its weights are in the stage-2 checkpoint
             self.model.load_state_dict(checkpoint["state_dict"])
         else:
             self.pretrain(train_data, valid_data, verbose, saved, show_progress, resume=resume_stage == "pretrain")
-        self.build_memory(train_data.dataset, show_progress)
-        return self.finetune(train_data, valid_data, verbose, saved, show_progress, callback_fn,
-                             resume=resume_stage == "raft")
+        try:
+            self.build_memory(train_data.dataset, show_progress)
+            return self.finetune(train_data, valid_data, verbose, saved, show_progress, callback_fn,
+                                 resume=resume_stage == "raft")
+        except RecBoleRagError as err:
+            stage1 = self.config["pretrained_path"] or (self.pretrain_file if saved else None)
+            if stage1:
+                raise type(err)(f"{err} Stage 1 is saved: start again from it with --pretrained_path={stage1}") from err
+            raise
+
+    def check_bank_fits(self, n_pairs):
+        """Settings a bank of the training pairs cannot meet, refused before stage 1, not after."""
+        if self.memory_source != "pairs":
+            return
+        c = self.config
+        if c["retrieval_k"] > n_pairs - 1:
+            raise ConfigError(f"retrieval_k={c['retrieval_k']} is larger than the memory bank ({n_pairs} "
+                              "training pairs, one is each query's own): lower retrieval_k.")
+        if c["memory_index"] == "ivf" and c["memory_nlist"] > n_pairs:
+            raise ConfigError(f"memory_index=ivf with memory_nlist={c['memory_nlist']} needs at least that many "
+                              f"training pairs, this training set has {n_pairs}: lower memory_nlist.")
 
     def resume_stage(self):
         """(stage, checkpoint) of ``resume_path``, checked; (None, None) without one."""
@@ -144,6 +164,7 @@ class RaSeRecTrainer(Trainer):
         if resume:
             self.resume_checkpoint(self.config["resume_path"])
         super().fit(train_data, valid_data, verbose, saved, show_progress)
+        self.pretrain_file = self.saved_model_file
         if saved:  # continue from the best stage-1 epoch, not the last
             self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)["state_dict"])
 

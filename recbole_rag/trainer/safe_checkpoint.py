@@ -65,13 +65,22 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.isfile(path):
         raise CheckpointError(f"No checkpoint file at '{path}'.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError, KeyError, OSError, ValueError) as err:
+        raise CheckpointError(f"'{path}' is not a whole checkpoint (truncated, damaged or another kind of "
+                              f"file): torch.load says {type(err).__name__}: {err}.") from err
+    except RuntimeError as err:
+        if "zip archive" in str(err) or "central directory" in str(err):
+            raise CheckpointError(f"'{path}' is not a whole checkpoint (truncated, damaged or another kind of "
+                                  f"file): {str(err).splitlines()[0]}") from err
         raise CheckpointError(
             f"'{path}' cannot be loaded safely (torch.load weights_only=True): {err}. "
             "Checkpoints saved by RecBole's own Trainer pickle a Config object; re-train with "
             "run_recbole_rag.py, whose trainers save plain checkpoints."
         ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"'{path}' holds no model weights (no 'state_dict'): it is not a checkpoint of a run.")
+    return checkpoint
 
 
 def last_file_of(best_file):

@@ -34,6 +34,7 @@ class RaSeRec(DuoRec):
         if config["attn_tau"] <= 0:
             raise ConfigError(f"attn_tau must be > 0, got {config['attn_tau']}.")
         self.config = config
+        self.new_memory()  # a bad memory_index / memory_metric fails now, not after stage 1
         self.alpha, self.retrieval_k = config["alpha"], config["retrieval_k"]
         self.freeze_backbone = config["freeze_backbone"]
         self.retrieval = RetrievalAugmentedAttention(
