@@ -78,23 +78,52 @@ def user_ids(dataset, users):
     return [known[str(u)] for u in users]
 
 
+def padded(histories, config):
+    """Item-id sequences (each a 1-d tensor, oldest first) -> the model's input Interaction: the
+    last MAX_ITEM_LIST_LENGTH items of each, padded after."""
+    max_length = config["MAX_ITEM_LIST_LENGTH"]
+    histories = [h[-max_length:] for h in histories]
+    return Interaction({
+        f"{config['ITEM_ID_FIELD']}_list": torch.stack([torch.nn.functional.pad(h, (0, max_length - len(h))) for h in histories]),
+        config["ITEM_LIST_LENGTH_FIELD"]: torch.tensor([len(h) for h in histories]),
+    })
+
+
+def sequences(dataset, config, histories, next_items=None):
+    """Item-token histories (oldest first) -> the model's input Interaction; with ``next_items``
+    (one token per history) <history, next item> pairs, as ``RaSeRec.add_to_memory`` takes them:
+    how new interactions enter the memory bank without retraining."""
+    field = dataset.iid_field
+    known = dataset.field2token_id[field]
+    tokens = [t for h in histories for t in h] + list(next_items or [])
+    missing = sorted({str(t) for t in tokens if str(t) not in known})
+    if missing:
+        raise DatasetError(f"Item(s) {', '.join(missing[:5])} not in dataset {dataset.dataset_name}: a bank holds "
+                           "only items the model has embeddings for.")
+    if not histories or any(not len(h) for h in histories):
+        raise DatasetError("Each history needs at least one item.")
+    rows = padded([torch.tensor([known[str(t)] for t in h]) for h in histories], config)
+    if next_items is not None:
+        if len(next_items) != len(histories):
+            raise DatasetError(f"{len(histories)} histories but {len(next_items)} next items: give one each.")
+        rows.update(Interaction({field: torch.tensor([known[str(t)] for t in next_items])}))
+    return rows
+
+
 @torch.no_grad()
-def history_queries(test_data, uids, max_length):
-    """An Interaction of each user's whole history (the test row's sequence and its target) as
-    the model's input sequence, the last ``max_length`` items."""
+def history_queries(test_data, uids):
+    """The model's input for each user's whole history: the test row's sequence and its target."""
     feat = test_data.dataset.inter_feat
     config = test_data.config
-    uid_field, seq_field, len_field = config["USER_ID_FIELD"], f"{config['ITEM_ID_FIELD']}_list", config["ITEM_LIST_LENGTH_FIELD"]
-    sequences, lengths = [], []
+    uid_field, item_field, len_field = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["ITEM_LIST_LENGTH_FIELD"]
+    histories = []
     for uid in uids:
         rows = (feat[uid_field] == uid).nonzero(as_tuple=True)[0]
         if not len(rows):
             raise DatasetError(f"User id {uid} has no test interaction (too short a history to be split).")
         row = feat[rows[-1:]]
-        history = torch.cat([row[seq_field][0, :row[len_field][0]], row[config["ITEM_ID_FIELD"]]])[-max_length:]
-        sequences.append(torch.nn.functional.pad(history, (0, max_length - len(history))))
-        lengths.append(len(history))
-    return Interaction({seq_field: torch.stack(sequences), len_field: torch.tensor(lengths)})
+        histories.append(torch.cat([row[f"{item_field}_list"][0, :row[len_field][0]], row[item_field]]))
+    return padded(histories, config)
 
 
 @torch.no_grad()
@@ -109,7 +138,7 @@ def recommend(model_file, users, k=10, config_dict=None):
     uids = user_ids(dataset, list(users))
     if config["model"] == "RaSeRec" and model.stage == "raft" and config["memory_update"]:
         model.add_to_memory(test_data.dataset.inter_feat, config["eval_batch_size"])
-    queries = history_queries(test_data, uids, config["MAX_ITEM_LIST_LENGTH"]).to(config["device"])
+    queries = history_queries(test_data, uids).to(config["device"])
     scores = model.full_sort_predict(queries).view(len(uids), -1)
     scores[:, 0] = -float("inf")  # padding is not an item
     top_scores, top_items = torch.topk(scores, k)

@@ -10,7 +10,7 @@ from recbole.utils.case_study import full_sort_topk
 from recbole_rag import get_trainer, run_recbole_rag
 from recbole_rag.cli import main
 from recbole_rag.errors import CheckpointError, DatasetError
-from recbole_rag.inference import history_queries, load_data_and_model, recommend
+from recbole_rag.inference import history_queries, load_data_and_model, recommend, sequences
 
 
 def _test_metrics(loaded):
@@ -77,7 +77,7 @@ def test_recommend_gives_item_tokens_after_the_whole_history(raserec_run):
     # the query is the whole history: it ends with the user's last interaction, the test item
     config, model, dataset, _, _, test = load_data_and_model(raserec_run["saved_model_file"])
     uid = dataset.field2token_id[dataset.uid_field]["u1"]
-    query = history_queries(test, [uid], config["MAX_ITEM_LIST_LENGTH"])
+    query = history_queries(test, [uid])
     last = query["item_id_list"][0, query["item_length"][0] - 1]
     lines = open(os.path.join(config["data_path"], "tiny.inter")).read().splitlines()
     assert dataset.id2token(dataset.iid_field, [int(last)])[0] == [l for l in lines if l.startswith("u1\t")][-1].split("\t")[1]
@@ -119,3 +119,22 @@ def test_unknown_user_is_a_dataset_error(raserec_run):
     with pytest.raises(DatasetError, match="its users look like"):
         recommend(raserec_run["saved_model_file"], ["u1", "zz"], k=2)
     assert np.isfinite([s for _, s in recommend(raserec_run["saved_model_file"], ["u1"], k=2)["u1"]]).all()
+
+
+def test_new_pairs_enter_the_bank_and_change_recommendations_without_training(raserec_run):
+    config, model, dataset, _, _, _ = load_data_and_model(raserec_run["saved_model_file"])
+    query = sequences(dataset, config, [["i5", "i6", "i7"]])
+    before = model.full_sort_predict(query)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    size = len(model.memory)
+    # many users went from this history to i20: the bank learns it, the weights do not change
+    model.add_to_memory(sequences(dataset, config, [["i5", "i6", "i7"]] * 40, ["i20"] * 40))
+    after = model.full_sort_predict(query)
+    item = dataset.field2token_id[dataset.iid_field]["i20"]
+    assert len(model.memory) == size + 40
+    assert after[0, item] > before[0, item]
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    with pytest.raises(DatasetError, match="Item\\(s\\) i999 not in dataset tiny"):
+        sequences(dataset, config, [["i1", "i999"]])
+    with pytest.raises(DatasetError, match="give one each"):
+        sequences(dataset, config, [["i1"], ["i2"]], ["i3"])
