@@ -43,6 +43,22 @@ def test_info_nce_prefers_matching_views():
     assert aligned < shuffled
 
 
+def test_info_nce_equals_a_hand_computation():
+    import math
+
+    z_i = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    z_j = torch.tensor([[0.5, 0.5], [1.0, -1.0]])
+    views = [row.tolist() for row in torch.cat([z_i, z_j])]
+    positive = [2, 3, 0, 1]  # each view's other view of the same row
+    total = 0.0
+    for a, va in enumerate(views):
+        logits = {b: sum(x * y for x, y in zip(va, vb)) / 0.5 for b, vb in enumerate(views) if b != a}
+        total += -logits[positive[a]] + math.log(sum(math.exp(v) for v in logits.values()))
+    assert info_nce(z_i, z_j, temperature=0.5).item() == pytest.approx(total / 4, rel=1e-6)
+    cos = [F.normalize(v, dim=-1) for v in (z_i, z_j)]
+    assert info_nce(z_i, z_j, 0.5, "cos").item() == pytest.approx(info_nce(*cos, 0.5).item(), rel=1e-6)
+
+
 def test_keep_mask_rate_and_inverted_dropout_expectation():
     torch.manual_seed(0)
     mask = keep_mask((200, 500), 0.3, "cpu")

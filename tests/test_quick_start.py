@@ -6,7 +6,7 @@ import torch
 
 from recbole_rag import compare, run_recbole_rag
 from recbole_rag.cli import main, parse_overrides
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import ConfigError, UnknownModelError
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -42,7 +42,7 @@ def test_compare_writes_markdown_and_csv_with_relative_change(tiny, tmp_path):
 
 
 def test_compare_checks_every_name_before_training(tiny):
-    with pytest.raises(Exception, match="Unknown model 'Nope'"):
+    with pytest.raises(UnknownModelError, match="Unknown model 'Nope'"):
         compare(["SASRec", "Nope"], "tiny", config_dict=tiny)
 
 

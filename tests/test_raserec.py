@@ -236,3 +236,29 @@ def test_raft_stopped_after_epoch_k_resumes_as_if_never_stopped(tiny):
     whole_weights = load_checkpoint(last_file_of(whole["saved_model_file"]))["state_dict"]
     resumed_weights = load_checkpoint(last)["state_dict"]
     assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)
+
+
+def test_frozen_backbone_training_reads_the_cached_neighbours_of_the_rows_own_entry(tiny, monkeypatch):
+    model, trainer, train, _, _ = _with_memory(tiny)
+    model.cache_training_neighbours(trainer.entry_stop)
+    monkeypatch.setattr(model.memory, "search", lambda *args, **kwargs: pytest.fail("searched per batch"))
+    used = []
+    augment = model.augment
+    monkeypatch.setattr(model, "augment", lambda h, exclude=None, neighbours=None: used.append((h, neighbours))
+                        or augment(h, exclude, neighbours))
+    model.train()
+    for batch in train:
+        entries = batch[MEMORY_ID].numpy()
+        model.calculate_loss(batch)
+        h, neighbours = used[-1]
+        np.testing.assert_array_equal(neighbours, model.train_neighbours[entries])
+        # the bank entry a row reads is that row's own user vector, as the frozen backbone encodes it
+        np.testing.assert_allclose(h.numpy(), model.encode(batch), atol=1e-5)
+
+
+def test_alpha_1_scores_equal_the_backbones(tiny):
+    model, _, _, _, test = _with_memory(tiny, alpha=1.0)
+    model.eval()
+    batch = next(iter(test))[0]
+    backbone = model.forward(batch["item_id_list"], batch["item_length"]) @ model.item_embedding.weight.T
+    assert torch.allclose(model.full_sort_predict(batch), backbone, atol=1e-6)
