@@ -1,4 +1,5 @@
 """python run_recbole_rag.py --model=RaSeRec --dataset=amazon-beauty [--key=value ...]"""
+
 import sys
 
 from recbole_rag.cli import main

@@ -12,6 +12,7 @@ Writes ``results/<dataset>-accuracy.md`` and ``.csv``: the mean (and sample stan
 with several seeds) of each metric. The hash covers the plug-in's YAML defaults too: change one
 and the runs it touches run again.
 """
+
 import argparse
 import glob
 import hashlib
@@ -33,8 +34,8 @@ from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.config import property_files  # noqa: E402
 from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError  # noqa: E402
 from recbole_rag.files import atomic_path  # noqa: E402
-from recbole_rag.registry import get_model  # noqa: E402
 from recbole_rag.regeneration.pipeline import regenerate, regenerated_run  # noqa: E402
+from recbole_rag.registry import get_model  # noqa: E402
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -44,6 +45,7 @@ class Run:
     """One row: ``model`` trained with ``overrides``; ``backbone`` names an earlier row whose
     checkpoint it starts from (``pretrained_path``), as ``M@B`` in ``--compare``; ``regenerated``
     trains on ``<dataset>-regen`` (DR4SR, written once, reused while its manifest matches)."""
+
     label: str
     model: str
     overrides: dict = field(default_factory=dict)
@@ -82,14 +84,32 @@ PUBLISHED = {
     "amazon-beauty": {
         "SASRec": [("DR4SR reference study", {"ndcg@10": 0.0405})],
         "DuoRec": [
-            ("RaSeRec authors' log", {"recall@5": 0.0541, "recall@10": 0.0834, "recall@20": 0.1217,
-                                      "ndcg@5": 0.0337, "ndcg@10": 0.0431, "ndcg@20": 0.0527}),
+            (
+                "RaSeRec authors' log",
+                {
+                    "recall@5": 0.0541,
+                    "recall@10": 0.0834,
+                    "recall@20": 0.1217,
+                    "ndcg@5": 0.0337,
+                    "ndcg@10": 0.0431,
+                    "ndcg@20": 0.0527,
+                },
+            ),
             ("DR4SR reference study", {"ndcg@10": 0.0452}),
             (_SRACL_PAPER, {"recall@20": 0.1224, "ndcg@10": 0.0443}),
         ],
         "RaSeRec@DuoRec": [
-            ("RaSeRec authors' log", {"recall@5": 0.0567, "recall@10": 0.0863, "recall@20": 0.1244,
-                                              "ndcg@5": 0.0367, "ndcg@10": 0.0462, "ndcg@20": 0.0558}),
+            (
+                "RaSeRec authors' log",
+                {
+                    "recall@5": 0.0567,
+                    "recall@10": 0.0863,
+                    "recall@20": 0.1244,
+                    "ndcg@5": 0.0367,
+                    "ndcg@10": 0.0462,
+                    "ndcg@20": 0.0558,
+                },
+            ),
         ],
         "SASRec+regen": [("DR4SR reference study", {"ndcg@10": 0.0434})],
         "SASRec (SRA-CL off)": [(_SRACL_PAPER, {"ndcg@10": 0.0336})],
@@ -141,8 +161,14 @@ def settings_of(run, seed, overrides, dataset):
     for path in property_files(run.model, dataset):
         with open(path, encoding="utf-8") as f:
             defaults[os.path.basename(path)] = yaml.safe_load(f)
-    return {"label": run.label, "model": run.model, "backbone": run.backbone, "seed": seed,
-            "overrides": {**overrides, **run.overrides}, "defaults": defaults}
+    return {
+        "label": run.label,
+        "model": run.model,
+        "backbone": run.backbone,
+        "seed": seed,
+        "overrides": {**overrides, **run.overrides},
+        "defaults": defaults,
+    }
 
 
 def file_label(label):
@@ -162,9 +188,20 @@ def _save_json(path, data):
 
 # run_recbole_rag's own result keys; any other key is a fact its trainer reported (e.g. SRA-CL's
 # semantic source), kept with the stored result.
-_RESULT_KEYS = {"model", "dataset", "best_valid_score", "valid_score_bigger", "best_valid_result",
-                "test_result", "train_time_s", "epochs_run", "saved_model_file", "best_epoch",
-                "stopped_early", "log_file"}
+_RESULT_KEYS = {
+    "model",
+    "dataset",
+    "best_valid_score",
+    "valid_score_bigger",
+    "best_valid_result",
+    "test_result",
+    "train_time_s",
+    "epochs_run",
+    "saved_model_file",
+    "best_epoch",
+    "stopped_early",
+    "log_file",
+}
 
 
 def newest(folder, pattern):
@@ -184,7 +221,9 @@ class row_log:
     def __init__(self, path):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S")
+        )
         self.handler.addFilter(RemoveColorFilter())
 
     def __enter__(self):
@@ -229,24 +268,38 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             elif backbone_result:
                 checkpoint = backbone_result["saved_model_file"]
                 if not checkpoint or not os.path.isfile(checkpoint):
-                    raise ConfigError(f"{run.label} needs {run.backbone}'s checkpoint '{checkpoint}', which is gone: "
-                                      f"delete {backbone_result['path']} so {run.backbone} runs again.")
+                    raise ConfigError(
+                        f"{run.label} needs {run.backbone}'s checkpoint '{checkpoint}', which is gone: "
+                        f"delete {backbone_result['path']} so {run.backbone} runs again."
+                    )
                 config["pretrained_path"] = checkpoint
             log(f"run  {run.label} seed {seed}")
             with row_log(row_dir + ".log"):
                 if run.regenerated:
-                    regen_config = {k: v for k, v in config.items()
-                                    if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")}
-                    name, files, config = regenerated_run(regenerate(dataset, config_dict=regen_config), config_dict=config)
+                    regen_config = {
+                        k: v
+                        for k, v in config.items()
+                        if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
+                    }
+                    name, files, config = regenerated_run(
+                        regenerate(dataset, config_dict=regen_config), config_dict=config
+                    )
                     result = run_fn(run.model, name, config_file_list=files, config_dict=config)
                 else:
                     result = run_fn(run.model, dataset, config_dict=config)
-            stored = {"settings": settings, "path": path, "test_result": dict(result["test_result"]),
-                      "best_valid_result": dict(result["best_valid_result"]),
-                      "train_time_s": result["train_time_s"], "epochs_run": result["epochs_run"],
-                      "best_epoch": result.get("best_epoch"), "stopped_early": result.get("stopped_early"),
-                      "saved_model_file": result["saved_model_file"], "log": row_dir + ".log",
-                      "run_info": {k: v for k, v in result.items() if k not in _RESULT_KEYS}}
+            stored = {
+                "settings": settings,
+                "path": path,
+                "test_result": dict(result["test_result"]),
+                "best_valid_result": dict(result["best_valid_result"]),
+                "train_time_s": result["train_time_s"],
+                "epochs_run": result["epochs_run"],
+                "best_epoch": result.get("best_epoch"),
+                "stopped_early": result.get("stopped_early"),
+                "saved_model_file": result["saved_model_file"],
+                "log": row_dir + ".log",
+                "run_info": {k: v for k, v in result.items() if k not in _RESULT_KEYS},
+            }
             _save_json(path, stored)
             results[run.label].append(stored)
     return results, skipped
@@ -269,9 +322,15 @@ def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
         stats = [mean_spread([r["test_result"][m] for r in per_seed]) for m in METRICS]
         train = statistics.fmean(r["train_time_s"] for r in per_seed)
         rows.append([label, "ours", len(per_seed)] + [_cell(*s) for s in stats] + [f"{train:.0f}"])
-        csv_rows.append([label, "ours", len(per_seed)] + [m for m, _ in stats] + [s for _, s in stats] + [round(train, 1)])
+        csv_rows.append(
+            [label, "ours", len(per_seed)] + [m for m, _ in stats] + [s for _, s in stats] + [round(train, 1)]
+        )
         for source, numbers in published.get(label, []):
-            rows.append([f"*{label}*", f"*{source}*", ""] + [f"{numbers[m]:.4f}" if m in numbers else "" for m in METRICS] + [""])
+            rows.append(
+                [f"*{label}*", f"*{source}*", ""]
+                + [f"{numbers[m]:.4f}" if m in numbers else "" for m in METRICS]
+                + [""]
+            )
             csv_rows.append([label, source, ""] + [numbers.get(m, "") for m in METRICS] + [""] * len(METRICS) + [""])
     notes = [f"Budget: {budget}; seeds {','.join(map(str, seeds))}; mean ± sample std over seeds."]
     if any(label in published for label in results):
@@ -284,13 +343,23 @@ def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
             notes.append(f"{label}: {'; '.join(facts)}.")
     notes += [f"{label}: skipped ({why})." for label, why in skipped.items()]
     csv_header = ["method", "source", "seeds"] + METRICS + [f"{m}_std" for m in METRICS] + ["train_time_s"]
-    return write_report(os.path.join(out_dir, f"{dataset}-accuracy"), f"Test results on {dataset}",
-                        header, rows, csv_header, csv_rows, notes)
+    return write_report(
+        os.path.join(out_dir, f"{dataset}-accuracy"),
+        f"Test results on {dataset}",
+        header,
+        rows,
+        csv_header,
+        csv_rows,
+        notes,
+    )
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                     epilog="Any other --key=value overrides a setting of every run.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="Any other --key=value overrides a setting of every run.",
+    )
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs of every model (default: the YAML's)")
@@ -313,8 +382,9 @@ def main(argv=None):
         for name in ("data_path", "epochs", "raft_epochs"):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
-        results, skipped = run_all(runs, args.dataset, seeds, overrides,
-                                   os.path.join(args.out_dir, f"{args.dataset}-accuracy"))
+        results, skipped = run_all(
+            runs, args.dataset, seeds, overrides, os.path.join(args.out_dir, f"{args.dataset}-accuracy")
+        )
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ Reads each log's ``valid result`` blocks (RecBole prints one per evaluation, in 
 RaSeRec log's stage 2 continues the count) and writes ``<out>.csv`` and ``.md`` (epoch, one column
 per run) and ``<out>.png``. Where a run learns faster but ends lower, the test table alone hides it.
 """
+
 import argparse
 import os
 import re
@@ -46,8 +47,8 @@ def write_curves(curves, metric, out):
     """``out``.md/.csv (epoch rows, one column per run; blank after a run stopped) and ``out``.png."""
     labels = list(curves)
     longest = max(len(c) for c in curves.values())
-    rows = [[epoch] + [curves[l][epoch] if epoch < len(curves[l]) else "" for l in labels] for epoch in range(longest)]
-    notes = [f"{l}: best {max(curves[l]):.4f} at epoch {curves[l].index(max(curves[l]))}" for l in labels]
+    rows = [[epoch] + [curves[k][epoch] if epoch < len(curves[k]) else "" for k in labels] for epoch in range(longest)]
+    notes = [f"{k}: best {max(curves[k]):.4f} at epoch {curves[k].index(max(curves[k]))}" for k in labels]
     notes.append("Read from the runs' logs: the machine named above wrote this file, the logs say where each ran.")
     table = write_report(out, f"Validation {metric} per epoch", ["epoch"] + labels, rows, notes=notes)
     plot(curves, metric, out + ".png")

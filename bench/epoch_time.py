@@ -8,6 +8,7 @@ RecBole's SASRec, and writes results/<dataset>-epoch-time.md. ``--clock=cpu`` ti
 CPU seconds instead of wall seconds: steadier on a machine shared with other work (run it with
 OMP_NUM_THREADS=1 so idle threads' spinning is not counted).
 """
+
 import argparse
 import os
 import sys
@@ -62,23 +63,34 @@ def main():
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     tuning = tune_cpu()
-    common = {"data_path": args.data_path, "train_batch_size": args.train_batch_size,
-              "show_progress": False, "state": "ERROR"}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, anomaly detection "
-          f"{torch.is_anomaly_enabled()}, {args.clock} clock, CPU tuning {tuning}")
+    common = {
+        "data_path": args.data_path,
+        "train_batch_size": args.train_batch_size,
+        "show_progress": False,
+        "state": "ERROR",
+    }
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, anomaly detection "
+        f"{torch.is_anomaly_enabled()}, {args.clock} clock, CPU tuning {tuning}"
+    )
     rows, base = [], None
     for label, model_name, overrides in VARIANTS:
         per_batch, per_epoch, n = time_batches(model_name, overrides, args.dataset, args.batches, common, clock)
         base = base or per_batch
         rows.append((label, per_batch, per_epoch, n, per_batch / base))
-        print(f"{label:45s} {per_batch:.3f} s/batch  ~{per_epoch:.0f} s/epoch ({n} batches)  "
-              f"ratio to RecBole SASRec {per_batch / base:.2f}", flush=True)
+        print(
+            f"{label:45s} {per_batch:.3f} s/batch  ~{per_epoch:.0f} s/epoch ({n} batches)  "
+            f"ratio to RecBole SASRec {per_batch / base:.2f}",
+            flush=True,
+        )
     os.makedirs("results", exist_ok=True)
     with open(f"results/{args.dataset}-epoch-time.md", "w") as f:
-        f.write(f"# Training time per batch on {args.dataset} (batch {args.train_batch_size}, "
-                f"median of {args.batches} batches, {torch.get_num_threads()} threads, {args.clock} clock)\n\n")
+        f.write(
+            f"# Training time per batch on {args.dataset} (batch {args.train_batch_size}, "
+            f"median of {args.batches} batches, {torch.get_num_threads()} threads, {args.clock} clock)\n\n"
+        )
         f.write("| model | s/batch | est. s/epoch | ratio to RecBole SASRec |\n|---|---|---|---|\n")
-        for label, per_batch, per_epoch, n, ratio in rows:
+        for label, per_batch, per_epoch, _, ratio in rows:
             f.write(f"| {label} | {per_batch:.3f} | {per_epoch:.0f} | {ratio:.2f} |\n")
 
 

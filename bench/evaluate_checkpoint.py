@@ -7,6 +7,7 @@ Extra ``--key=value`` settings are those of the run that saved it (data_path, ba
 Models whose trainer prepares state before training (SRA-CL's semantic tables) get it prepared
 first, from the same cached files.
 """
+
 import argparse
 
 from recbole.data import data_preparation

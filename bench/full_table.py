@@ -9,6 +9,7 @@ finished row is read back from its stored result, a stopped one resumes from its
 checkpoint (bench/accuracy.py's store, under ``results/<dataset>-full/``, one log per row). Writes
 ``results/<dataset>-full.md`` (ours beside the published rows) and ``.csv`` (one row per model).
 """
+
 import os
 import sys
 
@@ -27,12 +28,24 @@ CSV_HEADER = ["model", "seed"] + METRICS + ["epochs_run", "best_epoch", "stopped
 # papers' own tables could not be read here: RaSeRec's from its Papers-with-Code listing (the
 # authors' released log is PUBLISHED's row), DuoRec's from FEARec's (SIGIR 2023) baseline table.
 EXTRA_PUBLISHED = {
-    "RaSeRec@DuoRec": [("RaSeRec paper (Papers with Code)", {"recall@5": 0.0569, "recall@10": 0.0860,
-                                                             "ndcg@5": 0.0369, "ndcg@10": 0.0463})],
-    "DuoRec": [("DuoRec paper (as FEARec reprints it)", {"recall@5": 0.0546, "recall@10": 0.0845,
-                                                         "ndcg@5": 0.0352, "ndcg@10": 0.0443})],
-    "SASRec": [("DuoRec paper (as FEARec reprints it)", {"recall@5": 0.0365, "recall@10": 0.0627,
-                                                         "ndcg@5": 0.0236, "ndcg@10": 0.0281})],
+    "RaSeRec@DuoRec": [
+        (
+            "RaSeRec paper (Papers with Code)",
+            {"recall@5": 0.0569, "recall@10": 0.0860, "ndcg@5": 0.0369, "ndcg@10": 0.0463},
+        )
+    ],
+    "DuoRec": [
+        (
+            "DuoRec paper (as FEARec reprints it)",
+            {"recall@5": 0.0546, "recall@10": 0.0845, "ndcg@5": 0.0352, "ndcg@10": 0.0443},
+        )
+    ],
+    "SASRec": [
+        (
+            "DuoRec paper (as FEARec reprints it)",
+            {"recall@5": 0.0365, "recall@10": 0.0627, "ndcg@5": 0.0236, "ndcg@10": 0.0281},
+        )
+    ],
 }
 
 
@@ -46,9 +59,16 @@ def published_rows(dataset):
 
 def csv_row(label, stored):
     test = stored["test_result"]
-    return ([label, stored["settings"]["seed"]] + [test[m] for m in METRICS]
-            + [stored["epochs_run"], stored.get("best_epoch"), stored.get("stopped_early"),
-               round(stored["train_time_s"], 1)])
+    return (
+        [label, stored["settings"]["seed"]]
+        + [test[m] for m in METRICS]
+        + [
+            stored["epochs_run"],
+            stored.get("best_epoch"),
+            stored.get("stopped_early"),
+            round(stored["train_time_s"], 1),
+        ]
+    )
 
 
 def gain(result, base, metric):
@@ -64,24 +84,41 @@ def write_full_table(results, dataset, budget, out_dir="results"):
         for stored in per_seed:
             row = csv_row(label, stored)
             csv_rows.append(row)
-            rows.append([label, f"ours (seed {row[1]})"] + [f"{v:.4f}" for v in row[2:8]]
-                        + [row[8], row[9], row[10], f"{row[11]:.0f}"])
+            rows.append(
+                [label, f"ours (seed {row[1]})"]
+                + [f"{v:.4f}" for v in row[2:8]]
+                + [row[8], row[9], row[10], f"{row[11]:.0f}"]
+            )
         for source, numbers in published.get(label, []):
-            rows.append([f"*{label}*", f"*{source}*"] + [f"{numbers[m]:.4f}" if m in numbers else "" for m in METRICS]
-                        + ["", "", "", ""])
-    notes = [f"Budget: {budget}. Test split, full ranking; the model at its best valid NDCG@10 epoch.",
-             "Published rows (italic) are the sources' own runs on the same Beauty 5-core data.",
-             "RaSeRec@B: RAFT (stage 2) on B's checkpoint; its epochs and train s are stage 2's only."]
+            rows.append(
+                [f"*{label}*", f"*{source}*"]
+                + [f"{numbers[m]:.4f}" if m in numbers else "" for m in METRICS]
+                + ["", "", "", ""]
+            )
+    notes = [
+        f"Budget: {budget}. Test split, full ranking; the model at its best valid NDCG@10 epoch.",
+        "Published rows (italic) are the sources' own runs on the same Beauty 5-core data.",
+        "RaSeRec@B: RAFT (stage 2) on B's checkpoint; its epochs and train s are stage 2's only.",
+    ]
     for backbone in ("DuoRec", "SASRec"):
         label = f"RaSeRec@{backbone}"
         if label in results and backbone in results:
             base, ours = results[backbone][0], results[label][0]
-            notes.append(f"{label} vs {backbone}: " + ", ".join(f"{m} {gain(ours, base, m):+.1f}%" for m in METRICS) + ".")
+            notes.append(
+                f"{label} vs {backbone}: " + ", ".join(f"{m} {gain(ours, base, m):+.1f}%" for m in METRICS) + "."
+            )
     not_stopped = [label for label, per_seed in results.items() if not all(r.get("stopped_early") for r in per_seed)]
     if not_stopped:
         notes.append(f"Not stopped early (ran out of epochs or unknown): {', '.join(not_stopped)}.")
-    return write_report(os.path.join(out_dir, f"{dataset}-full"), f"Full-budget test results on {dataset}",
-                        header, rows, CSV_HEADER, csv_rows, notes)
+    return write_report(
+        os.path.join(out_dir, f"{dataset}-full"),
+        f"Full-budget test results on {dataset}",
+        header,
+        rows,
+        CSV_HEADER,
+        csv_rows,
+        notes,
+    )
 
 
 def build_parser():
@@ -99,8 +136,9 @@ def main(argv=None):
         overrides = {"show_progress": False, **parse_overrides(rest)}
         if args.data_path is not None:
             overrides["data_path"] = args.data_path
-        results, skipped = run_all(runs, args.dataset, [args.seed], overrides,
-                                   os.path.join(args.out_dir, f"{args.dataset}-full"))
+        results, skipped = run_all(
+            runs, args.dataset, [args.seed], overrides, os.path.join(args.out_dir, f"{args.dataset}-full")
+        )
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ and on a synthetic set of about 300k interactions (amazon-sports-outdoors' size)
 
     python bench/mining_time.py --dataset=amazon-beauty --data_path=../shared/datasets
 """
+
 import argparse
 import time
 
@@ -29,8 +30,10 @@ def timed(name, items, offsets, args):
     start = time.perf_counter()
     patterns = mine_patterns(items, offsets, args.min_support, args.min_len, args.max_len)
     seconds = time.perf_counter() - start
-    print(f"{name}: {len(offsets) - 1} sequences, {len(items)} items -> {len(patterns)} patterns, "
-          f"{len(patterns.occurrences)} <sequence, pattern> pairs in {seconds:.2f}s")
+    print(
+        f"{name}: {len(offsets) - 1} sequences, {len(items)} items -> {len(patterns)} patterns, "
+        f"{len(patterns.occurrences)} <sequence, pattern> pairs in {seconds:.2f}s"
+    )
 
 
 def main():

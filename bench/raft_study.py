@@ -12,13 +12,14 @@ retrains them). Two parts:
   NDCG@10 / Recall@10 of DuoRec and RaSeRec by the training frequency of the target item, users
   in five equal-size groups.
 - ``variants``: RAFT again from the same backbone with one setting changed: the reference's IVF
-  bank (nlist 128, nprobe 1), stage 1's batch of 256 for RAFT (the reference's is 1024), and a second seed. Stored and resumable as
-  in bench/accuracy.py (``results/<dataset>-raft-variants/``).
+  bank (nlist 128, nprobe 1), stage 1's batch of 256 for RAFT (the reference's is 1024), and a
+  second seed. Stored and resumable as in bench/accuracy.py (``results/<dataset>-raft-variants/``).
 
 K and alpha are swept by bench/sensitivity.py with ``--pretrained_path`` at the same backbone.
 Writes ``results/<dataset>-raft-bank``, ``-longtail`` (and ``.png``) and ``-raft-variants``
 (``.md`` and ``.csv`` each).
 """
+
 import json
 import os
 import sys
@@ -51,8 +52,10 @@ def stored_result(store_dir, label, seed):
     with open(path, encoding="utf-8") as f:
         result = json.load(f)
     if not os.path.isfile(result.get("saved_model_file") or ""):
-        raise ConfigError(f"{label}'s checkpoint '{result.get('saved_model_file')}' is gone: delete "
-                          f"{result['path']} and run bench/full_table.py again.")
+        raise ConfigError(
+            f"{label}'s checkpoint '{result.get('saved_model_file')}' is gone: delete "
+            f"{result['path']} and run bench/full_table.py again."
+        )
     return result
 
 
@@ -108,7 +111,9 @@ def popularity_groups(train_dataset, targets, n_groups=GROUPS):
     counts = np.bincount(train_dataset.inter_feat[train_dataset.iid_field].numpy(), minlength=train_dataset.item_num)
     popularity = counts[targets]
     order = np.argsort(popularity, kind="stable")
-    return [(part, int(popularity[part].min()), int(popularity[part].max())) for part in np.array_split(order, n_groups)]
+    return [
+        (part, int(popularity[part].min()), int(popularity[part].max())) for part in np.array_split(order, n_groups)
+    ]
 
 
 def bank_of(raft):
@@ -118,8 +123,9 @@ def bank_of(raft):
 
 def memory_part(raft, backbone, dataset, overrides, log=print):
     bank = bank_of(raft)  # reused when there (checked against the model's encoder), else rebuilt
-    model, trainer, train, valid, test = load_raft_model(raft["saved_model_file"], dataset,
-                                                         {**overrides, "memory_path": bank})
+    model, trainer, train, valid, test = load_raft_model(
+        raft["saved_model_file"], dataset, {**overrides, "memory_path": bank}
+    )
     rows = {}
     alpha = model.alpha
     model.alpha = 1.0  # h~ = h: the frozen DuoRec backbone
@@ -131,9 +137,13 @@ def memory_part(raft, backbone, dataset, overrides, log=print):
     recbole_test = trainer.evaluate(test, load_best_model=False)  # RecBole's evaluator, same bank
     log(f"RecBole's evaluator on the last bank: {recbole_test}")
     bank_rows = [[name] + [f"{v:.4f}" for v in metrics_of(ranks).values()] for name, (ranks, _) in rows.items()]
-    bank_rows.append(["stored: DuoRec / RaSeRec@DuoRec test", f"{backbone['test_result']['recall@10']:.4f} / "
-                      f"{raft['test_result']['recall@10']:.4f}", f"{backbone['test_result']['ndcg@10']:.4f} / "
-                      f"{raft['test_result']['ndcg@10']:.4f}"])
+    bank_rows.append(
+        [
+            "stored: DuoRec / RaSeRec@DuoRec test",
+            f"{backbone['test_result']['recall@10']:.4f} / {raft['test_result']['recall@10']:.4f}",
+            f"{backbone['test_result']['ndcg@10']:.4f} / {raft['test_result']['ndcg@10']:.4f}",
+        ]
+    )
     base_ranks, targets = rows["no retrieval (alpha = 1: DuoRec)"]
     raft_ranks = list(rows.values())[-1][0]
     tail_rows = []
@@ -174,7 +184,11 @@ def variants_part(backbone, main_raft, dataset, overrides, store_dir, log=print)
     rows = [["RaSeRec@DuoRec (full table)", main_raft["settings"]["seed"]] + _result_cells(main_raft)]
     for label, changed, seed in VARIANTS:
         ivf = changed.get("memory_index") == "ivf"
-        bank = os.path.join(store_dir, "bank-ivf128.npz") if ivf else (bank_of(main_raft) or os.path.join(store_dir, "bank-flat.npz"))
+        bank = (
+            os.path.join(store_dir, "bank-ivf128.npz")
+            if ivf
+            else (bank_of(main_raft) or os.path.join(store_dir, "bank-flat.npz"))
+        )
         settings = {**overrides, "pretrained_path": checkpoint, "memory_path": bank}
         run = Run(label, "RaSeRec", changed)
         seed = seed or main_raft["settings"]["seed"]
@@ -186,7 +200,10 @@ def variants_part(backbone, main_raft, dataset, overrides, store_dir, log=print)
 def _result_cells(result):
     test = result["test_result"]
     return [f"{test[m]:.4f}" for m in ("recall@10", "ndcg@10", "recall@20", "ndcg@20")] + [
-        result["epochs_run"], result.get("best_epoch"), f"{result['train_time_s']:.0f}"]
+        result["epochs_run"],
+        result.get("best_epoch"),
+        f"{result['train_time_s']:.0f}",
+    ]
 
 
 def build_parser():
@@ -210,27 +227,74 @@ def main(argv=None):
         backbone = stored_result(full_store, "DuoRec", args.seed)
         raft = stored_result(full_store, "RaSeRec@DuoRec", args.seed)
         base_path = os.path.join(args.out_dir, args.dataset)
-        source = f"DuoRec {backbone['saved_model_file']}, RaSeRec@DuoRec {raft['saved_model_file']} (bench/full_table.py)."
+        source = (
+            f"DuoRec {backbone['saved_model_file']}, RaSeRec@DuoRec {raft['saved_model_file']} (bench/full_table.py)."
+        )
         if "memory" in parts:
             bank_rows, tail_rows = memory_part(raft, backbone, args.dataset, overrides)
-            print(write_report(base_path + "-raft-bank", f"RaSeRec@DuoRec on {args.dataset}: the bank at test time",
-                               ["bank at test time", "recall@10", "ndcg@10"], bank_rows,
-                               notes=["One RAFT model, no retraining between rows.", source]))
-            print(write_report(base_path + "-longtail", f"Long tail on {args.dataset}: test users in {GROUPS} equal "
-                               "groups by their target item's training count",
-                               ["group", "count", "users", "DuoRec N@10", "RaSeRec N@10", "gain N@10",
-                                "DuoRec R@10", "RaSeRec R@10", "gain R@10"], tail_rows,
-                               notes=["Count: how often the item is a training target. RaSeRec with the "
-                                      "validation pairs in its bank, as tested in the full table.", source]))
-            plot_long_tail(tail_rows, base_path + "-longtail.png",
-                           f"RaSeRec@DuoRec vs DuoRec on {args.dataset} by target popularity")
+            print(
+                write_report(
+                    base_path + "-raft-bank",
+                    f"RaSeRec@DuoRec on {args.dataset}: the bank at test time",
+                    ["bank at test time", "recall@10", "ndcg@10"],
+                    bank_rows,
+                    notes=["One RAFT model, no retraining between rows.", source],
+                )
+            )
+            print(
+                write_report(
+                    base_path + "-longtail",
+                    f"Long tail on {args.dataset}: test users in {GROUPS} equal "
+                    "groups by their target item's training count",
+                    [
+                        "group",
+                        "count",
+                        "users",
+                        "DuoRec N@10",
+                        "RaSeRec N@10",
+                        "gain N@10",
+                        "DuoRec R@10",
+                        "RaSeRec R@10",
+                        "gain R@10",
+                    ],
+                    tail_rows,
+                    notes=[
+                        "Count: how often the item is a training target. RaSeRec with the "
+                        "validation pairs in its bank, as tested in the full table.",
+                        source,
+                    ],
+                )
+            )
+            plot_long_tail(
+                tail_rows,
+                base_path + "-longtail.png",
+                f"RaSeRec@DuoRec vs DuoRec on {args.dataset} by target popularity",
+            )
         if "variants" in parts:
             rows = variants_part(backbone, raft, args.dataset, overrides, base_path + "-raft-variants")
-            print(write_report(base_path + "-raft-variants", f"RAFT variants on {args.dataset} from one DuoRec checkpoint",
-                               ["variant", "seed", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "epochs",
-                                "best epoch", "train s"], rows,
-                               notes=["Each row changes one setting of the full table's RaSeRec@DuoRec; "
-                                      "budget: the YAML's (early stopping).", source]))
+            print(
+                write_report(
+                    base_path + "-raft-variants",
+                    f"RAFT variants on {args.dataset} from one DuoRec checkpoint",
+                    [
+                        "variant",
+                        "seed",
+                        "recall@10",
+                        "ndcg@10",
+                        "recall@20",
+                        "ndcg@20",
+                        "epochs",
+                        "best epoch",
+                        "train s",
+                    ],
+                    rows,
+                    notes=[
+                        "Each row changes one setting of the full table's RaSeRec@DuoRec; "
+                        "budget: the YAML's (early stopping).",
+                        source,
+                    ],
+                )
+            )
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

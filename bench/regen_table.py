@@ -7,6 +7,7 @@ from a comparison CSV, with the change of each metric over the first row; writes
 
 ``--log_row=LABEL=LOG:N`` takes the N-th "test result" line of LOG (Python index, -1 = last).
 """
+
 import argparse
 import csv
 import os

@@ -1,5 +1,6 @@
 """What every bench script writes: a Markdown table and a CSV of the same rows under results/,
 each atomically, with the machine the numbers came from."""
+
 import argparse
 import csv
 import io
@@ -13,10 +14,16 @@ from recbole_rag.files import atomic_path
 
 def machine():
     """One line naming what the numbers were measured on."""
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({platform.processor() or platform.machine()})"
+    )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())  # other work on the machine slows timings
-    return (f"{device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores (load average {load}), "
-            f"torch {torch.__version__}")
+    return (
+        f"{device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores (load average {load}), "
+        f"torch {torch.__version__}"
+    )
 
 
 def _write_atomic(path, text):
@@ -49,8 +56,11 @@ def write_report(base_path, title, header, rows, csv_header=None, csv_rows=None,
 def table_parser(doc):
     """The arguments every bench table takes (--dataset, --data_path, --out_dir); any other
     --key=value is left for the caller to pass to every run."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], allow_abbrev=False,
-                                     epilog="Any other --key=value overrides a setting of every run.")
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="Any other --key=value overrides a setting of every run.",
+    )
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
     parser.add_argument("--out_dir", default="results")

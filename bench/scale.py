@@ -16,6 +16,7 @@ and our DuoRec on ml-100k, amazon-beauty and Beauty copied 2x and 4x (disjoint c
 users and items: the same sequence-length distribution at 2x/4x users, items and interactions).
 Writes ``results/scale.md``, ``.csv`` and ``scale.png``.
 """
+
 import argparse
 import gc
 import math
@@ -93,9 +94,16 @@ def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
                 rate, built_n = hnsw_last
                 estimate = rate * n * math.log(n) / math.log(built_n)
                 if estimate > hnsw_budget_s:
-                    rows.append(dict(n=n, index=index_type, build_s=estimate, status="skipped",
-                                     note=f"extrapolated build {estimate:.0f} s (n log n from {built_n:,}) "
-                                          f"> --hnsw_budget_s={hnsw_budget_s:.0f}"))
+                    rows.append(
+                        dict(
+                            n=n,
+                            index=index_type,
+                            build_s=estimate,
+                            status="skipped",
+                            note=f"extrapolated build {estimate:.0f} s (n log n from {built_n:,}) "
+                            f"> --hnsw_budget_s={hnsw_budget_s:.0f}",
+                        )
+                    )
                     log(rows[-1])
                     continue
             bank, build_s, mib = build_bank(index_type, n, centres, spread)
@@ -103,8 +111,19 @@ def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
             ids = bank.search(queries, K)[3]
             if truth is None:
                 truth = ids  # flat comes first: the exact answer
-            rows.append(dict(n=n, index=index_type, build_s=build_s, query_ms=one_ms, batch_query_ms=batch_ms,
-                             recall=recall_at_k(ids, truth), memory_mib=mib, status="measured", note=""))
+            rows.append(
+                dict(
+                    n=n,
+                    index=index_type,
+                    build_s=build_s,
+                    query_ms=one_ms,
+                    batch_query_ms=batch_ms,
+                    recall=recall_at_k(ids, truth),
+                    memory_mib=mib,
+                    status="measured",
+                    note="",
+                )
+            )
             log(rows[-1])
             if index_type == "hnsw":
                 hnsw_last = (build_s / n, n)
@@ -140,9 +159,15 @@ def time_training(dataset, data_path, batches, log=print):
     from recbole_rag import Config, get_model, get_trainer
     from recbole_rag.data import load_dataset
 
-    common = {"data_path": data_path, "show_progress": False, "state": "ERROR", "train_batch_size": 256,
-              # the copies have no properties/dataset YAML; apply Beauty's 5-core filter to all alike
-              "user_inter_num_interval": "[5,inf)", "item_inter_num_interval": "[5,inf)"}
+    common = {
+        "data_path": data_path,
+        "show_progress": False,
+        "state": "ERROR",
+        "train_batch_size": 256,
+        # the copies have no properties/dataset YAML; apply Beauty's 5-core filter to all alike
+        "user_inter_num_interval": "[5,inf)",
+        "item_inter_num_interval": "[5,inf)",
+    }
     config = Config("SASRec", dataset, config_dict=common)
     init_seed(config["seed"], True)
     train, _, _ = data_preparation(config, load_dataset(config))
@@ -167,8 +192,16 @@ def bench_training(data_path, factors, batches, log=print):
         for name, path in datasets:
             timings, n_batches, n_items = time_training(name, path or "dataset/", batches, log)
             for model_name, per_batch in timings.items():
-                rows.append(dict(dataset=name, model=model_name, items=n_items, batches=n_batches,
-                                 s_per_batch=per_batch, s_per_epoch=per_batch * n_batches))
+                rows.append(
+                    dict(
+                        dataset=name,
+                        model=model_name,
+                        items=n_items,
+                        batches=n_batches,
+                        s_per_batch=per_batch,
+                        s_per_epoch=per_batch * n_batches,
+                    )
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
@@ -184,11 +217,15 @@ def plot(bank_rows, train_rows, path):
     for index_type in INDEXES:
         measured = [r for r in bank_rows if r["index"] == index_type and r["status"] == "measured"]
         skipped = [r for r in bank_rows if r["index"] == index_type and r["status"] == "skipped"]
-        line, = axes[0].plot([r["n"] for r in measured], [r["build_s"] for r in measured], "o-", label=index_type)
+        (line,) = axes[0].plot([r["n"] for r in measured], [r["build_s"] for r in measured], "o-", label=index_type)
         if skipped:
-            axes[0].plot([measured[-1]["n"]] + [r["n"] for r in skipped],
-                         [measured[-1]["build_s"]] + [r["build_s"] for r in skipped], "x--", color=line.get_color(),
-                         label=f"{index_type} (extrapolated)")
+            axes[0].plot(
+                [measured[-1]["n"]] + [r["n"] for r in skipped],
+                [measured[-1]["build_s"]] + [r["build_s"] for r in skipped],
+                "x--",
+                color=line.get_color(),
+                label=f"{index_type} (extrapolated)",
+            )
         axes[1].plot([r["n"] for r in measured], [r["query_ms"] for r in measured], "o-", label=index_type)
     for ax, label in ((axes[0], "build (add) time, s"), (axes[1], "query latency at K=10, ms (one query)")):
         ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel("memory bank entries (64-d)")
@@ -211,29 +248,94 @@ def _f(value, digits):
 
 
 def write_results(bank_rows, train_rows, out_dir, spread=0.3, name="scale"):
-    header = ["entries", "index", "build s", "query ms (one)", "query ms (batch of 200)", "recall@10 vs flat",
-              "memory MiB", "status"]
-    rows = [[f"{r['n']:,}", r["index"], _f(r["build_s"], 2), _f(r.get("query_ms"), 3), _f(r.get("batch_query_ms"), 3),
-             _f(r.get("recall"), 3), _f(r.get("memory_mib"), 0), r["status"] + (f": {r['note']}" if r["note"] else "")]
-            for r in bank_rows]
-    csv_header = ["part", "size", "variant", "build_s", "query_ms", "batch_query_ms", "recall_at_10", "memory_mib",
-                  "status", "items", "batches", "s_per_batch", "s_per_epoch"]
-    csv_rows = [["bank", r["n"], r["index"], r["build_s"], r.get("query_ms"), r.get("batch_query_ms"), r.get("recall"),
-                 r.get("memory_mib"), r["status"] + (f": {r['note']}" if r["note"] else "")] + [""] * 4 for r in bank_rows]
-    csv_rows += [["training", r["dataset"], r["model"]] + [""] * 6 + [r["items"], r["batches"], r["s_per_batch"],
-                                                                    r["s_per_epoch"]] for r in train_rows]
-    notes = [f"Bank: clustered Gaussian 64-d keys ({N_CENTRES} centres, spread {spread}), {N_QUERIES} held-out "
-             f"queries, K={K}, "
-             "inner product; memory = resident memory the bank added (MemoryBank keeps the keys beside the index, "
-             "so a flat bank holds them twice)."]
+    header = [
+        "entries",
+        "index",
+        "build s",
+        "query ms (one)",
+        "query ms (batch of 200)",
+        "recall@10 vs flat",
+        "memory MiB",
+        "status",
+    ]
+    rows = [
+        [
+            f"{r['n']:,}",
+            r["index"],
+            _f(r["build_s"], 2),
+            _f(r.get("query_ms"), 3),
+            _f(r.get("batch_query_ms"), 3),
+            _f(r.get("recall"), 3),
+            _f(r.get("memory_mib"), 0),
+            r["status"] + (f": {r['note']}" if r["note"] else ""),
+        ]
+        for r in bank_rows
+    ]
+    csv_header = [
+        "part",
+        "size",
+        "variant",
+        "build_s",
+        "query_ms",
+        "batch_query_ms",
+        "recall_at_10",
+        "memory_mib",
+        "status",
+        "items",
+        "batches",
+        "s_per_batch",
+        "s_per_epoch",
+    ]
+    csv_rows = [
+        [
+            "bank",
+            r["n"],
+            r["index"],
+            r["build_s"],
+            r.get("query_ms"),
+            r.get("batch_query_ms"),
+            r.get("recall"),
+            r.get("memory_mib"),
+            r["status"] + (f": {r['note']}" if r["note"] else ""),
+        ]
+        + [""] * 4
+        for r in bank_rows
+    ]
+    csv_rows += [
+        ["training", r["dataset"], r["model"]]
+        + [""] * 6
+        + [r["items"], r["batches"], r["s_per_batch"], r["s_per_epoch"]]
+        for r in train_rows
+    ]
+    notes = [
+        f"Bank: clustered Gaussian 64-d keys ({N_CENTRES} centres, spread {spread}), {N_QUERIES} held-out "
+        f"queries, K={K}, "
+        "inner product; memory = resident memory the bank added (MemoryBank keeps the keys beside the index, "
+        "so a flat bank holds them twice)."
+    ]
     if train_rows:
-        train_table = markdown_table(["dataset", "model", "items", "batches/epoch", "s/batch", "est. s/epoch"],
-                                     [[r["dataset"], r["model"], f"{r['items']:,}", f"{r['batches']:,}",
-                                       _f(r["s_per_batch"], 3), _f(r["s_per_epoch"], 0)] for r in train_rows])
-        notes.append("Training time against dataset size (batch 256; s/batch median of a few batches x batches):\n\n"
-                     + train_table + "\n")
-    table = write_report(os.path.join(out_dir, name), "Scale: memory bank and training time", header, rows,
-                         csv_header, csv_rows, notes)
+        train_table = markdown_table(
+            ["dataset", "model", "items", "batches/epoch", "s/batch", "est. s/epoch"],
+            [
+                [
+                    r["dataset"],
+                    r["model"],
+                    f"{r['items']:,}",
+                    f"{r['batches']:,}",
+                    _f(r["s_per_batch"], 3),
+                    _f(r["s_per_epoch"], 0),
+                ]
+                for r in train_rows
+            ],
+        )
+        notes.append(
+            "Training time against dataset size (batch 256; s/batch median of a few batches x batches):\n\n"
+            + train_table
+            + "\n"
+        )
+    table = write_report(
+        os.path.join(out_dir, name), "Scale: memory bank and training time", header, rows, csv_header, csv_rows, notes
+    )
     plot(bank_rows, train_rows, os.path.join(out_dir, f"{name}.png"))
     return table
 

@@ -9,6 +9,7 @@ the first RAFT run and reused by the others (``memory_path``), then RAFT runs pe
 at alpha = ``--alpha``, alpha swept at K = ``--k``. Every run is stored as in bench/accuracy.py
 (resumable). Writes ``results/<dataset>-sensitivity.md``, ``.csv`` and ``.png``.
 """
+
 import argparse
 import os
 import sys
@@ -45,12 +46,15 @@ def backbone_checkpoint(args, overrides, store_dir, log=print):
             raise ConfigError(f"--pretrained_path '{args.pretrained_path}' does not exist.")
         return args.pretrained_path, None
     run = Run(f"backbone-{args.backbone}", args.backbone)
-    results, _ = run_all([run], args.dataset, [args.seed], {**overrides, "epochs": args.backbone_epochs},
-                         store_dir, log=log)
+    results, _ = run_all(
+        [run], args.dataset, [args.seed], {**overrides, "epochs": args.backbone_epochs}, store_dir, log=log
+    )
     result = results[run.label][0]
     if not os.path.isfile(result["saved_model_file"] or ""):
-        raise ConfigError(f"the backbone checkpoint '{result['saved_model_file']}' is gone: delete {result['path']} "
-                          "to train the backbone again.")
+        raise ConfigError(
+            f"the backbone checkpoint '{result['saved_model_file']}' is gone: delete {result['path']} "
+            "to train the backbone again."
+        )
     return result["saved_model_file"], result
 
 
@@ -64,7 +68,7 @@ def plot(rows, backbone, path, title):
     for ax, (swept, fixed) in zip(axes, (("K", "alpha"), ("alpha", "K"))):
         chosen = sorted((r for r in rows if r["swept"] == swept), key=lambda r: r[swept])
         for metric, style in (("ndcg@10", "o-"), ("recall@10", "s-")):
-            line, = ax.plot([r[swept] for r in chosen], [r[metric] for r in chosen], style, label=f"RaSeRec {metric}")
+            (line,) = ax.plot([r[swept] for r in chosen], [r[metric] for r in chosen], style, label=f"RaSeRec {metric}")
             if backbone:
                 ax.axhline(backbone[metric], ls="--", color=line.get_color(), alpha=0.6, label=f"backbone {metric}")
         if swept == "K":
@@ -100,14 +104,17 @@ def share_neighbour_retrieval(max_k):
             k, model.retrieval_k = model.retrieval_k, max(max_k, model.retrieval_k)
             retrieve(model, entry_stop, chunk_size, show_progress)
             model.retrieval_k, shared[bank_id] = k, model.train_neighbours
-        model.train_neighbours = shared[bank_id][:, :model.retrieval_k]
+        model.train_neighbours = shared[bank_id][:, : model.retrieval_k]
 
     RaSeRec.cache_training_neighbours = cache_training_neighbours
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                     epilog="Any other --key=value overrides a setting of every run.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="Any other --key=value overrides a setting of every run.",
+    )
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--backbone", default="SASRec", help="SASRec or DuoRec (trained once)")
@@ -139,10 +146,11 @@ def main(argv=None):
         store = os.path.join(args.out_dir, f"{args.dataset}-sensitivity")
         checkpoint, backbone = backbone_checkpoint(args, overrides, store)
         # the bank of this backbone, built by the first RAFT run, read by the others
-        bank = os.path.join(os.path.dirname(os.path.abspath(checkpoint)),
-                            f"bank-{os.path.splitext(os.path.basename(checkpoint))[0]}.npz")
-        raft = {**overrides, "pretrained_path": checkpoint, "memory_path": bank,
-                "raft_epochs": args.raft_epochs}
+        bank = os.path.join(
+            os.path.dirname(os.path.abspath(checkpoint)),
+            f"bank-{os.path.splitext(os.path.basename(checkpoint))[0]}.npz",
+        )
+        raft = {**overrides, "pretrained_path": checkpoint, "memory_path": bank, "raft_epochs": args.raft_epochs}
         grid = settings_grid(ks, alphas, args.k, args.alpha)
         runs = [Run(label, "RaSeRec", {"retrieval_k": kk, "alpha": a}) for label, kk, a in grid]
         share_neighbour_retrieval(max(kk for _, kk, _ in grid))
@@ -159,15 +167,30 @@ def main(argv=None):
             rows.append({"swept": "alpha", "K": kk, "alpha": a, **test})
     base = backbone["test_result"] if backbone else None
     header = ["swept", "K", "alpha", "NDCG@10", "Recall@10", "NDCG@20", "Recall@20"]
-    table_rows = [[r["swept"], r["K"], r["alpha"]] + [f"{r[m]:.4f}" for m in ("ndcg@10", "recall@10", "ndcg@20", "recall@20")]
-                  for r in rows]
+    table_rows = [
+        [r["swept"], r["K"], r["alpha"]] + [f"{r[m]:.4f}" for m in ("ndcg@10", "recall@10", "ndcg@20", "recall@20")]
+        for r in rows
+    ]
     if base:
-        table_rows.append([f"backbone {args.backbone}", "", ""] + [f"{base[m]:.4f}" for m in ("ndcg@10", "recall@10", "ndcg@20", "recall@20")])
-    notes = [f"Backbone: {checkpoint}" + (f" ({args.backbone}, {args.backbone_epochs} epochs)" if backbone else "")
-             + f"; RAFT {args.raft_epochs} epochs per setting, seed {args.seed}; bank {bank} shared by all settings."]
+        table_rows.append(
+            [f"backbone {args.backbone}", "", ""]
+            + [f"{base[m]:.4f}" for m in ("ndcg@10", "recall@10", "ndcg@20", "recall@20")]
+        )
+    notes = [
+        f"Backbone: {checkpoint}"
+        + (f" ({args.backbone}, {args.backbone_epochs} epochs)" if backbone else "")
+        + f"; RAFT {args.raft_epochs} epochs per setting, seed {args.seed}; bank {bank} shared by all settings."
+    ]
     base_path = os.path.join(args.out_dir, f"{args.dataset}-sensitivity")
-    table = write_report(base_path, f"RaSeRec sensitivity to K and alpha on {args.dataset}", header, table_rows,
-                         ["swept", "K", "alpha"] + list(rows[0])[3:], [list(r.values()) for r in rows], notes)
+    table = write_report(
+        base_path,
+        f"RaSeRec sensitivity to K and alpha on {args.dataset}",
+        header,
+        table_rows,
+        ["swept", "K", "alpha"] + list(rows[0])[3:],
+        [list(r.values()) for r in rows],
+        notes,
+    )
     plot(rows, base, base_path + ".png", f"RaSeRec on {args.dataset}: K (alpha={args.alpha}) and alpha (K={args.k})")
     print(table + "\n\n" + "\n".join(notes))
     return 0

@@ -10,6 +10,7 @@ training pair, a RAFT step, the faiss search a RAFT step would need without that
 retrieval overhead per batch), and full-ranking test inference per 1,000 users with and without
 retrieval. Writes ``results/<dataset>-speed.md`` and ``.csv``. Timings only: nothing is asserted.
 """
+
 import argparse
 import multiprocessing
 import os
@@ -52,6 +53,7 @@ def train_step(model, optimizer):
         optimizer.zero_grad()
         model.calculate_loss(batch).backward()
         optimizer.step()
+
     return step
 
 
@@ -96,8 +98,9 @@ def measure(model_name, dataset, common, batches):
         start = time.perf_counter()
         model.cache_training_neighbours(trainer.entry_stop)
         rows["neighbour_cache_s"] = time.perf_counter() - start
-        optimizer = trainer._build_optimizer(params=[p for p in model.parameters() if p.requires_grad],
-                                             learning_rate=config["raft_learning_rate"])
+        optimizer = trainer._build_optimizer(
+            params=[p for p in model.parameters() if p.requires_grad], learning_rate=config["raft_learning_rate"]
+        )
         model.train()
         rows["raft_s_per_batch"] = median_time(train_step(model, optimizer), batches, train)
 
@@ -139,18 +142,46 @@ def report_rows(measured):
     def add(label, per_batch, n_batches, infer, peak, note=""):
         train_ratio = per_batch / base["train_s_per_batch"] if per_batch else None
         infer_ratio = infer / base["infer_s_per_1000_users"] if infer else None
-        rows.append([label, per_batch, per_batch * n_batches if per_batch else None, train_ratio,
-                     infer, infer_ratio, peak, note])
+        rows.append(
+            [
+                label,
+                per_batch,
+                per_batch * n_batches if per_batch else None,
+                train_ratio,
+                infer,
+                infer_ratio,
+                peak,
+                note,
+            ]
+        )
 
     for label, rows_of in measured.items():
         stage1 = "RaSeRec stage 1 (DuoRec objective)" if label == "RaSeRec" else label
-        add(stage1, rows_of["train_s_per_batch"], rows_of["n_batches"], rows_of["infer_s_per_1000_users"],
-            rows_of["peak_rss_mib"], "inference without retrieval" if label == "RaSeRec" else "")
+        add(
+            stage1,
+            rows_of["train_s_per_batch"],
+            rows_of["n_batches"],
+            rows_of["infer_s_per_1000_users"],
+            rows_of["peak_rss_mib"],
+            "inference without retrieval" if label == "RaSeRec" else "",
+        )
     r = measured["RaSeRec"]
-    add("RaSeRec stage 2 (RAFT, neighbours cached)", r["raft_s_per_batch"], r["n_batches"],
-        r["raft_infer_s_per_1000_users"], r["peak_rss_mib"], "inference with retrieval (top-K search per user)")
-    add("RAFT retrieval per batch if searched (faiss)", r["retrieval_s_per_batch"], r["n_batches"], None, None,
-        f"{r['retrieval_s_per_batch'] / r['raft_s_per_batch']:.2f}x a cached RAFT step")
+    add(
+        "RaSeRec stage 2 (RAFT, neighbours cached)",
+        r["raft_s_per_batch"],
+        r["n_batches"],
+        r["raft_infer_s_per_1000_users"],
+        r["peak_rss_mib"],
+        "inference with retrieval (top-K search per user)",
+    )
+    add(
+        "RAFT retrieval per batch if searched (faiss)",
+        r["retrieval_s_per_batch"],
+        r["n_batches"],
+        None,
+        None,
+        f"{r['retrieval_s_per_batch'] / r['raft_s_per_batch']:.2f}x a cached RAFT step",
+    )
     return rows
 
 
@@ -176,18 +207,37 @@ def main(argv=None):
         measured[label] = measure_in_child(model_name, args.dataset, common, args.batches)
         print(f"{label}: {measured[label]}", flush=True)
     rows = report_rows(measured)
-    header = ["model / stage", "train s/batch", "est. s/epoch", "train ratio to SASRec",
-              "test s per 1,000 users", "inference ratio to SASRec", "peak RSS MiB", "note"]
-    shown = [[label, _fmt(b, 4), _fmt(e, 1), _fmt(t, 2), _fmt(i), _fmt(ir, 2), _fmt(p, 0), note]
-             for label, b, e, t, i, ir, p, note in rows]
+    header = [
+        "model / stage",
+        "train s/batch",
+        "est. s/epoch",
+        "train ratio to SASRec",
+        "test s per 1,000 users",
+        "inference ratio to SASRec",
+        "peak RSS MiB",
+        "note",
+    ]
+    shown = [
+        [label, _fmt(b, 4), _fmt(e, 1), _fmt(t, 2), _fmt(i), _fmt(ir, 2), _fmt(p, 0), note]
+        for label, b, e, t, i, ir, p, note in rows
+    ]
     r = measured["RaSeRec"]
-    notes = [f"batch {args.train_batch_size}, median of {args.batches} batches, {r['n_batches']} batches per epoch, "
-             f"{r['users']} test users; each model in its own process (peak RSS includes the loaded dataset, "
-             f"{measured['SASRec (RecBole)']['rss_after_data_mib']:.0f} MiB after loading for SASRec).",
-             f"RaSeRec memory bank: {r['bank_entries']} entries built in {r['bank_build_s']:.2f} s (encode + faiss add); "
-             f"top-K neighbours of every training pair retrieved once in {r['neighbour_cache_s']:.2f} s."]
-    table = write_report(os.path.join(args.out_dir, f"{args.dataset}-speed"), f"Speed on {args.dataset}",
-                         header, shown, header, rows, notes)
+    notes = [
+        f"batch {args.train_batch_size}, median of {args.batches} batches, {r['n_batches']} batches per epoch, "
+        f"{r['users']} test users; each model in its own process (peak RSS includes the loaded dataset, "
+        f"{measured['SASRec (RecBole)']['rss_after_data_mib']:.0f} MiB after loading for SASRec).",
+        f"RaSeRec memory bank: {r['bank_entries']} entries built in {r['bank_build_s']:.2f} s (encode + faiss add); "
+        f"top-K neighbours of every training pair retrieved once in {r['neighbour_cache_s']:.2f} s.",
+    ]
+    table = write_report(
+        os.path.join(args.out_dir, f"{args.dataset}-speed"),
+        f"Speed on {args.dataset}",
+        header,
+        shown,
+        header,
+        rows,
+        notes,
+    )
     print(table + "\n\n" + "\n".join(notes))
 
 

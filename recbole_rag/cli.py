@@ -1,6 +1,7 @@
 """Command line: ``python run_recbole_rag.py --model=M --dataset=D [--config_files="a.yaml b.yaml"]
 [--compare=M1,M2,...] [--any_recbole_key=value ...]``, and
 ``python run_recbole_rag.py recommend --checkpoint=FILE --users=u1,u2 [--k=10]``."""
+
 import argparse
 import ast
 import sys
@@ -41,13 +42,16 @@ def build_parser():
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (default ml-100k)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files")
     parser.add_argument("--compare", default="", help="comma-separated models to compare")
-    parser.add_argument("--out_dir", default="saved", help="where --compare writes its table (default saved/, beside the checkpoints)")
+    parser.add_argument(
+        "--out_dir", default="saved", help="where --compare writes its table (default saved/, beside the checkpoints)"
+    )
     return parser
 
 
 def build_recommend_parser():
     parser = argparse.ArgumentParser(
-        prog="recommend", description="Top-k items for users, after each one's whole history, from a saved run.",
+        prog="recommend",
+        description="Top-k items for users, after each one's whole history, from a saved run.",
         epilog="Any other --key=value overrides a setting of the saved run (e.g. --data_path where the data moved).",
         allow_abbrev=False,
     )
@@ -92,8 +96,9 @@ def _main(argv):
         return recommend_main(argv[1:])
     args, rest = build_parser().parse_known_args(argv)
     try:
-        import recbole_rag
         from recbole.utils import dict2str
+
+        import recbole_rag
 
         overrides = parse_overrides(rest)
         files = args.config_files.split() or None

@@ -3,6 +3,7 @@
 Imported first by ``recbole_rag/__init__.py``, so every entry point gets them before RecBole runs.
 Pins live in setup.cfg (pandas<3, setuptools<81); what a pin cannot fix is shimmed here.
 """
+
 import warnings
 
 import numpy as np

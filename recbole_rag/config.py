@@ -3,6 +3,7 @@
 Order, later wins: RecBole's defaults < properties/overall.yaml < properties/model/<M>.yaml <
 properties/dataset/<D>.yaml < the user's YAML files < config_dict (the CLI's --key=value).
 """
+
 import difflib
 import functools
 import os
@@ -42,11 +43,32 @@ def property_files(model_name, dataset_name):
 # Settings RecBole sets or reads that no properties file lists; and ``unknown_settings``: what a
 # key no model, dataset or trainer reads does, warn (default), error or ignore. (Kept out of
 # overall.yaml: bench/ keys its stored results by the YAML files' content.)
-_RUNTIME_KEYS = {"unknown_settings",
-    "model", "dataset", "device", "single_spec", "local_rank", "world_size", "MODEL_TYPE", "MODEL_INPUT_TYPE",
-    "eval_type", "valid_neg_sample_args", "test_neg_sample_args", "NEG_ITEMS", "POS_ITEMS", "MASK_INDEX",
-    "MASK_ITEM_SEQ", "CROP_ITEM_SEQ", "CROP_ITEM_SEQ_LEN", "REORDER_ITEM_SEQ", "INVERSE_ITEM_SEQ", "encoding",
-    "use_filter", "feature_num", "tail_ratio", "token_num_threshold",
+_RUNTIME_KEYS = {
+    "unknown_settings",
+    "model",
+    "dataset",
+    "device",
+    "single_spec",
+    "local_rank",
+    "world_size",
+    "MODEL_TYPE",
+    "MODEL_INPUT_TYPE",
+    "eval_type",
+    "valid_neg_sample_args",
+    "test_neg_sample_args",
+    "NEG_ITEMS",
+    "POS_ITEMS",
+    "MASK_INDEX",
+    "MASK_ITEM_SEQ",
+    "CROP_ITEM_SEQ",
+    "CROP_ITEM_SEQ_LEN",
+    "REORDER_ITEM_SEQ",
+    "INVERSE_ITEM_SEQ",
+    "encoding",
+    "use_filter",
+    "feature_num",
+    "tail_ratio",
+    "token_num_threshold",
 }
 
 
@@ -54,7 +76,7 @@ class UnknownSettingWarning(UserWarning):
     """A YAML key or --key=value override no model, dataset or trainer reads."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def known_keys():
     """Every setting RecBole's or the plug-in's properties files define (any model, any dataset)."""
     roots = [Path(recbole.__file__).resolve().parent / "properties", properties_dir()]
@@ -131,7 +153,7 @@ class Config(RecBoleConfig):
         merged = {}
         for path in file_list or []:
             try:
-                with open(path, "r", encoding="utf-8") as f:
+                with open(path, encoding="utf-8") as f:
                     loaded = yaml.load(f.read(), Loader=self.yaml_loader)
             except yaml.YAMLError as err:
                 raise ConfigError(f"Config file '{path}' is not valid YAML: {err}") from err
@@ -139,8 +161,7 @@ class Config(RecBoleConfig):
                 continue
             if not isinstance(loaded, dict):
                 raise ConfigError(
-                    f"Config file '{path}' must be a mapping of 'key: value' lines, "
-                    f"got a {type(loaded).__name__}."
+                    f"Config file '{path}' must be a mapping of 'key: value' lines, got a {type(loaded).__name__}."
                 )
             merged.update(loaded)
         return merged
@@ -167,8 +188,11 @@ class Config(RecBoleConfig):
             raise ConfigError("; ".join(problems) + " (unknown_settings: warn lets the run go on).")
         if problems and mode == "warn":
             for message in problems:
-                warnings.warn(message.capitalize() + " (ignored; unknown_settings: error refuses it).",
-                              UnknownSettingWarning, stacklevel=2)
+                warnings.warn(
+                    message.capitalize() + " (ignored; unknown_settings: error refuses it).",
+                    UnknownSettingWarning,
+                    stacklevel=2,
+                )
 
     def _load_cmd_line(self):
         # The CLI parses sys.argv itself and hands --key=value overrides in as config_dict, so a

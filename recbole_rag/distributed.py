@@ -17,6 +17,7 @@ this module replaces exactly those, without touching RecBole's files:
 
 Multi-stage trainers (RaSeRecTrainer: stage files, a memory bank per process) stay one process.
 """
+
 import argparse
 import os
 import socket
@@ -39,12 +40,18 @@ def init_cpu_process_group(config_dict):
     """What RecBole's ``Config._init_device`` does for ``local_rank``, with gloo on the CPU."""
     missing = [key for key in MULTI_PROCESS_KEYS if config_dict.get(key) in (None, -1)]
     if missing:
-        raise ConfigError(f"local_rank is set, so this is one of several processes, but {', '.join(missing)} "
-                          "is not: start them with recbole_rag.distributed.run_distributed (or set world_size, "
-                          "ip and port).")
+        raise ConfigError(
+            f"local_rank is set, so this is one of several processes, but {', '.join(missing)} "
+            "is not: start them with recbole_rag.distributed.run_distributed (or set world_size, "
+            "ip and port)."
+        )
     rank = config_dict["local_rank"] + config_dict.get("offset", 0)
-    dist.init_process_group("gloo", rank=rank, world_size=config_dict["world_size"],
-                            init_method=f"tcp://{config_dict['ip']}:{config_dict['port']}")
+    dist.init_process_group(
+        "gloo",
+        rank=rank,
+        world_size=config_dict["world_size"],
+        init_method=f"tcp://{config_dict['ip']}:{config_dict['port']}",
+    )
     config_dict.update(device=torch.device("cpu"), single_spec=False)
     if config_dict["local_rank"] != 0:  # as RecBole: only rank 0 logs and shows progress
         config_dict.update(state="error", show_progress=False, verbose=False)
@@ -56,8 +63,10 @@ def check_single_stage(trainer_class):
     from recbole_rag.trainer.safe_checkpoint import SafeCheckpointMixin
 
     if trainer_class.fit not in (RecBoleTrainer.fit, SafeCheckpointMixin.fit):
-        raise ConfigError(f"{trainer_class.__name__} trains in several stages, which run in one process only; "
-                          "drop nproc / local_rank for this model.")
+        raise ConfigError(
+            f"{trainer_class.__name__} trains in several stages, which run in one process only; "
+            "drop nproc / local_rank for this model."
+        )
 
 
 def distributed_trainer(trainer_class):
@@ -134,29 +143,40 @@ def run_distributed(model, dataset, nproc=2, config_file_list=None, config_dict=
         os.makedirs(folder, exist_ok=True)
     # One machine by default; on several, each runs this with world_size (all processes), offset
     # (its first rank) and the ip/port of the machine holding rank 0 in config_dict.
-    settings = {"world_size": nproc, "offset": 0, "ip": "127.0.0.1", "port": port or free_port(),
-                **(config_dict or {}), "nproc": nproc}
+    settings = {
+        "world_size": nproc,
+        "offset": 0,
+        "ip": "127.0.0.1",
+        "port": port or free_port(),
+        **(config_dict or {}),
+        "nproc": nproc,
+    }
     context = torch.multiprocessing.get_context("spawn")
     queue = context.SimpleQueue()
     threads = max(1, torch.get_num_threads() // nproc)
-    torch.multiprocessing.spawn(_worker, args=(model, dataset, config_file_list, settings, threads, queue),
-                                nprocs=nproc, join=True)
+    torch.multiprocessing.spawn(
+        _worker, args=(model, dataset, config_file_list, settings, threads, queue), nprocs=nproc, join=True
+    )
     return [result for _, result in sorted(queue.get() for _ in range(nproc))]
 
 
 def main(argv=None):
     from recbole_rag.cli import parse_overrides
 
-    parser = argparse.ArgumentParser(description="Data-parallel training in several local processes.",
-                                     allow_abbrev=False, epilog="Any other --key=value overrides a setting.")
+    parser = argparse.ArgumentParser(
+        description="Data-parallel training in several local processes.",
+        allow_abbrev=False,
+        epilog="Any other --key=value overrides a setting.",
+    )
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--model", "-m", default="SASRec")
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default="")
     args, rest = parser.parse_known_args(argv)
     try:
-        results = run_distributed(args.model, args.dataset, args.nproc, args.config_files.split() or None,
-                                  parse_overrides(rest))
+        results = run_distributed(
+            args.model, args.dataset, args.nproc, args.config_files.split() or None, parse_overrides(rest)
+        )
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """Files written whole or not at all."""
+
 import os
 from contextlib import contextmanager
 

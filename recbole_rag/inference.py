@@ -6,6 +6,7 @@ with recbole-rag, ours or RecBole's, so RecBole's ``full_sort_topk`` works on it
 comes back with the memory bank its test used. ``recommend`` gives top-k item tokens for user
 tokens, after each user's whole history.
 """
+
 import os
 from logging import getLogger
 
@@ -22,9 +23,20 @@ from recbole_rag.trainer.raserec_trainer import restore_test_memory
 from recbole_rag.trainer.safe_checkpoint import check_fits, load_checkpoint
 
 # Settings RecBole's Config derives again (from the model class, the dataset, the machine).
-_DERIVED = {"model", "dataset", "data_path", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device",
-            "single_spec", "local_rank", "valid_neg_sample_args", "test_neg_sample_args",
-            "eval_neg_sample_args"}
+_DERIVED = {
+    "model",
+    "dataset",
+    "data_path",
+    "MODEL_TYPE",
+    "MODEL_INPUT_TYPE",
+    "eval_type",
+    "device",
+    "single_spec",
+    "local_rank",
+    "valid_neg_sample_args",
+    "test_neg_sample_args",
+    "eval_neg_sample_args",
+}
 
 
 def saved_config(checkpoint, path, config_dict=None):
@@ -73,8 +85,10 @@ def user_ids(dataset, users):
     missing = [u for u in users if str(u) not in known]
     if missing:
         examples = ", ".join(list(dataset.field2id_token[field][1:4]))
-        raise DatasetError(f"User(s) {', '.join(map(str, missing))} not in dataset {dataset.dataset_name} "
-                           f"(after its filters); its users look like {examples}.")
+        raise DatasetError(
+            f"User(s) {', '.join(map(str, missing))} not in dataset {dataset.dataset_name} "
+            f"(after its filters); its users look like {examples}."
+        )
     return [known[str(u)] for u in users]
 
 
@@ -83,10 +97,14 @@ def padded(histories, config):
     last MAX_ITEM_LIST_LENGTH items of each, padded after."""
     max_length = config["MAX_ITEM_LIST_LENGTH"]
     histories = [h[-max_length:] for h in histories]
-    return Interaction({
-        f"{config['ITEM_ID_FIELD']}_list": torch.stack([torch.nn.functional.pad(h, (0, max_length - len(h))) for h in histories]),
-        config["ITEM_LIST_LENGTH_FIELD"]: torch.tensor([len(h) for h in histories]),
-    })
+    return Interaction(
+        {
+            f"{config['ITEM_ID_FIELD']}_list": torch.stack(
+                [torch.nn.functional.pad(h, (0, max_length - len(h))) for h in histories]
+            ),
+            config["ITEM_LIST_LENGTH_FIELD"]: torch.tensor([len(h) for h in histories]),
+        }
+    )
 
 
 def sequences(dataset, config, histories, next_items=None):
@@ -98,8 +116,10 @@ def sequences(dataset, config, histories, next_items=None):
     tokens = [t for h in histories for t in h] + list(next_items or [])
     missing = sorted({str(t) for t in tokens if str(t) not in known})
     if missing:
-        raise DatasetError(f"Item(s) {', '.join(missing[:5])} not in dataset {dataset.dataset_name}: a bank holds "
-                           "only items the model has embeddings for.")
+        raise DatasetError(
+            f"Item(s) {', '.join(missing[:5])} not in dataset {dataset.dataset_name}: a bank holds "
+            "only items the model has embeddings for."
+        )
     if not histories or any(not len(h) for h in histories):
         raise DatasetError("Each history needs at least one item.")
     rows = padded([torch.tensor([known[str(t)] for t in h]) for h in histories], config)
@@ -115,14 +135,18 @@ def history_queries(test_data, uids):
     """The model's input for each user's whole history: the test row's sequence and its target."""
     feat = test_data.dataset.inter_feat
     config = test_data.config
-    uid_field, item_field, len_field = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["ITEM_LIST_LENGTH_FIELD"]
+    uid_field, item_field, len_field = (
+        config["USER_ID_FIELD"],
+        config["ITEM_ID_FIELD"],
+        config["ITEM_LIST_LENGTH_FIELD"],
+    )
     histories = []
     for uid in uids:
         rows = (feat[uid_field] == uid).nonzero(as_tuple=True)[0]
         if not len(rows):
             raise DatasetError(f"User id {uid} has no test interaction (too short a history to be split).")
         row = feat[rows[-1:]]
-        histories.append(torch.cat([row[f"{item_field}_list"][0, :row[len_field][0]], row[item_field]]))
+        histories.append(torch.cat([row[f"{item_field}_list"][0, : row[len_field][0]], row[item_field]]))
     return padded(histories, config)
 
 

@@ -1,5 +1,6 @@
 """One path for every run: Config -> RecBole dataset and dataloaders -> model -> trainer ->
 RecBole's evaluator; and ``compare`` for several models under the same settings."""
+
 import csv
 import logging
 import os
@@ -45,9 +46,7 @@ def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, sav
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     train_time = trainer.train_seconds() if hasattr(trainer, "train_seconds") else time.perf_counter() - start
-    test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
-    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     epochs_run = max(len(trainer.train_loss_dict), 1)
@@ -91,8 +90,11 @@ def _init_run_logger(config):
 
 def _log_file(logger):
     """The file RecBole's init_logger is writing this run's log to (None if it writes none)."""
-    files = [h.baseFilename for h in logger.handlers
-             if isinstance(h, logging.FileHandler) and getattr(h, "recbole_rag_run", False)]
+    files = [
+        h.baseFilename
+        for h in logger.handlers
+        if isinstance(h, logging.FileHandler) and getattr(h, "recbole_rag_run", False)
+    ]
     return files[-1] if files else None
 
 
@@ -103,9 +105,7 @@ def comparison_table(results, metrics):
     for result in results:
         test = result["test_result"]
         values = [test[m] for m in metrics]
-        changes = [
-            (test[m] - base[m]) / base[m] * 100 if base[m] else float("nan") for m in metrics
-        ]
+        changes = [(test[m] - base[m]) / base[m] * 100 if base[m] else float("nan") for m in metrics]
         rows.append((result["model"], values, changes, result["train_time_s"], result["epochs_run"]))
     return rows
 

@@ -1,4 +1,5 @@
 """One registry for models and trainers: the plug-in's first, then RecBole's."""
+
 import importlib
 import inspect
 
@@ -58,9 +59,7 @@ def get_model(name):
         return recbole_models[name]
     close = [m for m in known_models() if m.lower() == name.lower()]
     hint = f" Did you mean {close[0]}?" if close else ""
-    raise UnknownModelError(
-        f"Unknown model '{name}'.{hint} Known models: {', '.join(known_models())}."
-    )
+    raise UnknownModelError(f"Unknown model '{name}'.{hint} Known models: {', '.join(known_models())}.")
 
 
 def get_trainer(model_type, model_name):

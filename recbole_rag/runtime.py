@@ -9,6 +9,7 @@ much as to ours:
   and returned to the OS when freed, so each training step faults the pages of its large
   activations in again; element-wise ops on them ran 2-3x slower.
 """
+
 import ctypes
 import ctypes.util
 import sys

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic sequential dataset in RecBole atomic files, and small,
 fast model settings. Every test runs in its own working directory (RecBole writes log/, saved/)."""
+
 import random
 
 import pytest

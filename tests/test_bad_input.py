@@ -1,5 +1,6 @@
 """Bad or unusual input across the public entry points: one row per case, each giving one clear
 line (an error or a warning) instead of a traceback or a silently wrong run."""
+
 import os
 import warnings
 
@@ -20,14 +21,25 @@ def _rows(text):
 
 # (case, how the tiny .inter file's text changes, error class or warning class, words of the message)
 INTER_CASES = [
-    ("time declared a token", lambda t: t.replace("timestamp:float", "timestamp:token"), DatasetError,
-     "must be 'timestamp:float'"),
-    ("item id declared a float", lambda t: t.replace("item_id:token", "item_id:float"), DatasetError,
-     "must be 'item_id:token'"),
-    ("a time that is no number", lambda t: t.replace("\t3\n", "\tsoon\n", 1), DatasetError,
-     "line 4: column 'timestamp' is float but holds 'soon'"),
-    ("every row twice", lambda t: t + "\n".join(_rows(t)) + "\n", DatasetWarning,
-     "repeats 507 interactions exactly"),
+    (
+        "time declared a token",
+        lambda t: t.replace("timestamp:float", "timestamp:token"),
+        DatasetError,
+        "must be 'timestamp:float'",
+    ),
+    (
+        "item id declared a float",
+        lambda t: t.replace("item_id:token", "item_id:float"),
+        DatasetError,
+        "must be 'item_id:token'",
+    ),
+    (
+        "a time that is no number",
+        lambda t: t.replace("\t3\n", "\tsoon\n", 1),
+        DatasetError,
+        "line 4: column 'timestamp' is float but holds 'soon'",
+    ),
+    ("every row twice", lambda t: t + "\n".join(_rows(t)) + "\n", DatasetWarning, "repeats 507 interactions exactly"),
 ]
 
 
@@ -94,14 +106,24 @@ def test_unknown_setting_in_a_yaml_file_warns_and_can_refuse(tiny, tmp_path):
 def test_known_settings_of_every_kind_stay_quiet(tiny):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnknownSettingWarning)
-        Config("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 3, "rm_dup_inter": "first",
-                                               "unknown_settings": "warn", "gpu_id": "0"})
+        Config(
+            "RaSeRec",
+            "tiny",
+            config_dict={**tiny, "retrieval_k": 3, "rm_dup_inter": "first", "unknown_settings": "warn", "gpu_id": "0"},
+        )
         Config("SRACL", "tiny", config_dict={**tiny, "epochs": 1})
 
 
 def test_cli_prints_an_unknown_setting_as_one_line(tiny, capsys):
-    code = main(["--model=SASRec", "--dataset=tiny", "--datset=tiny", "--unknown_settings=error",
-                 *(f"--{k}={v}" for k, v in tiny.items())])
+    code = main(
+        [
+            "--model=SASRec",
+            "--dataset=tiny",
+            "--datset=tiny",
+            "--unknown_settings=error",
+            *(f"--{k}={v}" for k, v in tiny.items()),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.splitlines() == [err] and "did you mean 'dataset'" in err
 
@@ -114,10 +136,13 @@ def test_compare_writes_its_table_beside_the_checkpoints_not_into_results(tiny, 
     assert "not both" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda tiny: Config("SASRec", "tiny", "nowhere.yaml", tiny), "Config file 'nowhere.yaml' does not exist"),
-    (lambda tiny: __import__("recbole_rag").compare("SASRec,SASRec", "tiny", None, tiny), "listed twice"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda tiny: Config("SASRec", "tiny", "nowhere.yaml", tiny), "Config file 'nowhere.yaml' does not exist"),
+        (lambda tiny: __import__("recbole_rag").compare("SASRec,SASRec", "tiny", None, tiny), "listed twice"),
+    ],
+)
 def test_python_api_mistakes(tiny, call, message):
     with pytest.raises(ConfigError, match=message):
         call(tiny)
@@ -163,8 +188,11 @@ def test_bad_run_setting_fails_before_training(tiny, tmp_path, model, settings, 
 def test_an_error_after_stage_1_names_the_file_to_restart_from(tiny, tmp_path):
     (tmp_path / "bank.npz").write_text("not a bank")
     with pytest.raises(CheckpointError) as err:
-        run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 3, "epochs": 1,
-                                                        "memory_path": str(tmp_path / "bank.npz")})
+        run_recbole_rag(
+            "RaSeRec",
+            "tiny",
+            config_dict={**tiny, "retrieval_k": 3, "epochs": 1, "memory_path": str(tmp_path / "bank.npz")},
+        )
     message = str(err.value)
     assert "is not a memory bank saved by MemoryBank.save" in message
     restart = message.split("pretrained_path=")[1]

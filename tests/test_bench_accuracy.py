@@ -32,8 +32,10 @@ def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
     # RaSeRec starts from the SASRec checkpoint of the same seed
     assert calls[2][2] == results["SASRec"][0]["saved_model_file"]
     assert calls[3][2] == results["SASRec"][1]["saved_model_file"]
-    assert skipped == {"Pipeline": "model NoSuchModelYet not available in this build",
-                       "RaSeRec@Pipeline": "its backbone Pipeline was skipped"}
+    assert skipped == {
+        "Pipeline": "model NoSuchModelYet not available in this build",
+        "RaSeRec@Pipeline": "its backbone Pipeline was skipped",
+    }
     assert any("skip Pipeline: model NoSuchModelYet not available" in m for m in messages)
 
     calls.clear()
@@ -81,16 +83,24 @@ def test_bad_arguments_give_clear_errors(tiny, capsys):
 
 
 def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backbone(tiny, tmp_path):
-    runs = [Run("SASRec+regen", "SASRec", regenerated=True),
-            Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True)]
+    runs = [
+        Run("SASRec+regen", "SASRec", regenerated=True),
+        Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
+    ]
     datasets = []
 
     def recording_run(model, dataset, config_file_list=None, config_dict=None):
         datasets.append(dataset)
         return run_recbole_rag(model, dataset, config_file_list, config_dict)
 
-    settings = {**tiny, "epochs": 1, "raft_epochs": 1, "pattern_min_support": 2, "retrieval_k": 3,
-                "regen_data_path": str(tmp_path / "regen")}
+    settings = {
+        **tiny,
+        "epochs": 1,
+        "raft_epochs": 1,
+        "pattern_min_support": 2,
+        "retrieval_k": 3,
+        "regen_data_path": str(tmp_path / "regen"),
+    }
     results, skipped = run_all(runs, "tiny", [1], settings, str(tmp_path / "store"), recording_run, lambda m: None)
     assert not skipped and datasets == ["tiny-regen", "tiny-regen"]
     assert (tmp_path / "regen" / "tiny-regen" / "manifest.json").is_file()
@@ -99,9 +109,16 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
 
 def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):
     def sracl_like_run(model, dataset, config_dict):
-        return {"model": model, "dataset": dataset, "test_result": dict.fromkeys(accuracy.METRICS, 0.02),
-                "best_valid_result": {}, "train_time_s": 1.0, "epochs_run": 1, "saved_model_file": None,
-                "semantic_source": "text (template): title; users: items"}
+        return {
+            "model": model,
+            "dataset": dataset,
+            "test_result": dict.fromkeys(accuracy.METRICS, 0.02),
+            "best_valid_result": {},
+            "train_time_s": 1.0,
+            "epochs_run": 1,
+            "saved_model_file": None,
+            "semantic_source": "text (template): title; users: items",
+        }
 
     runs = [Run("SRACL(SASRec)", "SRACL")]
     results, skipped = run_all(runs, "tiny", [1], {}, str(tmp_path / "store"), sracl_like_run, print)
@@ -121,8 +138,13 @@ def test_a_changed_yaml_default_runs_again(tmp_path, monkeypatch):
     def fake_run(model, dataset, config_dict):
         calls.append(model)
         metrics = {m: 0.1 for m in accuracy.METRICS}
-        return {"test_result": metrics, "best_valid_result": metrics, "train_time_s": 1.0, "epochs_run": 1,
-                "saved_model_file": None}
+        return {
+            "test_result": metrics,
+            "best_valid_result": metrics,
+            "train_time_s": 1.0,
+            "epochs_run": 1,
+            "saved_model_file": None,
+        }
 
     runs, store = [Run("SRACL(SASRec)", "SRACL")], str(tmp_path / "store")
     run_all(runs, "tiny", [1], {}, store, fake_run, print)
@@ -143,7 +165,12 @@ def test_the_table_names_settings_given_for_every_run(tmp_path, monkeypatch):
         return {"SASRec": [fake]}, {}
 
     monkeypatch.setattr(accuracy, "run_all", fake_run_all)
-    assert accuracy.main(["--dataset=tiny", "--runs=SASRec", "--epochs=2", "--intra_weight=0",
-                          f"--out_dir={tmp_path}"]) == 0
+    assert (
+        accuracy.main(["--dataset=tiny", "--runs=SASRec", "--epochs=2", "--intra_weight=0", f"--out_dir={tmp_path}"])
+        == 0
+    )
     assert seen["intra_weight"] == 0
-    assert "Budget: epochs=2, raft_epochs=YAML; every run with intra_weight=0;" in (tmp_path / "tiny-accuracy.md").read_text()
+    assert (
+        "Budget: epochs=2, raft_epochs=YAML; every run with intra_weight=0;"
+        in (tmp_path / "tiny-accuracy.md").read_text()
+    )

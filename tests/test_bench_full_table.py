@@ -12,7 +12,11 @@ from recbole_rag import run_recbole_rag
 
 def _argv(tiny, out):
     return [f"--{k}={v}" for k, v in tiny.items() if k not in ("epochs", "checkpoint_dir")] + [
-        "--dataset=tiny", "--epochs=2", "--retrieval_k=3", f"--out_dir={out}"]
+        "--dataset=tiny",
+        "--epochs=2",
+        "--retrieval_k=3",
+        f"--out_dir={out}",
+    ]
 
 
 def test_full_table_writes_one_row_per_model_and_reruns_nothing(tiny, tmp_path, capsys, caplog):
@@ -54,18 +58,29 @@ def test_a_row_stopped_midway_continues_from_its_last_epoch(tiny, tmp_path):
 
 
 def test_published_rows_beside_ours_on_beauty(tmp_path):
-    fake = {"test_result": dict.fromkeys(full_table.METRICS, 0.05), "train_time_s": 10.0, "epochs_run": 40,
-            "best_epoch": 29, "stopped_early": True, "settings": {"seed": 2020}}
-    table = full_table.write_full_table({"DuoRec": [fake], "RaSeRec@DuoRec": [fake]}, "amazon-beauty", "b", str(tmp_path))
+    fake = {
+        "test_result": dict.fromkeys(full_table.METRICS, 0.05),
+        "train_time_s": 10.0,
+        "epochs_run": 40,
+        "best_epoch": 29,
+        "stopped_early": True,
+        "settings": {"seed": 2020},
+    }
+    table = full_table.write_full_table(
+        {"DuoRec": [fake], "RaSeRec@DuoRec": [fake]}, "amazon-beauty", "b", str(tmp_path)
+    )
     assert "| *RaSeRec@DuoRec* | *RaSeRec paper (Papers with Code)* | 0.0569 | 0.0860 |" in table
     assert "| *DuoRec* | *RaSeRec authors' log* | 0.0541 | 0.0834 |" in table
     assert "| DuoRec | ours (seed 2020) | 0.0500 |" in table
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--runs=RaSeRec@DuoRec"], "list DuoRec before it"),
-    (["--runs=SRACL(SASRec)"], "Unknown run"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--runs=RaSeRec@DuoRec"], "list DuoRec before it"),
+        (["--runs=SRACL(SASRec)"], "Unknown run"),
+    ],
+)
 def test_full_table_bad_arguments(argv, message, capsys):
     assert full_table.main(["--dataset=tiny"] + argv) == 2
     assert message in capsys.readouterr().err
@@ -122,8 +137,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_gpu_scripts_say_what_is_missing(tmp_path):
     import subprocess
 
-    prepare = subprocess.run(["bash", os.path.join(REPO, "bench", "gpu_prepare.sh"), str(tmp_path)],
-                             capture_output=True, text=True)
+    prepare = subprocess.run(
+        ["bash", os.path.join(REPO, "bench", "gpu_prepare.sh"), str(tmp_path)], capture_output=True, text=True
+    )
     assert prepare.returncode == 2 and f"no {tmp_path}/amazon-beauty/amazon-beauty.inter" in prepare.stderr
     if os.path.isdir(os.path.join(REPO, ".gpu", "whl")):
         pytest.skip("this checkout is prepared for the GPU run")

@@ -11,13 +11,25 @@ from bench.sensitivity import settings_grid
 def test_sensitivity_trains_one_backbone_and_one_bank_for_every_setting(tiny, tmp_path, capsys):
     args = [f"--{k}={v}" for k, v in tiny.items() if k != "epochs"]
     out = tmp_path / "res"
-    argv = ["--dataset=tiny", "--backbone_epochs=1", "--raft_epochs=1", "--ks=1,3", "--alphas=0.2,0.5",
-            "--k=3", "--alpha=0.5", f"--out_dir={out}"] + args
+    argv = [
+        "--dataset=tiny",
+        "--backbone_epochs=1",
+        "--raft_epochs=1",
+        "--ks=1,3",
+        "--alphas=0.2,0.5",
+        "--k=3",
+        "--alpha=0.5",
+        f"--out_dir={out}",
+    ] + args
     assert sensitivity.main(argv) == 0
     with open(out / "tiny-sensitivity.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["swept"], r["K"], r["alpha"]) for r in rows] == [
-        ("K", "1", "0.5"), ("K", "3", "0.5"), ("alpha", "3", "0.5"), ("alpha", "3", "0.2")]
+        ("K", "1", "0.5"),
+        ("K", "3", "0.5"),
+        ("alpha", "3", "0.5"),
+        ("alpha", "3", "0.2"),
+    ]
     assert rows[1]["ndcg@10"] == rows[2]["ndcg@10"]  # the shared setting ran once
     assert len(glob.glob(str(tmp_path / "**" / "bank-*.npz"), recursive=True)) == 1  # one bank, reused
     assert (out / "tiny-sensitivity.png").stat().st_size > 0
@@ -30,23 +42,29 @@ def test_settings_grid_sweeps_each_parameter_around_the_other():
     assert settings_grid([1, 20], [0.1, 0.5], 20, 0.5) == [("K=1", 1, 0.5), ("K=20", 20, 0.5), ("alpha=0.1", 20, 0.1)]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--ks=1,x"], "comma-separated ints"),
-    (["--alphas=0.5,1.5"], "must lie in [0.0, 1.0]"),
-    (["--backbone=GRU4Rec"], "SASRec or DuoRec"),
-    (["--pretrained_path=missing.pth"], "does not exist"),
-    (["--raft_epochs=0"], ">= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ks=1,x"], "comma-separated ints"),
+        (["--alphas=0.5,1.5"], "must lie in [0.0, 1.0]"),
+        (["--backbone=GRU4Rec"], "SASRec or DuoRec"),
+        (["--pretrained_path=missing.pth"], "does not exist"),
+        (["--raft_epochs=0"], ">= 1"),
+    ],
+)
 def test_sensitivity_bad_arguments(argv, message, capsys):
     assert sensitivity.main(argv) == 2
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module, argv", [
-    (speed, ["--batches=0"]),
-    (scale, ["--sizes=100"]),
-    (scale, ["--sizes=1e5,x"]),
-])
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        (speed, ["--batches=0"]),
+        (scale, ["--sizes=100"]),
+        (scale, ["--sizes=1e5,x"]),
+    ],
+)
 def test_speed_and_scale_bad_arguments(module, argv):
     with pytest.raises(SystemExit):
         module.main(argv)
@@ -70,8 +88,10 @@ recall@5 : 0.0288    recall@10 : 0.0463    recall@20 : 0.0723    ndcg@5 : 0.0182
 
 def test_curves_put_each_runs_valid_metric_per_epoch_side_by_side(tmp_path, capsys):
     fast, slow = tmp_path / "fast.log", tmp_path / "slow.log"
-    fast.write_text("".join(_LOG_BLOCK.format(e=e, v=v) for e, v in enumerate([0.02, 0.03, 0.031]))
-                    + "best valid : OrderedDict([('ndcg@10', 0.031)])\ntest result: ndcg@10 : 0.0999\n")
+    fast.write_text(
+        "".join(_LOG_BLOCK.format(e=e, v=v) for e, v in enumerate([0.02, 0.03, 0.031]))
+        + "best valid : OrderedDict([('ndcg@10', 0.031)])\ntest result: ndcg@10 : 0.0999\n"
+    )
     slow.write_text("".join(_LOG_BLOCK.format(e=e, v=v) for e, v in enumerate([0.01, 0.02])))
     out = tmp_path / "res" / "curves"
     assert curves.main([f"fast={fast}", f"slow={slow}", f"--out={out}"]) == 0

@@ -53,9 +53,13 @@ def test_missing_config_file(tiny):
 
 @pytest.mark.parametrize(
     "key, value, expected",
-    [("epochs", "abc", "an integer"), ("epochs", 2.5, "an integer"),
-     ("learning_rate", "fast", "a number"), ("reproducibility", 3, "true or false"),
-     ("eval_args", "loo", "a mapping")],
+    [
+        ("epochs", "abc", "an integer"),
+        ("epochs", 2.5, "an integer"),
+        ("learning_rate", "fast", "a number"),
+        ("reproducibility", 3, "true or false"),
+        ("eval_args", "loo", "a mapping"),
+    ],
 )
 def test_override_of_the_wrong_type_is_refused(tiny, key, value, expected):
     with pytest.raises(ConfigError, match=f"'{key}' expects {expected}"):

@@ -1,4 +1,5 @@
 """recbole_rag.data.convert: each format, each kind of bad input, the CLI, and a RecBole load."""
+
 import gzip
 import json
 import os
@@ -39,7 +40,12 @@ def test_amazon_csv(tmp_path):
     header, body = rows(path)
     assert header == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
     # Users in first-seen order; within u1 sorted by time.
-    assert body == [["u1", "i2", "4", "100"], ["u1", "i3", "1", "200"], ["u1", "i1", "5", "300"], ["u2", "i2", "3", "100"]]
+    assert body == [
+        ["u1", "i2", "4", "100"],
+        ["u1", "i3", "1", "200"],
+        ["u1", "i1", "5", "300"],
+        ["u2", "i2", "3", "100"],
+    ]
     assert [f for f in os.listdir(tmp_path / "out" / "beauty")] == ["beauty.inter"]  # no temp file left
 
 
@@ -136,7 +142,10 @@ def test_cli(tmp_path, capsys):
     good = write(tmp_path / "r.csv", CSV)
     out = str(tmp_path / "out")
     assert main(["--format", "amazon-csv", "--input", good, "--dataset", "d", "--output_dir", out]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {os.path.join(out, 'd', 'd.inter')}: 4 interactions, 2 users, 3 items"
+    assert (
+        capsys.readouterr().out.strip()
+        == f"wrote {os.path.join(out, 'd', 'd.inter')}: 4 interactions, 2 users, 3 items"
+    )
 
     bad = write(tmp_path / "bad.csv", "u1,i1,5.0,1\nu1,i1\n")
     assert main(["--format", "amazon-csv", "--input", bad, "--dataset", "e", "--output_dir", out]) == 2
@@ -173,7 +182,7 @@ def test_download_network_error_becomes_dataset_error(tmp_path, monkeypatch):
 
 
 def test_output_loads_in_recbole(tmp_path, monkeypatch):
-    import recbole_rag.compat  # noqa: F401  (numpy 2 shims RecBole's Config needs)
+    import recbole_rag.compat  # noqa: F401, I001  (numpy 2 shims RecBole's Config needs)
     from recbole.config import Config
     from recbole.data import create_dataset
 

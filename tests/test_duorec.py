@@ -103,12 +103,15 @@ def test_duorec_full_sort_agrees_with_predict(tiny):
     assert torch.allclose(model.predict(batch), scores.gather(1, batch["item_id"][:, None]).squeeze(1), atol=1e-5)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"contrast": "both"}, "contrast must be one of"),
-    ({"tau": 0.0}, "tau must be > 0"),
-    ({"lmd_sem": -1.0}, "lmd_sem must be >= 0"),
-    ({"sim": "l2"}, "sim must be dot or cos"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"contrast": "both"}, "contrast must be one of"),
+        ({"tau": 0.0}, "tau must be > 0"),
+        ({"lmd_sem": -1.0}, "lmd_sem must be >= 0"),
+        ({"sim": "l2"}, "sim must be dot or cos"),
+    ],
+)
 def test_duorec_bad_settings(tiny, overrides, message):
     with pytest.raises(ConfigError, match=message):
         _duorec(tiny, **overrides)

@@ -1,12 +1,13 @@
 """load_data_and_model / recommend: a saved run comes back as it was tested."""
+
 import os
 
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL, write_tiny_dataset
 from recbole.utils.case_study import full_sort_topk
 
+from conftest import SMALL, write_tiny_dataset
 from recbole_rag import get_trainer, run_recbole_rag
 from recbole_rag.cli import main
 from recbole_rag.errors import CheckpointError, DatasetError
@@ -25,8 +26,13 @@ def raserec_run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        config = {**SMALL, "data_path": str(write_tiny_dataset(folder / "data")),
-                  "checkpoint_dir": str(folder / "saved"), "retrieval_k": 5, "epochs": 3}
+        config = {
+            **SMALL,
+            "data_path": str(write_tiny_dataset(folder / "data")),
+            "checkpoint_dir": str(folder / "saved"),
+            "retrieval_k": 5,
+            "epochs": 3,
+        }
         return run_recbole_rag("RaSeRec", "tiny", config_dict=config)
     finally:
         os.chdir(cwd)
@@ -80,7 +86,10 @@ def test_recommend_gives_item_tokens_after_the_whole_history(raserec_run):
     query = history_queries(test, [uid])
     last = query["item_id_list"][0, query["item_length"][0] - 1]
     lines = open(os.path.join(config["data_path"], "tiny.inter")).read().splitlines()
-    assert dataset.id2token(dataset.iid_field, [int(last)])[0] == [l for l in lines if l.startswith("u1\t")][-1].split("\t")[1]
+    assert (
+        dataset.id2token(dataset.iid_field, [int(last)])[0]
+        == [line for line in lines if line.startswith("u1\t")][-1].split("\t")[1]
+    )
 
 
 def test_recommend_cli_prints_one_line_per_user(raserec_run, capsys):
@@ -90,12 +99,15 @@ def test_recommend_cli_prints_one_line_per_user(raserec_run, capsys):
     assert all(len(line.split("\t")[1].split()) == 3 for line in lines)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--users=nobody"], "User(s) nobody not in dataset tiny"),
-    (["--users=u1", "--k=0"], "k must be an integer >= 1"),
-    (["--users=u1", "--k=500"], "more than the 30 items"),
-    (["--users=,"], "--users needs at least one user token"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--users=nobody"], "User(s) nobody not in dataset tiny"),
+        (["--users=u1", "--k=0"], "k must be an integer >= 1"),
+        (["--users=u1", "--k=500"], "more than the 30 items"),
+        (["--users=,"], "--users needs at least one user token"),
+    ],
+)
 def test_recommend_cli_bad_input_gives_one_line(raserec_run, capsys, argv, message):
     assert main(["recommend", f"--checkpoint={raserec_run['saved_model_file']}", *argv]) == 2
     err = capsys.readouterr().err.strip()

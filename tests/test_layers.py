@@ -40,7 +40,9 @@ def test_encoder_matches_a_padded_computation_of_the_same_blocks():
     expected = []
     for row, length in zip(seq, lengths):  # each sequence alone, without padding
         one = Packing(length.view(1), int(length))
-        x = encoder.embedding_norm(encoder.item_embedding(row[:length]) + encoder.position_embedding(torch.arange(int(length))))
+        x = encoder.embedding_norm(
+            encoder.item_embedding(row[:length]) + encoder.position_embedding(torch.arange(int(length)))
+        )
         for layer in encoder.layers:
             x = layer(x, one)
         expected.append(x[-1])

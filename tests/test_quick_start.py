@@ -54,11 +54,13 @@ def test_cli_runs_and_prints_results(tiny, capsys):
 
 @pytest.mark.parametrize(
     "argv, message",
-    [(["--model=NoSuchRec", "--dataset=ml-100k"], "Unknown model 'NoSuchRec'"),
-     (["--model=SASRec", "--dataset=ml-100k", "--epochs=abc"], "'epochs' expects an integer"),
-     (["--model=SASRec", "--dataset=ml-100k", "stray"], "Cannot read argument 'stray'"),
-     (["--model=SASRec", "--dataset=nope-dataset"], "Dataset 'nope-dataset' not found"),
-     (["--model=SASRec", "--dataset=ml-100k", "--config_files=missing.yaml"], "does not exist")],
+    [
+        (["--model=NoSuchRec", "--dataset=ml-100k"], "Unknown model 'NoSuchRec'"),
+        (["--model=SASRec", "--dataset=ml-100k", "--epochs=abc"], "'epochs' expects an integer"),
+        (["--model=SASRec", "--dataset=ml-100k", "stray"], "Cannot read argument 'stray'"),
+        (["--model=SASRec", "--dataset=nope-dataset"], "Dataset 'nope-dataset' not found"),
+        (["--model=SASRec", "--dataset=ml-100k", "--config_files=missing.yaml"], "does not exist"),
+    ],
 )
 def test_cli_bad_input_is_one_clear_line(argv, message, capsys):
     assert main(argv) == 2
@@ -68,27 +70,47 @@ def test_cli_bad_input_is_one_clear_line(argv, message, capsys):
 
 
 def test_overrides_are_typed():
-    assert parse_overrides(["--epochs=3", "--learning_rate=1e-3", "--topk=[5,10]", "--reproducibility=false",
-                            "--learner=adam", "--train_neg_sample_args=None"]) == {
-        "epochs": 3, "learning_rate": 0.001, "topk": [5, 10], "reproducibility": False,
-        "learner": "adam", "train_neg_sample_args": None}
+    assert parse_overrides(
+        [
+            "--epochs=3",
+            "--learning_rate=1e-3",
+            "--topk=[5,10]",
+            "--reproducibility=false",
+            "--learner=adam",
+            "--train_neg_sample_args=None",
+        ]
+    ) == {
+        "epochs": 3,
+        "learning_rate": 0.001,
+        "topk": [5, 10],
+        "reproducibility": False,
+        "learner": "adam",
+        "train_neg_sample_args": None,
+    }
     with pytest.raises(ConfigError):
         parse_overrides(["-epochs"])
 
 
 def test_compare_can_start_raft_from_a_backbone_trained_in_the_same_run(tiny, tmp_path):
-    results, table = compare("DuoRec,RaSeRec@DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "retrieval_k": 3},
-                             out_dir=str(tmp_path / "res"))
+    results, table = compare(
+        "DuoRec,RaSeRec@DuoRec",
+        "tiny",
+        config_dict={**tiny, "epochs": 1, "retrieval_k": 3},
+        out_dir=str(tmp_path / "res"),
+    )
     assert [r["model"] for r in results] == ["DuoRec", "RaSeRec@DuoRec"]
     assert results[1]["epochs_run"] == 1  # RAFT only: stage 1 came from DuoRec's checkpoint
     assert "| RaSeRec@DuoRec |" in table
 
 
-@pytest.mark.parametrize("models, message", [
-    ("RaSeRec@DuoRec,DuoRec", "list DuoRec before it"),
-    ("DuoRec,SASRec@DuoRec", "only RaSeRec can start from a backbone"),
-    ("", "at least one model"),
-])
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        ("RaSeRec@DuoRec,DuoRec", "list DuoRec before it"),
+        ("DuoRec,SASRec@DuoRec", "only RaSeRec can start from a backbone"),
+        ("", "at least one model"),
+    ],
+)
 def test_compare_entries_are_checked_first(models, message, tiny):
     with pytest.raises(ConfigError, match=message):
         compare(models, "tiny", config_dict=tiny)

@@ -39,7 +39,7 @@ def test_memory_layout_puts_each_users_later_prefixes_after_its_own_entry():
     assert list(memory_id) == [3, 2, 0, 5, 4, 1]
     assert list(memory_stop) == [5, 3, 3, 6, 5, 3]
     for row in range(6):  # excluded entries: this row and the same user's later rows only
-        excluded = set(order[memory_id[row]:memory_stop[row]])
+        excluded = set(order[memory_id[row] : memory_stop[row]])
         assert excluded == {r for r in range(6) if users[r] == users[row] and times[r] >= times[row]}
 
 
@@ -124,14 +124,30 @@ def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
     assert any(k.startswith("retrieval.") for k in checkpoint["state_dict"])
     memory_files = list((tmp_path / "saved").glob("*memory*.npz"))
     assert len(memory_files) == 1
-    again = run_recbole_rag("RaSeRec", "tiny", config_dict={
-        **tiny, "retrieval_k": 5, "epochs": 1,
-        "pretrained_path": result["saved_model_file"], "memory_path": str(memory_files[0])})
+    again = run_recbole_rag(
+        "RaSeRec",
+        "tiny",
+        config_dict={
+            **tiny,
+            "retrieval_k": 5,
+            "epochs": 1,
+            "pretrained_path": result["saved_model_file"],
+            "memory_path": str(memory_files[0]),
+        },
+    )
     assert again["epochs_run"] == 1  # stage 1 skipped
     other = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "seed": 7})
     with pytest.raises(CheckpointError, match="built from another backbone"):
-        run_recbole_rag("RaSeRec", "tiny", config_dict={
-            **tiny, "retrieval_k": 5, "pretrained_path": other["saved_model_file"], "memory_path": str(memory_files[0])})
+        run_recbole_rag(
+            "RaSeRec",
+            "tiny",
+            config_dict={
+                **tiny,
+                "retrieval_k": 5,
+                "pretrained_path": other["saved_model_file"],
+                "memory_path": str(memory_files[0]),
+            },
+        )
 
 
 @pytest.mark.parametrize("backbone", ["SASRec", "DuoRec"])
@@ -203,8 +219,9 @@ def test_resume_refuses_a_wrong_checkpoint(tiny):
     _, _, trainer, train, valid, _ = _setup(tiny, resume_path=own["saved_model_file"], hidden_size=32)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         trainer.fit(train, valid, saved=False)
-    _, _, trainer, train, valid, _ = _setup(tiny, resume_path=own["saved_model_file"],
-                                            pretrained_path=duorec["saved_model_file"])
+    _, _, trainer, train, valid, _ = _setup(
+        tiny, resume_path=own["saved_model_file"], pretrained_path=duorec["saved_model_file"]
+    )
     with pytest.raises(ConfigError, match="not both"):
         trainer.fit(train, valid, saved=False)
 
@@ -244,8 +261,11 @@ def test_frozen_backbone_training_reads_the_cached_neighbours_of_the_rows_own_en
     monkeypatch.setattr(model.memory, "search", lambda *args, **kwargs: pytest.fail("searched per batch"))
     used = []
     augment = model.augment
-    monkeypatch.setattr(model, "augment", lambda h, exclude=None, neighbours=None: used.append((h, neighbours))
-                        or augment(h, exclude, neighbours))
+    monkeypatch.setattr(
+        model,
+        "augment",
+        lambda h, exclude=None, neighbours=None: used.append((h, neighbours)) or augment(h, exclude, neighbours),
+    )
     model.train()
     for batch in train:
         entries = batch[MEMORY_ID].numpy()

@@ -1,4 +1,5 @@
 """Dataset regeneration (DR4SR) and the regenerate -> backbone -> RAFT pipeline, on tiny data."""
+
 import json
 import os
 
@@ -34,8 +35,13 @@ def _rows(dataset):
 def regenerated(tmp_path_factory):
     """The tiny dataset regenerated once for the module: (settings, folder)."""
     root = tmp_path_factory.mktemp("regen")
-    settings = {**SMALL, **REGEN, "data_path": str(write_tiny_dataset(root / "data")),
-                "checkpoint_dir": str(root / "saved"), "regen_data_path": str(root / "out")}
+    settings = {
+        **SMALL,
+        **REGEN,
+        "data_path": str(write_tiny_dataset(root / "data")),
+        "checkpoint_dir": str(root / "saved"),
+        "regen_data_path": str(root / "out"),
+    }
     cwd = os.getcwd()
     os.chdir(root)
     try:
@@ -165,8 +171,12 @@ def test_a_matching_manifest_is_reused_and_a_different_one_refused(regenerated, 
         pipeline.regenerate("tiny", None, {**settings, "regen_balance": 0.25})
     with pytest.raises(DatasetError, match="does not match"):  # a direct run never overwrites it either
         run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_balance": 0.25})
-    assert writer.find_regenerated(Config("Regenerator", "tiny", config_dict={
-        **settings, "regen_balance": 0.25, "regen_overwrite": True})) is None
+    assert (
+        writer.find_regenerated(
+            Config("Regenerator", "tiny", config_dict={**settings, "regen_balance": 0.25, "regen_overwrite": True})
+        )
+        is None
+    )
 
 
 def test_an_interrupted_regeneration_leaves_nothing_to_pick_up(tiny, tmp_path, monkeypatch):
@@ -219,11 +229,21 @@ def test_unknown_memory_source_is_refused_before_training(tiny):
 
 def test_the_pipeline_runs_all_stages_in_one_call(regenerated, tmp_path):
     settings, _ = regenerated
-    results, table = pipeline.run_pipeline("SASRec", "tiny", ["pairs", "patterns"], baseline=False, regen_epochs=1,
-                                           config_dict=settings, out_dir=str(tmp_path / "res"))
+    results, table = pipeline.run_pipeline(
+        "SASRec",
+        "tiny",
+        ["pairs", "patterns"],
+        baseline=False,
+        regen_epochs=1,
+        config_dict=settings,
+        out_dir=str(tmp_path / "res"),
+    )
     # the regenerated set of the fixture is reused (same settings), RecBole's SASRec trains on it
-    assert [r["model"] for r in results] == ["SASRec on tiny-regen", "RaSeRec@SASRec on tiny-regen (pairs)",
-                                            "RaSeRec@SASRec on tiny-regen (patterns)"]
+    assert [r["model"] for r in results] == [
+        "SASRec on tiny-regen",
+        "RaSeRec@SASRec on tiny-regen (pairs)",
+        "RaSeRec@SASRec on tiny-regen (patterns)",
+    ]
     assert all(0.0 <= r["test_result"]["ndcg@10"] <= 1.0 for r in results)
     assert (tmp_path / "res" / "tiny-regen-SASRec-compare.csv").is_file() and "(patterns)" in table
 

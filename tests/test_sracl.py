@@ -25,8 +25,10 @@ GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
 def write_item_text(tiny, n_items=30):
     """A movie-style .item file (free-text titles) for the tiny dataset."""
     rows = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
-    rows += [f"i{i}\tThe {GENRES[i % 5]} Story, part {i}\t{1990 + i % 7}\t{GENRES[i % 5]} {GENRES[(i + 1) % 5]}"
-             for i in range(1, n_items + 1)]
+    rows += [
+        f"i{i}\tThe {GENRES[i % 5]} Story, part {i}\t{1990 + i % 7}\t{GENRES[i % 5]} {GENRES[(i + 1) % 5]}"
+        for i in range(1, n_items + 1)
+    ]
     (Path(tiny["data_path"]) / "tiny" / "tiny.item").write_text("\n".join(rows) + "\n")
     return tiny
 
@@ -111,8 +113,9 @@ def test_approximate_neighbours_above_the_exact_limit_are_near_the_exact_ones(mo
 
 
 def test_prefix_retrieval_finds_the_nearest_other_training_prefixes(tiny, tmp_path):
-    _, model, trainer, train = _setup(tiny, semantic_embedding_file=_vector_file(tmp_path),
-                                      cross_retrieval="prefix", cross_view="encode")
+    _, model, trainer, train = _setup(
+        tiny, semantic_embedding_file=_vector_file(tmp_path), cross_retrieval="prefix", cross_view="encode"
+    )
     semantics = trainer.prepare_semantics(train.dataset)
     feat = train.dataset.inter_feat
     n = len(feat)
@@ -145,12 +148,15 @@ def test_substitution_uses_semantic_neighbours_at_the_configured_rate(tiny, tmp_
     assert torch.equal(model.substitute(seq), seq)
 
 
-@pytest.mark.parametrize("backbone,cross_view,cross_retrieval", [
-    ("SASRec", "encode", "user"), ("GRU4Rec", "memory", "user"), ("SASRec", "memory", "prefix")])
+@pytest.mark.parametrize(
+    "backbone,cross_view,cross_retrieval",
+    [("SASRec", "encode", "user"), ("GRU4Rec", "memory", "user"), ("SASRec", "memory", "prefix")],
+)
 def test_each_contrastive_term_trains_its_parts(tiny, tmp_path, backbone, cross_view, cross_retrieval):
     vectors = _vector_file(tmp_path)
-    _, model, trainer, train = _setup(tiny, semantic_embedding_file=vectors, backbone=backbone, cross_view=cross_view,
-                                      cross_retrieval=cross_retrieval)
+    _, model, trainer, train = _setup(
+        tiny, semantic_embedding_file=vectors, backbone=backbone, cross_view=cross_view, cross_retrieval=cross_retrieval
+    )
     trainer.prepare_semantics(train.dataset)
     assert isinstance(model.encoder, GRUEncoder) == (backbone == "GRU4Rec")
     model.refresh_memory()
@@ -171,14 +177,19 @@ def test_each_contrastive_term_trains_its_parts(tiny, tmp_path, backbone, cross_
 
 
 def test_each_loss_term_is_tallied_unweighted_for_the_epoch_log(tiny, tmp_path):
-    _, model, trainer, train = _setup(tiny, semantic_embedding_file=_vector_file(tmp_path), cross_weight=0.0,
-                                      intra_weight=0.5)
+    _, model, trainer, train = _setup(
+        tiny, semantic_embedding_file=_vector_file(tmp_path), cross_weight=0.0, intra_weight=0.5
+    )
     trainer.prepare_semantics(train.dataset)
     batches = list(train)[:2]
     model.eval()
-    ce = [torch.nn.functional.cross_entropy(
-        model.forward(b[model.ITEM_SEQ], b[model.ITEM_SEQ_LEN]) @ model.item_embedding.weight.T,
-        b[model.POS_ITEM_ID]).item() for b in batches]
+    ce = [
+        torch.nn.functional.cross_entropy(
+            model.forward(b[model.ITEM_SEQ], b[model.ITEM_SEQ_LEN]) @ model.item_embedding.weight.T,
+            b[model.POS_ITEM_ID],
+        ).item()
+        for b in batches
+    ]
     model.reset_terms()
     totals = [model.calculate_loss(b).item() for b in batches]
     terms = model.reset_terms()
@@ -189,8 +200,11 @@ def test_each_loss_term_is_tallied_unweighted_for_the_epoch_log(tiny, tmp_path):
 
 
 def test_file_and_categorical_sources_are_named_in_the_results(tiny, tmp_path):
-    result = run_recbole_rag("SRACL", "tiny", config_dict={**tiny, "epochs": 1, "user_k": 3,
-                                                           "semantic_embedding_file": _vector_file(tmp_path)})
+    result = run_recbole_rag(
+        "SRACL",
+        "tiny",
+        config_dict={**tiny, "epochs": 1, "user_k": 3, "semantic_embedding_file": _vector_file(tmp_path)},
+    )
     assert result["semantic_source"].startswith("file: ") and result["semantic_texts_embedded"] == 0
     write_item_text(tiny)
     _, _, trainer, train = _setup(tiny, semantic_source="categorical")
@@ -249,20 +263,23 @@ def test_the_llm_client_speaks_the_openai_chat_protocol():
     assert "likes A" in seen[0][2]["messages"][0]["content"]
 
 
-@pytest.mark.parametrize("overrides,match", [
-    ({"backbone": "Caser"}, "backbone must be one of SASRec, GRU4Rec"),
-    ({"cross_view": "both"}, "cross_view must be one of"),
-    ({"cross_retrieval": "session"}, "cross_retrieval must be one of user, prefix"),
-    ({"substitute_rate": 1.5}, "substitute_rate must be in"),
-    ({"user_k": 0}, "user_k must be > 0"),
-    ({"synthesis_dropout": 1.0}, "synthesis_dropout must be in"),
-    ({"sim": "euclidean"}, "sim must be dot or cos"),
-    ({"semantic_source": "web"}, "semantic_source must be one of"),
-    ({"user_semantics": "llm"}, "user_semantics must be one of"),
-    ({"llm": "gpt"}, "llm must be a mapping"),
-    ({"semantic_embedding_file": "missing.npz"}, "does not exist"),
-    ({"semantic_model": "no-such-model"}, "neither all-MiniLM-L6-v2"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"backbone": "Caser"}, "backbone must be one of SASRec, GRU4Rec"),
+        ({"cross_view": "both"}, "cross_view must be one of"),
+        ({"cross_retrieval": "session"}, "cross_retrieval must be one of user, prefix"),
+        ({"substitute_rate": 1.5}, "substitute_rate must be in"),
+        ({"user_k": 0}, "user_k must be > 0"),
+        ({"synthesis_dropout": 1.0}, "synthesis_dropout must be in"),
+        ({"sim": "euclidean"}, "sim must be dot or cos"),
+        ({"semantic_source": "web"}, "semantic_source must be one of"),
+        ({"user_semantics": "llm"}, "user_semantics must be one of"),
+        ({"llm": "gpt"}, "llm must be a mapping"),
+        ({"semantic_embedding_file": "missing.npz"}, "does not exist"),
+        ({"semantic_model": "no-such-model"}, "neither all-MiniLM-L6-v2"),
+    ],
+)
 def test_bad_settings_stop_before_training(texts, overrides, match):
     with pytest.raises(ConfigError, match=match):
         run_recbole_rag("SRACL", "tiny", config_dict={**texts, **overrides})
@@ -323,8 +340,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(texts):
     assert again["epochs_run"] == 2  # epochs 1 and 2; epoch 0 came from the checkpoint
     assert again["saved_model_file"] == first["saved_model_file"]  # the run goes on in its own file
     # resumed at its last epoch, nothing is left to train: the weights are the checkpoint's
-    config, model, trainer, train = _setup(texts, semantic_source="categorical", epochs=1,
-                                           resume_path=first["saved_model_file"])
+    config, model, trainer, train = _setup(
+        texts, semantic_source="categorical", epochs=1, resume_path=first["saved_model_file"]
+    )
     trainer.fit(train, saved=False)
     saved = load_checkpoint(first["saved_model_file"])["state_dict"]
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
@@ -337,8 +355,9 @@ def test_resume_refuses_another_models_or_shapes_checkpoint(texts):
         run_recbole_rag("SRACL", "tiny", config_dict={**settings, "resume_path": duorec["saved_model_file"]})
     own = run_recbole_rag("SRACL", "tiny", config_dict=settings)
     with pytest.raises(CheckpointError, match="does not fit this model"):
-        run_recbole_rag("SRACL", "tiny",
-                        config_dict={**settings, "hidden_size": 32, "resume_path": own["saved_model_file"]})
+        run_recbole_rag(
+            "SRACL", "tiny", config_dict={**settings, "hidden_size": 32, "resume_path": own["saved_model_file"]}
+        )
 
 
 def test_gru_encoder_computes_recbole_gru4rec(tiny):
@@ -358,7 +377,7 @@ def test_anchored_contrast_queries_only_the_anchors():
     anchor, positive = torch.randn(6, 4), torch.randn(6, 4)
     rows = []
     for b in range(6):
-        others = torch.cat([anchor[:b], anchor[b + 1:]])
+        others = torch.cat([anchor[:b], anchor[b + 1 :]])
         logits = torch.cat([positive @ anchor[b], others @ anchor[b]])  # target: positive b
         rows.append(torch.logsumexp(logits, 0) - logits[b])
     assert torch.allclose(anchored_info_nce(anchor, positive, 1.0), torch.stack(rows).mean())
@@ -382,8 +401,9 @@ def test_prefix_retrieval_embeds_no_user_texts(texts, tmp_path, monkeypatch):
             return np.random.default_rng(len(embedded)).normal(size=(len(batch), 8)).astype(np.float32)
 
     monkeypatch.setattr(embed, "load_sentence_model", lambda name: FakeModel())
-    _, model, trainer, train = _setup(texts, cross_retrieval="prefix", user_semantics="text",
-                                      semantic_cache=str(tmp_path / "prefix-cache.npz"))
+    _, model, trainer, train = _setup(
+        texts, cross_retrieval="prefix", user_semantics="text", semantic_cache=str(tmp_path / "prefix-cache.npz")
+    )
     semantics = trainer.prepare_semantics(train.dataset)
     assert len(embedded) == model.n_items - 1  # item texts only: prefixes never read user vectors
     assert "users: items" in semantics.source

@@ -1,5 +1,6 @@
 """Dataset checks that run before RecBole loads anything, so a wrong input stops in seconds
 with a message that says what to do, instead of a download attempt or a bare traceback."""
+
 import os
 import warnings
 
@@ -29,11 +30,13 @@ class DatasetWarning(UserWarning):
 def read_atomic_header(path, field_separator="\t", encoding="utf-8"):
     """Column name -> type of an atomic file, checking that every column is typed."""
     try:
-        with open(path, "r", encoding=encoding) as f:
+        with open(path, encoding=encoding) as f:
             header = f.readline().rstrip("\r\n")
     except UnicodeDecodeError as err:
-        raise DatasetError(f"Atomic file '{path}' is not {encoding} text ({err.reason} at byte {err.start}): "
-                           "save it as UTF-8 or set encoding: to its encoding.") from None
+        raise DatasetError(
+            f"Atomic file '{path}' is not {encoding} text ({err.reason} at byte {err.start}): "
+            "save it as UTF-8 or set encoding: to its encoding."
+        ) from None
     if not header:
         raise DatasetError(f"Atomic file '{path}' is empty: its first line must be a typed header.")
     fields = {}
@@ -62,8 +65,7 @@ def check_dataset_files(config):
         where = "exists but lacks" if os.path.isdir(folder) else "does not exist, so it lacks"
         raise DatasetError(
             f"Dataset '{name}' not found: the folder '{folder}' {where} {', '.join(missing)} "
-            f"(RecBole atomic files: {name}.inter, optionally {name}.item and {name}.user). "
-            + _how_to_get(name)
+            f"(RecBole atomic files: {name}.inter, optionally {name}.item and {name}.user). " + _how_to_get(name)
         )
     separator = config["field_separator"] or "\t"
     for suffix in ATOMIC_SUFFIXES:
@@ -91,8 +93,10 @@ def _check_field_types(path, fields, config):
     wanted = {config["USER_ID_FIELD"]: "token", config["ITEM_ID_FIELD"]: "token", config["TIME_FIELD"]: "float"}
     for field, ftype in wanted.items():
         if field and fields.get(field) != ftype:
-            raise DatasetError(f"Atomic file '{path}' declares '{field}:{fields[field]}'; it must be "
-                               f"'{field}:{ftype}' (write the header's column as {field}:{ftype}).")
+            raise DatasetError(
+                f"Atomic file '{path}' declares '{field}:{fields[field]}'; it must be "
+                f"'{field}:{ftype}' (write the header's column as {field}:{ftype})."
+            )
 
 
 def _check_rows(path, fields, separator, config, suffix):
@@ -100,9 +104,15 @@ def _check_rows(path, fields, separator, config, suffix):
     counted (a duplicated test item also sits in training, which inflates every metric)."""
     loaded = (config["load_col"] or {}).get(suffix) if config["load_col"] else None
     columns = [f for f in fields if loaded is None or f in loaded]
-    frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False, encoding=config["encoding"] or "utf-8",
-                        usecols=[f"{f}:{fields[f]}" for f in columns],
-                        engine="c" if len(separator) == 1 else "python")
+    frame = pd.read_csv(
+        path,
+        sep=separator,
+        dtype=str,
+        keep_default_na=False,
+        encoding=config["encoding"] or "utf-8",
+        usecols=[f"{f}:{fields[f]}" for f in columns],
+        engine="c" if len(separator) == 1 else "python",
+    )
     frame.columns = columns
     if suffix == "inter" and not len(frame):
         raise DatasetError(f"Atomic file '{path}' has a header but no interactions: add one row per interaction.")
@@ -112,14 +122,20 @@ def _check_rows(path, fields, separator, config, suffix):
         if bad.any():
             row = int(bad.idxmax())
             instead = "" if field == config["TIME_FIELD"] else f" or declare the column {field}:token"
-            raise DatasetError(f"Atomic file '{path}' line {row + 2}: column '{field}' is float but holds "
-                               f"{frame[field][row]!r}: fix the value{instead}.")
+            raise DatasetError(
+                f"Atomic file '{path}' line {row + 2}: column '{field}' is float but holds "
+                f"{frame[field][row]!r}: fix the value{instead}."
+            )
     if suffix == "inter" and not config["rm_dup_inter"]:
         duplicated = int(frame.duplicated().sum())
         if duplicated:
-            warnings.warn(f"'{path}' repeats {duplicated} interactions exactly (same values in every column): "
-                          "set rm_dup_inter: first to keep the first row of each user-item pair "
-                          "(RecBole's setting: repeat consumption goes too).", DatasetWarning, stacklevel=3)
+            warnings.warn(
+                f"'{path}' repeats {duplicated} interactions exactly (same values in every column): "
+                "set rm_dup_inter: first to keep the first row of each user-item pair "
+                "(RecBole's setting: repeat consumption goes too).",
+                DatasetWarning,
+                stacklevel=3,
+            )
 
 
 def _empty_after_filtering(config, inter_num):
@@ -131,7 +147,7 @@ def _empty_after_filtering(config, inter_num):
     return DatasetError(
         f"Dataset '{config['dataset']}' is empty after filtering ({inter_num} interactions left; "
         f"filters: {filters or 'none'}). Loosen the filters "
-        "(e.g. --user_inter_num_interval=\"[1,inf)\") or use more data."
+        '(e.g. --user_inter_num_interval="[1,inf)") or use more data.'
     )
 
 

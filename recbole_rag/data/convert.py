@@ -12,6 +12,7 @@ Usage::
         --dataset beauty [--output_dir dataset] [--force]
     python -m recbole_rag.data.convert --download=ml-100k [--output_dir dataset] [--force]
 """
+
 import argparse
 import difflib
 import gzip
@@ -38,7 +39,7 @@ def _open_text(path):
         gzipped = f.read(2) == _GZIP_MAGIC
     if gzipped:
         return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return open(path, "r", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
 
 
 def _lines(path):
@@ -92,7 +93,12 @@ def read_amazon_csv(path):
         # The ratings dumps are never quoted; fall back to the csv module only when a line is.
         fields = next(csv.reader([line])) if '"' in line else line.split(",")
         if len(fields) != 4:
-            raise _bad(path, number, line, f"4 comma-separated columns user,item,rating,timestamp (no header), found {len(fields)}")
+            raise _bad(
+                path,
+                number,
+                line,
+                f"4 comma-separated columns user,item,rating,timestamp (no header), found {len(fields)}",
+            )
         user, item, rating, timestamp = (field.strip() for field in fields)
         yield (
             _token(user, path, number, line, "user"),

@@ -6,10 +6,11 @@ retrieval-augmented attention attends over; with ``metric='cosine'`` only the in
 L2-normalised), values are item ids. Entry ids are 0, 1, 2, ... in
 insertion order, so a caller can exclude a query's own entry.
 """
+
 import json
 import operator
-import zipfile
 import os
+import zipfile
 
 import faiss
 import numpy as np
@@ -144,8 +145,10 @@ class MemoryBank:
         widths = np.zeros(len(queries), np.int64) if ranges is None else ranges[:, 1] - ranges[:, 0]
         extra = int(widths.max(initial=0))
         if not 0 < k <= len(self) - extra:
-            raise ValueError(f"k must be in [1, {len(self) - extra}] for a bank of {len(self)} entries "
-                             f"(excluding up to {extra} per query), got {k}")
+            raise ValueError(
+                f"k must be in [1, {len(self) - extra}] for a bank of {len(self)} entries "
+                f"(excluding up to {extra} per query), got {k}"
+            )
         queries = self._for_index(_as_matrix(queries, self.dim, "queries"))
         if ranges is None:
             scores, ids = self.index.search(queries, k)
@@ -172,11 +175,21 @@ class MemoryBank:
 
     def save(self, path):
         """One .npz file (serialized faiss index, keys, values, settings), written atomically."""
-        meta = {"version": FORMAT_VERSION, "dim": self.dim, "index_type": self.index_type,
-                "metric": self.metric, **self.params}
+        meta = {
+            "version": FORMAT_VERSION,
+            "dim": self.dim,
+            "index_type": self.index_type,
+            "metric": self.metric,
+            **self.params,
+        }
         with atomic_path(path, ".npz") as tmp_path:
-            np.savez(tmp_path, index=faiss.serialize_index(self.index), keys=self.keys,
-                     values=self.values, meta=np.array(json.dumps(meta)))
+            np.savez(
+                tmp_path,
+                index=faiss.serialize_index(self.index),
+                keys=self.keys,
+                values=self.values,
+                meta=np.array(json.dumps(meta)),
+            )
 
     @classmethod
     def load(cls, path):
@@ -185,14 +198,23 @@ class MemoryBank:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
-                bank = cls(meta["dim"], meta["index_type"], meta["metric"], meta["nlist"], meta["nprobe"],
-                           meta["hnsw_m"], meta["ef_search"])
+                bank = cls(
+                    meta["dim"],
+                    meta["index_type"],
+                    meta["metric"],
+                    meta["nlist"],
+                    meta["nprobe"],
+                    meta["hnsw_m"],
+                    meta["ef_search"],
+                )
                 bank.index = faiss.deserialize_index(data["index"])
                 bank.keys, bank.values = data["keys"], data["values"]
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, RuntimeError) as err:
-            raise CheckpointError(f"'{path}' is not a memory bank saved by MemoryBank.save (truncated or "
-                                  f"another file?): {type(err).__name__}: {err}. Point memory_path at a new "
-                                  "file to rebuild the bank.") from err
+            raise CheckpointError(
+                f"'{path}' is not a memory bank saved by MemoryBank.save (truncated or "
+                f"another file?): {type(err).__name__}: {err}. Point memory_path at a new "
+                "file to rebuild the bank."
+            ) from err
         if bank.index.ntotal != len(bank.values):
             raise ValueError(f"'{path}' is inconsistent: {bank.index.ntotal} vectors, {len(bank.values)} values")
         return bank

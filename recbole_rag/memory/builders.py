@@ -11,6 +11,7 @@ training target to its query. The bank keeps only patterns held by at least
 still be frequent without any single user, i.e. the bank a training query sees is one that
 could have been mined without its own target, as at test time (test items are never mined).
 """
+
 import os
 
 import numpy as np
@@ -62,8 +63,13 @@ def build_pattern_memory(model, train_dataset, config, show_progress=False):
             "or use memory_source: pairs."
         )
     sequences, lengths, next_items = pattern_prefixes(items, model.max_seq_length)
-    prefixes = Interaction({model.ITEM_SEQ: torch.from_numpy(sequences), model.ITEM_SEQ_LEN: torch.from_numpy(lengths),
-                            model.POS_ITEM_ID: torch.from_numpy(next_items)})
+    prefixes = Interaction(
+        {
+            model.ITEM_SEQ: torch.from_numpy(sequences),
+            model.ITEM_SEQ_LEN: torch.from_numpy(lengths),
+            model.POS_ITEM_ID: torch.from_numpy(next_items),
+        }
+    )
     model.memory = None
     model.add_to_memory(prefixes, config["eval_batch_size"], show_progress)
     return model.memory, np.arange(1, len(model.memory) + 1)

@@ -7,6 +7,7 @@ split into contiguous slices, one per shard, so a shard's global ids always incr
 exclusion range [start, stop) is one local range per shard. With flat shards ``search`` returns
 exactly what one flat bank over all entries returns.
 """
+
 import numpy as np
 
 from recbole_rag.errors import ConfigError

@@ -1,5 +1,6 @@
 """Load a pre-trained transformer backbone into our SASRecEncoder, from checkpoints of ours
 (RaSeRec, DuoRec: ``encoder.*``) or of RecBole's SASRec (its own parameter names)."""
+
 import torch
 
 from recbole_rag.errors import CheckpointError
@@ -40,8 +41,7 @@ def encoder_state(checkpoint, path="checkpoint"):
     model = checkpoint.get("config", {}).get("model")
     if model not in BACKBONE_MODELS:
         raise CheckpointError(
-            f"'{path}' holds a {model} model; a backbone checkpoint must come from one of "
-            f"{', '.join(BACKBONE_MODELS)}."
+            f"'{path}' holds a {model} model; a backbone checkpoint must come from one of {', '.join(BACKBONE_MODELS)}."
         )
     state = checkpoint["state_dict"]
     if model == "SASRec":
@@ -49,7 +49,7 @@ def encoder_state(checkpoint, path="checkpoint"):
             return _from_recbole_sasrec(state)
         except KeyError as err:
             raise CheckpointError(f"'{path}' is not a RecBole SASRec state dict: missing {err}.") from err
-    return {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    return {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
 
 
 def load_backbone(encoder, checkpoint, path="checkpoint"):
@@ -57,8 +57,11 @@ def load_backbone(encoder, checkpoint, path="checkpoint"):
     state = encoder_state(checkpoint, path)
     own = encoder.state_dict()
     problems = [f"missing {k}" for k in own if k not in state]
-    problems += [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-                 for k, v in own.items() if k in state and state[k].shape != v.shape]
+    problems += [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if problems:
         saved = checkpoint.get("config", {})
         raise CheckpointError(

@@ -2,6 +2,7 @@
 set by the subclass: item ids and lengths -> (batch, hidden) user vectors) whose item embedding
 scores every item (user vector . item embedding), trained with softmax cross-entropy over all
 items; DuoRec, RaSeRec and SRACL differ only in what they add to that loss."""
+
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from recbole_rag.errors import ConfigError

@@ -1,5 +1,6 @@
 """GRU4Rec's encoder (Hidasi et al. 2016, as RecBole's GRU4Rec): item embedding -> dropout -> GRU ->
 linear back to the embedding size; the output at each sequence's last real position."""
+
 import torch
 from torch import nn
 
@@ -17,7 +18,9 @@ class GRUEncoder(nn.Module):
 
     @classmethod
     def from_config(cls, config, n_items, max_seq_length):
-        return cls(n_items, config["hidden_size"], config["gru_hidden_size"], config["gru_layers"], config["dropout_prob"])
+        return cls(
+            n_items, config["hidden_size"], config["gru_hidden_size"], config["gru_layers"], config["dropout_prob"]
+        )
 
     def forward(self, item_seq, item_seq_len):
         """(batch, max_len) item ids, (batch,) lengths -> (batch, hidden) user vectors."""

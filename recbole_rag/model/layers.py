@@ -4,6 +4,7 @@ Same architecture and regularisation as RecBole's SASRec (post-LN blocks, GELU f
 dropout on embeddings, attention probabilities and each sub-layer's output), computed with a
 fused QKV projection, torch's scaled_dot_product_attention and a cheaper dropout mask.
 """
+
 import math
 
 import torch
@@ -124,9 +125,20 @@ class SASRecEncoder(nn.Module):
     longest sequence and only real items are computed (``Packing``).
     """
 
-    def __init__(self, n_items, max_seq_length, hidden_size=64, n_layers=2, n_heads=2, inner_size=256,
-                 hidden_dropout_prob=0.5, attn_dropout_prob=0.5, hidden_act="gelu",
-                 layer_norm_eps=1e-12, initializer_range=0.02):
+    def __init__(
+        self,
+        n_items,
+        max_seq_length,
+        hidden_size=64,
+        n_layers=2,
+        n_heads=2,
+        inner_size=256,
+        hidden_dropout_prob=0.5,
+        attn_dropout_prob=0.5,
+        hidden_act="gelu",
+        layer_norm_eps=1e-12,
+        initializer_range=0.02,
+    ):
         super().__init__()
         self.hidden_dropout = hidden_dropout_prob
         self.initializer_range = initializer_range
@@ -134,16 +146,26 @@ class SASRecEncoder(nn.Module):
         self.position_embedding = nn.Embedding(max_seq_length, hidden_size)
         self.embedding_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.layers = nn.ModuleList(
-            TransformerLayer(hidden_size, n_heads, inner_size, hidden_dropout_prob,
-                             attn_dropout_prob, hidden_act, layer_norm_eps)
+            TransformerLayer(
+                hidden_size, n_heads, inner_size, hidden_dropout_prob, attn_dropout_prob, hidden_act, layer_norm_eps
+            )
             for _ in range(n_layers)
         )
         self.apply(self._init_weights)
 
     @classmethod
     def from_config(cls, config, n_items, max_seq_length):
-        keys = ["hidden_size", "n_layers", "n_heads", "inner_size", "hidden_dropout_prob",
-                "attn_dropout_prob", "hidden_act", "layer_norm_eps", "initializer_range"]
+        keys = [
+            "hidden_size",
+            "n_layers",
+            "n_heads",
+            "inner_size",
+            "hidden_dropout_prob",
+            "attn_dropout_prob",
+            "hidden_act",
+            "layer_norm_eps",
+            "initializer_range",
+        ]
         return cls(n_items, max_seq_length, **{k: config[k] for k in keys})
 
     def _init_weights(self, module):

@@ -6,6 +6,7 @@ Structure of the reference implementation's default (seq -> target) channel: cro
 a position-wise feed-forward with residual and LayerNorm, and a second cross-attention whose
 query is the feed-forward output; no residual around the cross-attentions.
 """
+
 import math
 
 import torch.nn.functional as F

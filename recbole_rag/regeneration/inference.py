@@ -6,6 +6,7 @@ Generative mode decodes greedily from the k most likely first items (k distinct 
 user); it may produce transitions never mined, which is where new knowledge comes from.
 Selective mode returns the top-scored mined patterns not already generated for that user.
 """
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -66,9 +67,8 @@ def regenerate(model, item_seq, n_per_user, balance, batch_size=512, show_progre
     model.eval()
     out = []
     by_length = torch.argsort((item_seq > 0).sum(1), stable=True)  # batches of similar lengths
-    for start in tqdm(range(0, len(item_seq), batch_size), desc="Regenerate", ncols=100,
-                      disable=not show_progress):
-        batch = item_seq[by_length[start:start + batch_size]].to(model.patterns.device)
+    for start in tqdm(range(0, len(item_seq), batch_size), desc="Regenerate", ncols=100, disable=not show_progress):
+        batch = item_seq[by_length[start : start + batch_size]].to(model.patterns.device)
         memory, padding = model.encode(batch)
         parts = [generate(model, memory, padding, n_generated)] if n_generated else []
         if n_selected:

@@ -6,6 +6,7 @@ user's last two items (validation and test targets under leave-one-out) never en
 Counting is vectorised with numpy (a sliding window per pattern length, ``np.unique`` over the
 windows), which mines ~300k interactions in seconds.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +35,9 @@ class Patterns:
         """The patterns where ``keep`` (bool (P,)) holds, occurrences re-indexed."""
         new_index = np.cumsum(keep) - 1
         occ = self.occurrences[keep[self.occurrences[:, 1]]]
-        return Patterns(self.items[keep], self.lengths[keep], self.support[keep],
-                        np.stack([occ[:, 0], new_index[occ[:, 1]]], 1))
+        return Patterns(
+            self.items[keep], self.lengths[keep], self.support[keep], np.stack([occ[:, 0], new_index[occ[:, 1]]], 1)
+        )
 
 
 def training_sequences(train_dataset, config):
@@ -72,8 +74,9 @@ def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3):
     Raises DatasetError when no pattern reaches ``min_support``.
     """
     if not 2 <= min_len <= max_len:
-        raise DatasetError(f"pattern lengths must satisfy 2 <= pattern_min_len <= pattern_max_len, "
-                           f"got {min_len} and {max_len}.")
+        raise DatasetError(
+            f"pattern lengths must satisfy 2 <= pattern_min_len <= pattern_max_len, got {min_len} and {max_len}."
+        )
     if min_support < 1:
         raise DatasetError(f"pattern_min_support must be >= 1, got {min_support}.")
     items, offsets = np.asarray(items, np.int64), np.asarray(offsets, np.int64)
@@ -105,5 +108,9 @@ def _concatenate(parts):
     shift = np.cumsum([0] + [len(p) for p in parts[:-1]])
     occurrences = np.concatenate([p.occurrences + [0, s] for p, s in zip(parts, shift)])
     occurrences = occurrences[np.lexsort((occurrences[:, 1], occurrences[:, 0]))]
-    return Patterns(np.concatenate([p.items for p in parts]), np.concatenate([p.lengths for p in parts]),
-                    np.concatenate([p.support for p in parts]), occurrences)
+    return Patterns(
+        np.concatenate([p.items for p in parts]),
+        np.concatenate([p.lengths for p in parts]),
+        np.concatenate([p.support for p in parts]),
+        occurrences,
+    )

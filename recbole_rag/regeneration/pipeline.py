@@ -8,6 +8,7 @@ bank of training pairs or of mined patterns. Also the original-data baseline, fo
 ``--epochs`` is the backbone's budget; the regenerator trains ``--regen_epochs`` (default: its
 YAML). A saved regenerated set whose manifest matches is reused instead of regenerated.
 """
+
 import argparse
 import os
 import sys
@@ -39,8 +40,16 @@ def regenerated_run(folder, config_file_list=None, config_dict=None):
     return name, files, {**(config_dict or {}), "data_path": os.path.dirname(os.path.normpath(folder))}
 
 
-def run_pipeline(backbone, dataset, memory_sources=("pairs", "patterns"), baseline=True, regen_epochs=None,
-                 config_file_list=None, config_dict=None, out_dir="saved"):
+def run_pipeline(
+    backbone,
+    dataset,
+    memory_sources=("pairs", "patterns"),
+    baseline=True,
+    regen_epochs=None,
+    config_file_list=None,
+    config_dict=None,
+    out_dir="saved",
+):
     """Run the stages; returns (results, Markdown table), the table also written to ``out_dir``."""
     sources = [check_memory_source(s) for s in memory_sources]
     config_dict = dict(config_dict or {})
@@ -58,19 +67,29 @@ def run_pipeline(backbone, dataset, memory_sources=("pairs", "patterns"), baseli
     if sources and not trained["saved_model_file"]:
         raise ConfigError("RAFT needs the backbone's checkpoint: run the pipeline with saving on.")
     for source in sources:
-        raft = run_recbole_rag("RaSeRec", name, files, {
-            **overrides, "pretrained_path": trained["saved_model_file"], "memory_source": source,
-            # a pattern bank stays patterns only: no validation pairs are added before testing
-            "memory_update": source == "pairs" and overrides.get("memory_update", True),
-        })
+        raft = run_recbole_rag(
+            "RaSeRec",
+            name,
+            files,
+            {
+                **overrides,
+                "pretrained_path": trained["saved_model_file"],
+                "memory_source": source,
+                # a pattern bank stays patterns only: no validation pairs are added before testing
+                "memory_update": source == "pairs" and overrides.get("memory_update", True),
+            },
+        )
         raft["model"] = f"RaSeRec@{backbone} on {name} ({source})"
         results.append(raft)
     return results, write_comparison(results, f"{dataset}-regen-{backbone}", out_dir)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                                     epilog="Any other --key=value overrides a setting of every stage.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+        epilog="Any other --key=value overrides a setting of every stage.",
+    )
     parser.add_argument("--backbone", default="SASRec", help="model trained on the regenerated data")
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--memory_sources", default="pairs,patterns", help="RAFT runs: pairs, patterns, both or ''")
@@ -81,8 +100,16 @@ def main(argv=None):
     args, rest = parser.parse_known_args(argv)
     try:
         sources = [s.strip() for s in args.memory_sources.split(",") if s.strip()]
-        _, table = run_pipeline(args.backbone, args.dataset, sources, args.baseline == "True", args.regen_epochs,
-                                args.config_files.split() or None, parse_overrides(rest), args.out_dir)
+        _, table = run_pipeline(
+            args.backbone,
+            args.dataset,
+            sources,
+            args.baseline == "True",
+            args.regen_epochs,
+            args.config_files.split() or None,
+            parse_overrides(rest),
+            args.out_dir,
+        )
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

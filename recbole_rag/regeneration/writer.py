@@ -15,6 +15,7 @@ row per <history, next item> pair, so RecBole uses the split as written):
 Everything is written into a temporary sibling folder that is renamed into place at the end,
 so an interrupted run never leaves a dataset a later run would pick up.
 """
+
 import hashlib
 import json
 import os
@@ -29,9 +30,22 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Settings that change what is written: a saved set is reused only when all of them match.
 REGEN_KEYS = (
-    "pattern_min_support", "pattern_min_len", "pattern_max_len", "regen_per_user", "regen_balance",
-    "MAX_ITEM_LIST_LENGTH", "user_inter_num_interval", "item_inter_num_interval", "seed", "epochs",
-    "learning_rate", "train_batch_size", "hidden_size", "n_layers", "n_heads", "inner_size",
+    "pattern_min_support",
+    "pattern_min_len",
+    "pattern_max_len",
+    "regen_per_user",
+    "regen_balance",
+    "MAX_ITEM_LIST_LENGTH",
+    "user_inter_num_interval",
+    "item_inter_num_interval",
+    "seed",
+    "epochs",
+    "learning_rate",
+    "train_batch_size",
+    "hidden_size",
+    "n_layers",
+    "n_heads",
+    "inner_size",
     "hidden_dropout_prob",
 )
 
@@ -112,9 +126,12 @@ def split_rows(dataset, config):
     item_tokens = dataset.field2id_token[iid]
     histories = feat[iid + config["LIST_SUFFIX"]].numpy()
     lengths = feat[config["ITEM_LIST_LENGTH_FIELD"]].numpy()
-    return (dataset.field2id_token[uid][feat[uid].numpy()],
-            [" ".join(item_tokens[row[:n]]) for row, n in zip(histories, lengths)],
-            item_tokens[feat[iid].numpy()], feat[config["TIME_FIELD"]].numpy())
+    return (
+        dataset.field2id_token[uid][feat[uid].numpy()],
+        [" ".join(item_tokens[row[:n]]) for row, n in zip(histories, lengths)],
+        item_tokens[feat[iid].numpy()],
+        feat[config["TIME_FIELD"]].numpy(),
+    )
 
 
 def regenerated_rows(dataset, users, patterns, times):
@@ -134,8 +151,12 @@ def regenerated_rows(dataset, users, patterns, times):
 
 def _write_inter(path, config, rows):
     iid = config["ITEM_ID_FIELD"]
-    header = [f"{config['USER_ID_FIELD']}:token", f"{iid}{config['LIST_SUFFIX']}:token_seq",
-              f"{iid}:token", f"{config['TIME_FIELD']}:float"]
+    header = [
+        f"{config['USER_ID_FIELD']}:token",
+        f"{iid}{config['LIST_SUFFIX']}:token_seq",
+        f"{iid}:token",
+        f"{config['TIME_FIELD']}:float",
+    ]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\t".join(header) + "\n")
         for parts in rows:
@@ -184,10 +205,16 @@ def write_regenerated(config, splits, regenerated, patterns, seconds):
         manifest = {
             **expected,
             "source": {**expected["source"], "data_path": os.path.abspath(config["data_path"])},
-            "counts": {"users": int(train.user_num - 1), "items": int(train.item_num - 1),
-                       "patterns": len(patterns), "regenerated_patterns": int((user_patterns > 0).any(-1).sum()),
-                       "train_rows_original": len(train_rows[0]), "train_rows_regenerated": len(extra[0]),
-                       "valid_rows": len(valid.inter_feat), "test_rows": len(test.inter_feat)},
+            "counts": {
+                "users": int(train.user_num - 1),
+                "items": int(train.item_num - 1),
+                "patterns": len(patterns),
+                "regenerated_patterns": int((user_patterns > 0).any(-1).sum()),
+                "train_rows_original": len(train_rows[0]),
+                "train_rows_regenerated": len(extra[0]),
+                "valid_rows": len(valid.inter_feat),
+                "test_rows": len(test.inter_feat),
+            },
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "seconds": round(seconds, 1),
         }
@@ -228,5 +255,5 @@ def read_patterns(path, dataset):
     width = max((len(t) for t in token_lists), default=0)
     items = np.zeros((len(rows), width), np.int64)
     for i, tokens in enumerate(token_lists):
-        items[i, :len(tokens)] = dataset.token2id(dataset.iid_field, tokens)
+        items[i, : len(tokens)] = dataset.token2id(dataset.iid_field, tokens)
     return items, np.array([int(r[1]) for r in rows], np.int64)

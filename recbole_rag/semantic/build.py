@@ -11,6 +11,7 @@
 For categorical and file sources (and ``user_semantics: items``) a user's vector is the mean of its
 training items' vectors.
 """
+
 import os
 import re
 from collections import Counter
@@ -31,11 +32,11 @@ USER_SEMANTICS = ("text", "items")
 
 @dataclass
 class Semantics:
-    source: str              # what the vectors came from, e.g. "text: movie_title, release_year, class"
+    source: str  # what the vectors came from, e.g. "text: movie_title, release_year, class"
     item_vectors: np.ndarray  # (n_items, dim), row 0 (padding) zero
     user_vectors: np.ndarray  # (n_users, dim), zero for users without training history
-    histories: dict          # {internal user id: training item ids in time order}
-    embedded: int = 0        # texts embedded in this call (0 when the cache held them all)
+    histories: dict  # {internal user id: training item ids in time order}
+    embedded: int = 0  # texts embedded in this call (0 when the cache held them all)
 
 
 def normalise(vectors):
@@ -71,15 +72,17 @@ def vectors_from_file(path, tokens):
 
 def categorical_vectors(rows, tokens, fields, max_values):
     """Multi-hot of the most frequent ``field=value`` labels."""
+
     def item_labels(token):
         row = rows.get(token, {})
         return {f"{f}={v}" for f in fields for v in T.labels(row.get(f, ""))}
 
     per_item = [item_labels(t) for t in tokens[1:]]
-    vocab = {label: j for j, (label, _) in enumerate(Counter(l for ls in per_item for l in ls).most_common(max_values))}
+    counts = Counter(label for labels in per_item for label in labels)
+    vocab = {label: j for j, (label, _) in enumerate(counts.most_common(max_values))}
     vectors = np.zeros((len(tokens), max(len(vocab), 1)), np.float32)
     for i, labels in enumerate(per_item, start=1):
-        vectors[i, [vocab[l] for l in labels if l in vocab]] = 1.0
+        vectors[i, [vocab[label] for label in labels if label in vocab]] = 1.0
     return normalise(vectors)
 
 
@@ -100,8 +103,13 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True)
     item_field = config["ITEM_ID_FIELD"]
     tokens = [str(t) for t in train_dataset.field2id_token[item_field]]
     n_users = train_dataset.user_num
-    histories = T.user_histories(train_dataset, config["USER_ID_FIELD"], item_field,
-                                 item_field + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"])
+    histories = T.user_histories(
+        train_dataset,
+        config["USER_ID_FIELD"],
+        item_field,
+        item_field + config["LIST_SUFFIX"],
+        config["ITEM_LIST_LENGTH_FIELD"],
+    )
     file = config["semantic_embedding_file"]
     if source == "file" or (source == "auto" and file):
         items = vectors_from_file(file, tokens)
@@ -111,23 +119,33 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True)
     if source == "categorical":
         chosen = T.categorical_fields(fields, path)
         items = categorical_vectors(rows, tokens, chosen, config["semantic_categorical_dim"])
-        return Semantics(f"categorical: {', '.join(chosen)}", items, mean_user_vectors(items, histories, n_users), histories)
+        return Semantics(
+            f"categorical: {', '.join(chosen)}", items, mean_user_vectors(items, histories, n_users), histories
+        )
     text_fields = T.choose_text_fields(fields, config["semantic_text_fields"], path)
     item_texts, missing = T.item_texts(rows, tokens, text_fields)
     if missing:
         raise DatasetError(f"'{path}' has no row for {missing} of the {len(tokens) - 1} items in the interactions.")
     if config["user_semantics"] not in USER_SEMANTICS:
-        raise ConfigError(f"user_semantics must be one of {', '.join(USER_SEMANTICS)}, got {config['user_semantics']!r}.")
+        raise ConfigError(
+            f"user_semantics must be one of {', '.join(USER_SEMANTICS)}, got {config['user_semantics']!r}."
+        )
     users = sorted(histories)
     writer = text_writer(config["llm"])
     texts = writer.describe_items(item_texts[1:])
     user_mode = config["user_semantics"] if user_texts else "items"
     if user_mode == "text":
         label_fields = T.label_fields(fields, text_fields)
-        texts += writer.summarize_users([T.user_text(histories[u], rows, tokens, text_fields, label_fields,
-                                                     config["user_text_items"]) for u in users])
+        texts += writer.summarize_users(
+            [
+                T.user_text(histories[u], rows, tokens, text_fields, label_fields, config["user_text_items"])
+                for u in users
+            ]
+        )
     cache = config["semantic_cache"] or default_cache_path(config)
-    vectors, embedded = embed_texts(texts, cache, config["semantic_model"], config["semantic_batch_size"], show_progress)
+    vectors, embedded = embed_texts(
+        texts, cache, config["semantic_model"], config["semantic_batch_size"], show_progress
+    )
     n_items = len(tokens) - 1
     item_vectors = np.zeros((len(tokens), vectors.shape[1]), np.float32)
     item_vectors[1:] = vectors[:n_items]

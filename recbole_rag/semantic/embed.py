@@ -4,6 +4,7 @@ Cache file (``.npz``, written atomically): ``model`` (0-d str, the sentence mode
 ``hashes`` (n,) sha1 hex of each text, ``embeddings`` (n, dim) float32, L2-normalised. A cache
 written with another model is refused: its vectors live in another space.
 """
+
 import hashlib
 import os
 
@@ -58,12 +59,15 @@ def read_cache(path, model_name):
 
 def write_cache(path, model_name, vectors):
     with atomic_path(path) as tmp_path, open(tmp_path, "wb") as f:
-        np.savez(f, model=np.array(model_name), hashes=np.array(list(vectors), dtype="U40"),
-                 embeddings=np.stack(list(vectors.values())).astype(np.float32))
+        np.savez(
+            f,
+            model=np.array(model_name),
+            hashes=np.array(list(vectors), dtype="U40"),
+            embeddings=np.stack(list(vectors.values())).astype(np.float32),
+        )
 
 
-def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False,
-                chunk_size=4096):
+def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False, chunk_size=4096):
     """(len(texts), dim) float32 vectors; returns (vectors, number of texts embedded now).
 
     The cache is written after every ``chunk_size`` new texts, so an interrupted run resumes.
@@ -72,9 +76,14 @@ def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, sho
     todo = sorted({text_hash(t): t for t in texts if text_hash(t) not in cached}.items())
     model = load_sentence_model(model_name) if todo else None
     for start in range(0, len(todo), chunk_size):
-        chunk = todo[start:start + chunk_size]
-        new = model.encode([t for _, t in chunk], batch_size=batch_size, show_progress_bar=show_progress,
-                           convert_to_numpy=True, normalize_embeddings=True)
+        chunk = todo[start : start + chunk_size]
+        new = model.encode(
+            [t for _, t in chunk],
+            batch_size=batch_size,
+            show_progress_bar=show_progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
         cached.update(zip([h for h, _ in chunk], new.astype(np.float32)))
         write_cache(cache_path, model_name, cached)
     return np.stack([cached[text_hash(t)] for t in texts]).astype(np.float32), len(todo)

@@ -9,6 +9,7 @@ needs no extra package. It is used only when the config has an ``llm`` mapping, 
 
 A failing endpoint stops the run with LLMError: there is no silent fallback to the templates.
 """
+
 import json
 import os
 import urllib.error
@@ -17,8 +18,10 @@ import urllib.request
 from recbole_rag.errors import ConfigError, RecBoleRagError
 
 ITEM_PROMPT = "Describe this item in two sentences for a recommender system: {text}"
-USER_PROMPT = ("Summarize this user's preferences in two sentences, from their items (most recent "
-               "first) and frequent attributes: {text}")
+USER_PROMPT = (
+    "Summarize this user's preferences in two sentences, from their items (most recent "
+    "first) and frequent attributes: {text}"
+)
 
 
 class LLMError(RecBoleRagError, RuntimeError):
@@ -47,12 +50,14 @@ class ChatWriter:
         self.name = f"llm:{model}"
 
     def complete(self, prompt):
-        body = json.dumps({
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": self.max_tokens,
-            "temperature": 0.0,
-        }).encode()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": self.max_tokens,
+                "temperature": 0.0,
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -68,7 +73,9 @@ class ChatWriter:
         try:
             return answer["choices"][0]["message"]["content"].strip()
         except (KeyError, IndexError, TypeError, AttributeError) as err:
-            raise LLMError(f"LLM endpoint {self.url} answered without choices[0].message.content: {answer!r:.200}") from err
+            raise LLMError(
+                f"LLM endpoint {self.url} answered without choices[0].message.content: {answer!r:.200}"
+            ) from err
 
     def describe_items(self, item_texts):
         return [self.complete(ITEM_PROMPT.format(text=t)) if t else "" for t in item_texts]

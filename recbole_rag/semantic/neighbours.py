@@ -1,6 +1,7 @@
 """Nearest neighbours by inner product (cosine for L2-normalised vectors) with faiss, never the
 query itself: exact up to EXACT_UP_TO vectors, an inverted-file index above (SRA-CL's prefix
 retrieval searches every training prefix against every other, ~10^5 on Amazon sets)."""
+
 import faiss
 import numpy as np
 

@@ -4,6 +4,7 @@ The file is read here with the csv module, not through RecBole, so titles stay f
 splits a ``token_seq`` field into tokens). Item ids are RecBole's internal ids: row ``i`` of every
 list or matrix below is the item whose internal id is ``i`` (row 0, the padding item, is empty).
 """
+
 import csv
 import os
 import re
@@ -13,8 +14,18 @@ from recbole_rag.errors import DatasetError
 
 # Fields read as item text when the config names none, in the file's order where present:
 # ml-100k (movie_title, release_year, class), Amazon (title, brand, categories), and common others.
-TEXT_FIELDS = ("title", "movie_title", "name", "brand", "categories", "class", "genre", "genres",
-               "release_year", "description")
+TEXT_FIELDS = (
+    "title",
+    "movie_title",
+    "name",
+    "brand",
+    "categories",
+    "class",
+    "genre",
+    "genres",
+    "release_year",
+    "description",
+)
 # Among those, fields whose values are short labels worth counting in a user's history.
 LABEL_TYPES = ("token", "token_seq")
 
@@ -81,7 +92,9 @@ def item_texts(rows, tokens, text_fields):
     for token in tokens[1:]:
         row = rows.get(token)
         missing += row is None
-        parts = [f"{name.replace('_', ' ')}: {clean(row[name])}" for name in text_fields if row and clean(row.get(name, ""))]
+        parts = [
+            f"{name.replace('_', ' ')}: {clean(row[name])}" for name in text_fields if row and clean(row.get(name, ""))
+        ]
         texts.append(". ".join(parts) + "." if parts else f"item {token}.")
     return texts, missing
 

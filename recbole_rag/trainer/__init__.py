@@ -1,4 +1,5 @@
 """Trainers: RecBole's, with plain checkpoints, and the plug-in's multi-stage ones."""
+
 from recbole.trainer import Trainer as _RecBoleTrainer
 
 from recbole_rag.trainer.safe_checkpoint import (

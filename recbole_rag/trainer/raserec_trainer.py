@@ -5,6 +5,7 @@ Each stage's output is a file a later run can start from: ``pretrained_path`` sk
 ``memory_path`` reuses a saved bank, ``resume_path`` continues an interrupted stage 1 or stage 2
 from its checkpoint (epoch, weights and optimizer), then runs the stages after it.
 """
+
 import os
 import time
 
@@ -41,8 +42,11 @@ def memory_layout(user_ids, times, lengths):
 
 def pair_layout(feat, config):
     """memory_layout of a training Interaction's rows."""
-    return memory_layout(feat[config["USER_ID_FIELD"]].numpy(), feat[config["TIME_FIELD"]].numpy(),
-                         feat[config["ITEM_LIST_LENGTH_FIELD"]].numpy())
+    return memory_layout(
+        feat[config["USER_ID_FIELD"]].numpy(),
+        feat[config["TIME_FIELD"]].numpy(),
+        feat[config["ITEM_LIST_LENGTH_FIELD"]].numpy(),
+    )
 
 
 def load_pair_memory(model, feat, order, path, config):
@@ -55,8 +59,8 @@ def load_pair_memory(model, feat, order, path, config):
             "at a new file to rebuild it."
         )
     sample = order[:256]
-    same_keys = np.allclose(bank.keys[:len(sample)], model.encode(feat[sample]), atol=1e-4)
-    if not same_keys or not np.array_equal(bank.values[:len(sample)], feat[config["ITEM_ID_FIELD"]][sample].numpy()):
+    same_keys = np.allclose(bank.keys[: len(sample)], model.encode(feat[sample]), atol=1e-4)
+    if not same_keys or not np.array_equal(bank.values[: len(sample)], feat[config["ITEM_ID_FIELD"]][sample].numpy()):
         raise CheckpointError(
             f"memory bank '{path}' was built from another backbone or training set: point "
             "memory_path at a new file to rebuild it."
@@ -76,8 +80,10 @@ def restore_test_memory(model, config, train_dataset, valid_dataset):
     elif model.memory_file and os.path.isfile(model.memory_file):
         model.memory = load_pair_memory(model, feat, pair_layout(feat, config)[0], model.memory_file, config)
     elif not config["freeze_backbone"]:
-        raise CheckpointError(f"memory bank '{model.memory_file}' is gone and the backbone was fine-tuned "
-                              "after it was built, so it cannot be rebuilt: copy the bank back.")
+        raise CheckpointError(
+            f"memory bank '{model.memory_file}' is gone and the backbone was fine-tuned "
+            "after it was built, so it cannot be rebuilt: copy the bank back."
+        )
     else:  # a frozen backbone encodes the training pairs as it did when the bank was built
         model.memory = None
         model.add_to_memory(feat[pair_layout(feat, config)[0]], config["eval_batch_size"])
@@ -111,8 +117,9 @@ class RaSeRecTrainer(Trainer):
             self.pretrain(train_data, valid_data, verbose, saved, show_progress, resume=resume_stage == "pretrain")
         try:
             self.build_memory(train_data.dataset, show_progress)
-            return self.finetune(train_data, valid_data, verbose, saved, show_progress, callback_fn,
-                                 resume=resume_stage == "raft")
+            return self.finetune(
+                train_data, valid_data, verbose, saved, show_progress, callback_fn, resume=resume_stage == "raft"
+            )
         except RecBoleRagError as err:
             stage1 = self.config["pretrained_path"] or (self.pretrain_file if saved else None)
             if stage1:
@@ -125,11 +132,15 @@ class RaSeRecTrainer(Trainer):
             return
         c = self.config
         if c["retrieval_k"] > n_pairs - 1:
-            raise ConfigError(f"retrieval_k={c['retrieval_k']} is larger than the memory bank ({n_pairs} "
-                              "training pairs, one is each query's own): lower retrieval_k.")
+            raise ConfigError(
+                f"retrieval_k={c['retrieval_k']} is larger than the memory bank ({n_pairs} "
+                "training pairs, one is each query's own): lower retrieval_k."
+            )
         if c["memory_index"] == "ivf" and c["memory_nlist"] > n_pairs:
-            raise ConfigError(f"memory_index=ivf with memory_nlist={c['memory_nlist']} needs at least that many "
-                              f"training pairs, this training set has {n_pairs}: lower memory_nlist.")
+            raise ConfigError(
+                f"memory_index=ivf with memory_nlist={c['memory_nlist']} needs at least that many "
+                f"training pairs, this training set has {n_pairs}: lower memory_nlist."
+            )
 
     def resume_stage(self):
         """(stage, checkpoint) of ``resume_path``, checked; (None, None) without one."""
@@ -137,14 +148,17 @@ class RaSeRecTrainer(Trainer):
         if not path:
             return None, None
         if self.config["pretrained_path"]:
-            raise ConfigError("Give resume_path (continue a RaSeRec run) or pretrained_path (start RAFT "
-                              "from a backbone), not both.")
+            raise ConfigError(
+                "Give resume_path (continue a RaSeRec run) or pretrained_path (start RAFT from a backbone), not both."
+            )
         checkpoint = load_checkpoint(path, self.device)
         stage = (checkpoint.get("other_parameter") or {}).get("stage")
         if checkpoint["config"].get("model") != "RaSeRec" or stage not in ("pretrain", "raft"):
-            raise CheckpointError(f"'{path}' is not a RaSeRec stage checkpoint (it holds a "
-                                  f"{checkpoint['config'].get('model')} model): use pretrained_path "
-                                  "to start RAFT from a backbone.")
+            raise CheckpointError(
+                f"'{path}' is not a RaSeRec stage checkpoint (it holds a "
+                f"{checkpoint['config'].get('model')} model): use pretrained_path "
+                "to start RAFT from a backbone."
+            )
         check_fits(self.model, checkpoint, path)
         return stage, checkpoint
 
@@ -172,7 +186,9 @@ class RaSeRecTrainer(Trainer):
         """Every training <prefix, next item> pair, keyed by the backbone's user vector
         (``memory_source: patterns``: mined patterns' prefixes, see recbole_rag.memory.builders)."""
         if self.memory_source == "patterns":
-            self.model.memory, self.entry_stop = build_pattern_memory(self.model, train_dataset, self.config, show_progress)
+            self.model.memory, self.entry_stop = build_pattern_memory(
+                self.model, train_dataset, self.config, show_progress
+            )
             self.model.memory_file = None
             self.logger.info(set_color("Memory", "green") + f": {self.model.memory} of pattern prefixes")
             return
@@ -207,8 +223,10 @@ class RaSeRecTrainer(Trainer):
             # (a pattern bank holds no training pair: training queries search it per batch)
             start = time.perf_counter()
             self.model.cache_training_neighbours(self.entry_stop, show_progress=show_progress)
-            self.logger.info(set_color("Memory", "green") + f": top-{self.model.retrieval_k} of every "
-                             f"training pair retrieved in {time.perf_counter() - start:.1f}s")
+            self.logger.info(
+                set_color("Memory", "green") + f": top-{self.model.retrieval_k} of every "
+                f"training pair retrieved in {time.perf_counter() - start:.1f}s"
+            )
         # keep stage 1's epochs apart from stage 2's (RecBole keys them by epoch index)
         self.train_loss_dict = {("pretrain", k): v for k, v in self.train_loss_dict.items()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -238,8 +256,13 @@ class RaSeRecTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        if (load_best_model and self.config["memory_update"] and self.valid_data is not None
-                and not self.memory_has_valid and self.model.stage == "raft"):
+        if (
+            load_best_model
+            and self.config["memory_update"]
+            and self.valid_data is not None
+            and not self.memory_has_valid
+            and self.model.stage == "raft"
+        ):
             # Testing comes after validation: its interactions are known history now, encoded by
             # the weights under test.
             checkpoint_file = model_file or self.saved_model_file

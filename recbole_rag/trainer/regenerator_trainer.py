@@ -1,5 +1,6 @@
 """RegeneratorTrainer: mine patterns -> pre-train the regenerator on <sequence, pattern> pairs ->
 hybrid inference -> write ``<dataset>-regen`` (``recbole_rag.regeneration.writer``)."""
+
 import time
 
 import numpy as np
@@ -27,8 +28,8 @@ def last_items(items, offsets, max_len):
     """(U, max_len) the last ``max_len`` items of each sequence, left-aligned, 0-padded."""
     out = np.zeros((len(offsets) - 1, max_len), np.int64)
     for u, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:])):
-        tail = items[max(start, stop - max_len):stop]
-        out[u, :len(tail)] = tail
+        tail = items[max(start, stop - max_len) : stop]
+        out[u, : len(tail)] = tail
     return out
 
 
@@ -38,15 +39,19 @@ class RegeneratorTrainer(Trainer):
         find_regenerated(c)  # a saved set with other settings stops the run here, before training
         users, items, offsets = training_sequences(train_data.dataset, c)
         patterns = mine_patterns(items, offsets, c["pattern_min_support"], c["pattern_min_len"], c["pattern_max_len"])
-        self.logger.info(set_color("Patterns", "green") + f": {len(patterns)} mined from {len(users)} training "
-                         f"sequences in {time.perf_counter() - start:.1f}s")
+        self.logger.info(
+            set_color("Patterns", "green") + f": {len(patterns)} mined from {len(users)} training "
+            f"sequences in {time.perf_counter() - start:.1f}s"
+        )
         self.model.set_patterns(patterns.items)
         sequences = torch.from_numpy(last_items(items, offsets, self.model.max_seq_length))
-        pairs = Interaction({
-            self.model.ITEM_SEQ: sequences[patterns.occurrences[:, 0]],
-            PATTERN_ITEMS: torch.from_numpy(patterns.items[patterns.occurrences[:, 1]]),
-            PATTERN_INDEX: torch.from_numpy(patterns.occurrences[:, 1]),
-        })
+        pairs = Interaction(
+            {
+                self.model.ITEM_SEQ: sequences[patterns.occurrences[:, 0]],
+                PATTERN_ITEMS: torch.from_numpy(patterns.items[patterns.occurrences[:, 1]]),
+                PATTERN_INDEX: torch.from_numpy(patterns.occurrences[:, 1]),
+            }
+        )
         lengths = (pairs[self.model.ITEM_SEQ] > 0).sum(1)
         for epoch in range(self.start_epoch, self.epochs):
             batches = [pairs[rows] for rows in length_batches(lengths, c["train_batch_size"])]
@@ -60,10 +65,13 @@ class RegeneratorTrainer(Trainer):
         valid_score, valid_result = self._valid_epoch(valid_data, show_progress) if valid_data else (None, None)
         self.best_valid_score, self.best_valid_result = valid_score, valid_result
 
-        regenerated = inference.regenerate(self.model, sequences, c["regen_per_user"], c["regen_balance"],
-                                           c["eval_batch_size"], show_progress)
+        regenerated = inference.regenerate(
+            self.model, sequences, c["regen_per_user"], c["regen_balance"], c["eval_batch_size"], show_progress
+        )
         splits = load_dataset(c).build()
         self.regen_folder = write_regenerated(c, splits, (users, regenerated), patterns, time.perf_counter() - start)
-        self.logger.info(set_color("Regenerated", "green") + f": {len(pairs)} training pairs, dataset written "
-                         f"to {self.regen_folder} ({time.perf_counter() - start:.1f}s in all)")
+        self.logger.info(
+            set_color("Regenerated", "green") + f": {len(pairs)} training pairs, dataset written "
+            f"to {self.regen_folder} ({time.perf_counter() - start:.1f}s in all)"
+        )
         return valid_score, valid_result

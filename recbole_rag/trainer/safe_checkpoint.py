@@ -10,6 +10,7 @@ it and restarts early stopping. Beside the best file ``M-<time>.pth`` this train
 depends on (optimizer, early-stopping counter, best score and result, random states, the
 training loader's shuffling state): ``resume_path`` to it continues as if never stopped.
 """
+
 import functools
 import hashlib
 import numbers
@@ -59,6 +60,17 @@ def save_checkpoint(state, path):
         torch.save(state, tmp_path)
 
 
+def _first_line(err):
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _not_whole(path, err):
+    return (
+        f"'{path}' is not a whole checkpoint (truncated, damaged or another kind of file): "
+        f"torch.load says {type(err).__name__}: {_first_line(err)}"
+    )
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Load a checkpoint with the safe (weights_only) loader; never falls back to unsafe pickle."""
     path = str(path)
@@ -66,18 +78,16 @@ def load_checkpoint(path, map_location="cpu"):
         raise CheckpointError(f"No checkpoint file at '{path}'.")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, EOFError, KeyError, OSError, ValueError) as err:
-        raise CheckpointError(f"'{path}' is not a whole checkpoint (truncated, damaged or another kind of "
-                              f"file): torch.load says {type(err).__name__}: {err}.") from err
-    except RuntimeError as err:
-        if "zip archive" in str(err) or "central directory" in str(err):
-            raise CheckpointError(f"'{path}' is not a whole checkpoint (truncated, damaged or another kind of "
-                                  f"file): {str(err).splitlines()[0]}") from err
-        raise CheckpointError(
-            f"'{path}' cannot be loaded safely (torch.load weights_only=True): {err}. "
-            "Checkpoints saved by RecBole's own Trainer pickle a Config object; re-train with "
-            "run_recbole_rag.py, whose trainers save plain checkpoints."
-        ) from err
+    except (pickle.UnpicklingError, RuntimeError) as err:
+        if "Unsupported global" in str(err):  # a pickled object, e.g. RecBole's Config
+            raise CheckpointError(
+                f"'{path}' cannot be loaded safely (torch.load weights_only=True): {_first_line(err)}. "
+                "Checkpoints saved by RecBole's own Trainer pickle a Config object; re-train with "
+                "run_recbole_rag.py, whose trainers save plain checkpoints."
+            ) from err
+        raise CheckpointError(_not_whole(path, err)) from err
+    except (EOFError, KeyError, OSError, ValueError) as err:
+        raise CheckpointError(_not_whole(path, err)) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"'{path}' holds no model weights (no 'state_dict'): it is not a checkpoint of a run.")
     return checkpoint
@@ -90,8 +100,12 @@ def last_file_of(best_file):
 
 
 def _random_states(train_data):
-    states = {"torch": torch.get_rng_state(), "numpy": list(np.random.get_state()),
-              "python": list(random.getstate()), "loader": train_data.generator.get_state()}
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": list(np.random.get_state()),
+        "python": list(random.getstate()),
+        "loader": train_data.generator.get_state(),
+    }
     states["numpy"][1] = torch.from_numpy(states["numpy"][1].astype(np.int64))
     states["python"][1] = list(states["python"][1])
     if torch.cuda.is_available():
@@ -123,9 +137,11 @@ def check_same_items(checkpoint, dataset, path):
     saved, name = checkpoint.get("item_vocabulary"), checkpoint.get("config", {}).get("dataset")
     same = saved == item_vocabulary(dataset) if saved else name == dataset.dataset_name
     if not same:
-        raise CheckpointError(f"'{path}' was trained on dataset {name}, whose item ids are not those of "
-                              f"{dataset.dataset_name}: its item i is another item here. Use a checkpoint "
-                              f"trained on {dataset.dataset_name}.")
+        raise CheckpointError(
+            f"'{path}' was trained on dataset {name}, whose item ids are not those of "
+            f"{dataset.dataset_name}: its item i is another item here. Use a checkpoint "
+            f"trained on {dataset.dataset_name}."
+        )
 
 
 class SafeCheckpointMixin:
@@ -154,8 +170,9 @@ class SafeCheckpointMixin:
         self.know_items(train_data.dataset)
         if self.resume_in_fit and self.claimed_file is None:
             if self.config["resume_path"] and self.config["pretrained_path"]:
-                raise CheckpointError("Give resume_path (continue a run) or pretrained_path (start from "
-                                      "a model's weights), not both.")
+                raise CheckpointError(
+                    "Give resume_path (continue a run) or pretrained_path (start from a model's weights), not both."
+                )
             if self.config["resume_path"]:
                 self.resume_checkpoint(self.config["resume_path"])
             elif self.config["pretrained_path"]:
@@ -181,8 +198,10 @@ class SafeCheckpointMixin:
         """Start from the weights of a checkpoint of the same model (epoch 0, a new optimizer)."""
         checkpoint = load_checkpoint(path, map_location=self.device)
         if checkpoint.get("config", {}).get("model") != self.config["model"]:
-            raise CheckpointError(f"'{path}' holds a {checkpoint.get('config', {}).get('model')} model, not "
-                                  f"{self.config['model']}: pretrained_path needs a checkpoint of the same model.")
+            raise CheckpointError(
+                f"'{path}' holds a {checkpoint.get('config', {}).get('model')} model, not "
+                f"{self.config['model']}: pretrained_path needs a checkpoint of the same model."
+            )
         check_same_items(checkpoint, self.train_dataset, path)
         check_fits(self.model, checkpoint, path)
         self.model.load_state_dict(checkpoint["state_dict"])
@@ -210,11 +229,14 @@ class SafeCheckpointMixin:
         if self.saved_model_file != self.claimed_file:  # no best epoch yet: claim the best file's name
             self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
         state = self._state(epoch)
-        state.update(best_file=os.path.abspath(self.saved_model_file), best_epoch=self.best_epoch,
-                     best_valid_result=plain(self.best_valid_result), train_s=self.train_seconds(),
-                     train_loss=[[list(k) if isinstance(k, tuple) else k, float(v)]
-                                 for k, v in self.train_loss_dict.items()],
-                     random_states=_random_states(train_data))
+        state.update(
+            best_file=os.path.abspath(self.saved_model_file),
+            best_epoch=self.best_epoch,
+            best_valid_result=plain(self.best_valid_result),
+            train_s=self.train_seconds(),
+            train_loss=[[list(k) if isinstance(k, tuple) else k, float(v)] for k, v in self.train_loss_dict.items()],
+            random_states=_random_states(train_data),
+        )
         save_checkpoint(state, last_file_of(self.saved_model_file))
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -233,16 +255,17 @@ class SafeCheckpointMixin:
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
         if checkpoint["config"].get("model") != self.config["model"]:
             raise CheckpointError(
-                f"'{resume_file}' was saved by model {checkpoint['config'].get('model')}, "
-                f"not {self.config['model']}."
+                f"'{resume_file}' was saved by model {checkpoint['config'].get('model')}, not {self.config['model']}."
             )
         if self.train_dataset is not None:
             check_same_items(checkpoint, self.train_dataset, resume_file)
         check_fits(self.model, checkpoint, resume_file)
         best_file = checkpoint.get("best_file")  # a -last checkpoint names its run's best file
         if best_file and not os.path.isfile(best_file):
-            raise CheckpointError(f"'{resume_file}' continues the run whose best checkpoint is "
-                                  f"'{best_file}', which is gone: start that run again.")
+            raise CheckpointError(
+                f"'{resume_file}' continues the run whose best checkpoint is "
+                f"'{best_file}', which is gone: start that run again."
+            )
         self.saved_model_file = self.claimed_file = str(best_file or resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
@@ -276,11 +299,13 @@ def check_fits(model, checkpoint, path):
     own = model.state_dict()
     misfit = [k for k, v in checkpoint["state_dict"].items() if k not in own or own[k].shape != v.shape]
     if misfit or len(checkpoint["state_dict"]) != len(own):
-        raise CheckpointError(f"'{path}' does not fit this model (dataset {checkpoint['config'].get('dataset')}, "
-                              f"hidden_size {checkpoint['config'].get('hidden_size')}): {misfit[:3]}")
+        raise CheckpointError(
+            f"'{path}' does not fit this model (dataset {checkpoint['config'].get('dataset')}, "
+            f"hidden_size {checkpoint['config'].get('hidden_size')}): {misfit[:3]}"
+        )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def with_safe_checkpoints(trainer_class):
     """``trainer_class`` with SafeCheckpointMixin in front; one class per base, same name."""
     return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})

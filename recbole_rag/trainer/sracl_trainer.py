@@ -2,6 +2,7 @@
 embeddings cached to a file), then RecBole's loop, with the retrieved units' representations
 refreshed each epoch under ``cross_view: memory``; ``resume_path`` continues an interrupted run
 once the synthesis module and its optimizer exist (recbole_rag.trainer.safe_checkpoint)."""
+
 import time
 
 from recbole.utils import set_color
@@ -17,8 +18,9 @@ class SRACLTrainer(Trainer):
 
     def prepare_semantics(self, train_dataset, show_progress=False):
         start = time.perf_counter()
-        semantics = build_semantics(self.config, train_dataset, show_progress,
-                                    user_texts=self.model.cross_retrieval == "user")
+        semantics = build_semantics(
+            self.config, train_dataset, show_progress, user_texts=self.model.cross_retrieval == "user"
+        )
         self.model.prepare(semantics, train_dataset.inter_feat)
         self.run_info = {"semantic_source": semantics.source, "semantic_texts_embedded": semantics.embedded}
         self.logger.info(
@@ -38,6 +40,9 @@ class SRACLTrainer(Trainer):
         self.model.reset_terms()
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         terms = self.model.reset_terms()  # unweighted, so each term reads on its own scale
-        self.logger.info(set_color("Loss terms", "blue") + f" (epoch {epoch_idx}, mean per batch, unweighted): "
-                         + ", ".join(f"{term} {value:.4f}" for term, value in terms.items()))
+        self.logger.info(
+            set_color("Loss terms", "blue")
+            + f" (epoch {epoch_idx}, mean per batch, unweighted): "
+            + ", ".join(f"{term} {value:.4f}" for term, value in terms.items())
+        )
         return loss

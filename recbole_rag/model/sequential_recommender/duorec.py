@@ -5,6 +5,7 @@ regularisation: InfoNCE between a model-level dropout view of each sequence and 
 sequence with the same next item (``contrast: us_x``, the paper's DuoRec), with the other
 sequences of the batch as negatives.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -108,8 +109,9 @@ class DuoRec(EncoderRecommender):
             return self.lmd_sem * info_nce(views[0], views[1], self.tau, self.sim)
         if self.contrast == "us_x":
             return self.lmd_sem * info_nce(views[1], views[2], self.tau, self.sim)
-        return (self.lmd * info_nce(views[0], views[1], self.tau, self.sim)
-                + self.lmd_sem * info_nce(views[0], views[2], self.tau, self.sim))
+        return self.lmd * info_nce(views[0], views[1], self.tau, self.sim) + self.lmd_sem * info_nce(
+            views[0], views[2], self.tau, self.sim
+        )
 
     def calculate_loss(self, interaction):
         views = self.views(interaction)

@@ -5,6 +5,7 @@ Stage 2 (``stage = "raft"``) retrieves, for each user vector h, the top-K <seque
 item> memories and fuses h~ = alpha * h + (1 - alpha) * h', h' from retrieval-augmented attention;
 trained with cross-entropy over all items. RaSeRecTrainer runs both stages and builds the bank.
 """
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,8 +30,12 @@ class RaSeRec(DuoRec):
         if not isinstance(config["retrieval_k"], int) or config["retrieval_k"] < 1:
             raise ConfigError(f"retrieval_k must be an integer >= 1, got {config['retrieval_k']!r}.")
         raft_batch = config["raft_train_batch_size"]
-        if raft_batch is not None and (not isinstance(raft_batch, int) or isinstance(raft_batch, bool) or raft_batch < 1):
-            raise ConfigError(f"raft_train_batch_size must be an integer >= 1 or ~ (= train_batch_size), got {raft_batch!r}.")
+        if raft_batch is not None and (
+            not isinstance(raft_batch, int) or isinstance(raft_batch, bool) or raft_batch < 1
+        ):
+            raise ConfigError(
+                f"raft_train_batch_size must be an integer >= 1 or ~ (= train_batch_size), got {raft_batch!r}."
+            )
         if config["attn_tau"] <= 0:
             raise ConfigError(f"attn_tau must be > 0, got {config['attn_tau']}.")
         self.config = config
@@ -38,8 +43,12 @@ class RaSeRec(DuoRec):
         self.alpha, self.retrieval_k = config["alpha"], config["retrieval_k"]
         self.freeze_backbone = config["freeze_backbone"]
         self.retrieval = RetrievalAugmentedAttention(
-            config["hidden_size"], config["n_heads"], config["inner_size"], config["raft_dropout"],
-            config["attn_tau"], config["layer_norm_eps"],
+            config["hidden_size"],
+            config["n_heads"],
+            config["inner_size"],
+            config["raft_dropout"],
+            config["attn_tau"],
+            config["layer_norm_eps"],
         )
         self.memory = None
         self.train_neighbours = None  # (n_train, K) bank ids per training entry, see cache_training_neighbours
@@ -51,8 +60,15 @@ class RaSeRec(DuoRec):
     # --- memory -------------------------------------------------------------------------------
     def new_memory(self):
         c = self.config
-        return MemoryBank(c["hidden_size"], c["memory_index"], c["memory_metric"], c["memory_nlist"],
-                          c["memory_nprobe"], c["memory_hnsw_m"], c["memory_ef_search"])
+        return MemoryBank(
+            c["hidden_size"],
+            c["memory_index"],
+            c["memory_metric"],
+            c["memory_nlist"],
+            c["memory_nprobe"],
+            c["memory_hnsw_m"],
+            c["memory_ef_search"],
+        )
 
     @torch.no_grad()
     def encode(self, inter_feat, batch_size=2048, show_progress=False):
@@ -62,10 +78,12 @@ class RaSeRec(DuoRec):
         chunks = []
         starts = range(0, len(inter_feat), batch_size)
         for start in tqdm(starts, desc="Encode", ncols=100, disable=not show_progress):
-            rows = inter_feat[start:start + batch_size].to(self.device)
+            rows = inter_feat[start : start + batch_size].to(self.device)
             chunks.append(self.forward(rows[self.ITEM_SEQ], rows[self.ITEM_SEQ_LEN]).float().cpu().numpy())
         self.train(was_training)
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.encoder.item_embedding.embedding_dim), np.float32)
+        return (
+            np.concatenate(chunks) if chunks else np.zeros((0, self.encoder.item_embedding.embedding_dim), np.float32)
+        )
 
     def add_to_memory(self, inter_feat, batch_size=2048, show_progress=False):
         """Encode <sequence, next item> rows and add them to the bank (no gradient step)."""
@@ -80,8 +98,10 @@ class RaSeRec(DuoRec):
         if self.memory is None or len(self.memory) == 0:
             raise ValueError("RAFT needs a non-empty memory bank: build it with add_to_memory() first.")
         if self.retrieval_k > len(self.memory) - 1:
-            raise ConfigError(f"retrieval_k={self.retrieval_k} is larger than the memory bank "
-                              f"({len(self.memory)} entries, one is each query's own): lower retrieval_k.")
+            raise ConfigError(
+                f"retrieval_k={self.retrieval_k} is larger than the memory bank "
+                f"({len(self.memory)} entries, one is each query's own): lower retrieval_k."
+            )
         self.stage = "raft"
         for p in self.encoder.parameters():
             p.requires_grad_(not self.freeze_backbone)
@@ -116,7 +136,9 @@ class RaSeRec(DuoRec):
         if self.memory is None or len(self.memory) == 0:
             raise ValueError("The memory bank is empty: build it (RaSeRecTrainer does) before retrieval.")
         if neighbours is None:
-            _, keys, values, neighbours = self.memory.search(h.detach().float().cpu().numpy(), self.retrieval_k, exclude)
+            _, keys, values, neighbours = self.memory.search(
+                h.detach().float().cpu().numpy(), self.retrieval_k, exclude
+            )
         else:
             keys, values = self.memory.entries(neighbours)
         keys = torch.from_numpy(keys).to(h.device, h.dtype)

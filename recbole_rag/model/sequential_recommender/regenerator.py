@@ -8,6 +8,7 @@ cross-entropies; ``recbole_rag.regeneration.inference`` mixes the modes.
 
 Tokens: 0 padding, 1 .. n_items - 1 items (RecBole's ids), then BOS and EOS.
 """
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -32,9 +33,14 @@ class Regenerator(SequentialRecommender):
         self.embedding = nn.Embedding(self.n_items + 2, hidden, padding_idx=0)
         self.position = nn.Embedding(max(self.max_seq_length, self.pattern_max_len + 1), hidden)
         self.transformer = nn.Transformer(
-            d_model=hidden, nhead=config["n_heads"], num_encoder_layers=config["n_layers"],
-            num_decoder_layers=config["n_layers"], dim_feedforward=config["inner_size"],
-            dropout=config["hidden_dropout_prob"], activation=config["hidden_act"], batch_first=True,
+            d_model=hidden,
+            nhead=config["n_heads"],
+            num_encoder_layers=config["n_layers"],
+            num_decoder_layers=config["n_layers"],
+            dim_feedforward=config["inner_size"],
+            dropout=config["hidden_dropout_prob"],
+            activation=config["hidden_act"],
+            batch_first=True,
         )
         self.pattern_head = nn.Linear(hidden, hidden)
         # (P, pattern_max_len) mined patterns for the selection head; set by the trainer.
@@ -57,7 +63,7 @@ class Regenerator(SequentialRecommender):
     def encode(self, item_seq):
         """(B, L) items, left-aligned -> memory (B, W, H) and its padding mask (B, W), True at
         padding; W is the batch's longest sequence (the padding after it is cut off)."""
-        item_seq = item_seq[:, :max(int((item_seq > 0).sum(1).max()), 1)]
+        item_seq = item_seq[:, : max(int((item_seq > 0).sum(1).max()), 1)]
         padding = item_seq == 0
         padding[:, 0] = False  # an all-padding row would give NaNs
         return self.transformer.encoder(self._embed(item_seq), src_key_padding_mask=padding), padding
@@ -65,8 +71,9 @@ class Regenerator(SequentialRecommender):
     def decode(self, memory, padding, prefix):
         """Logits (B, T, n_items + 2) of the token after each position of ``prefix`` (B, T)."""
         causal = nn.Transformer.generate_square_subsequent_mask(prefix.shape[1], device=prefix.device)
-        out = self.transformer.decoder(self._embed(prefix), memory, tgt_mask=causal, tgt_is_causal=True,
-                                       memory_key_padding_mask=padding)
+        out = self.transformer.decoder(
+            self._embed(prefix), memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=padding
+        )
         return out @ self.embedding.weight.T
 
     def selection_scores(self, memory, padding):

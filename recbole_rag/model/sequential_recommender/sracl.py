@@ -85,8 +85,9 @@ class SRACL(EncoderRecommender):
         if config["cross_view"] not in CROSS_VIEWS:
             raise ConfigError(f"cross_view must be one of {', '.join(CROSS_VIEWS)}, got {config['cross_view']!r}.")
         if config["cross_retrieval"] not in CROSS_RETRIEVALS:
-            raise ConfigError(f"cross_retrieval must be one of {', '.join(CROSS_RETRIEVALS)}, "
-                              f"got {config['cross_retrieval']!r}.")
+            raise ConfigError(
+                f"cross_retrieval must be one of {', '.join(CROSS_RETRIEVALS)}, got {config['cross_retrieval']!r}."
+            )
         for key in ("cross_weight", "intra_weight"):
             if config[key] < 0:
                 raise ConfigError(f"{key} must be >= 0, got {config[key]}.")
@@ -136,8 +137,9 @@ class SRACL(EncoderRecommender):
         self.semantic_source = semantics.source
         device = self.item_embedding.weight.device
         items = nearest_neighbours(semantics.item_vectors[1:], min(self.substitute_k, self.n_items - 2)) + 1
-        self.item_neighbours = torch.cat([torch.zeros(1, items.shape[1], dtype=torch.long),
-                                          torch.from_numpy(items)]).to(device)
+        self.item_neighbours = torch.cat(
+            [torch.zeros(1, items.shape[1], dtype=torch.long), torch.from_numpy(items)]
+        ).to(device)
         if self.cross_retrieval == "user":
             units, seqs, lengths, vectors = self._user_units(semantics)
         else:
@@ -145,23 +147,29 @@ class SRACL(EncoderRecommender):
                 raise ValueError("cross_retrieval: prefix needs the training interactions (train_feat).")
             units, seqs, lengths, vectors = self._prefix_units(semantics, train_feat)
         if len(units) <= self.user_k:
-            raise ConfigError(f"user_k {self.user_k} needs more than {len(units)} {self.cross_retrieval}s "
-                              "with training history.")
+            raise ConfigError(
+                f"user_k {self.user_k} needs more than {len(units)} {self.cross_retrieval}s with training history."
+            )
         found = nearest_neighbours(vectors[units.numpy()], self.user_k)
         neighbours = torch.zeros(len(vectors), self.user_k, dtype=torch.long)
         neighbours[units] = units[torch.from_numpy(found)]
-        self.unit_neighbours, self.unit_seq, self.unit_seq_len = neighbours.to(device), seqs.to(device), lengths.to(device)
+        self.unit_neighbours, self.unit_seq, self.unit_seq_len = (
+            neighbours.to(device),
+            seqs.to(device),
+            lengths.to(device),
+        )
         self.unit_semantic = torch.from_numpy(vectors).to(device)
         if self.synthesis is None:
-            self.synthesis = PositiveSynthesis(vectors.shape[1], self.item_embedding.weight.shape[1],
-                                               self.synthesis_dropout).to(device)
+            self.synthesis = PositiveSynthesis(
+                vectors.shape[1], self.item_embedding.weight.shape[1], self.synthesis_dropout
+            ).to(device)
 
     def _user_units(self, semantics):
         units = torch.tensor(sorted(semantics.histories))
         seqs = torch.zeros(self.n_users, self.max_seq_length, dtype=torch.long)
         lengths = torch.ones(self.n_users, dtype=torch.long)
         for user, history in semantics.histories.items():
-            history = history[-self.max_seq_length:]
+            history = history[-self.max_seq_length :]
             seqs[user, : len(history)] = torch.tensor(history)
             lengths[user] = len(history)
         return units, seqs, lengths, semantics.user_vectors
@@ -179,10 +187,12 @@ class SRACL(EncoderRecommender):
         epoch, used (detached) as the retrieved units' representations."""
         was_training = self.training
         self.eval()
-        self.unit_memory = torch.cat([
-            self.forward(self.unit_seq[start:start + batch_size], self.unit_seq_len[start:start + batch_size])
-            for start in range(0, len(self.unit_seq), batch_size)
-        ])
+        self.unit_memory = torch.cat(
+            [
+                self.forward(self.unit_seq[start : start + batch_size], self.unit_seq_len[start : start + batch_size])
+                for start in range(0, len(self.unit_seq), batch_size)
+            ]
+        )
         self.train(was_training)
 
     def substitute(self, item_seq):
@@ -218,13 +228,13 @@ class SRACL(EncoderRecommender):
         loss = F.cross_entropy(anchor @ self.item_embedding.weight.T, interaction[self.POS_ITEM_ID])
         self._tally("ce", loss)
         if self.intra_weight:
-            views = outputs[batch:2 * batch], outputs[2 * batch:3 * batch]
+            views = outputs[batch : 2 * batch], outputs[2 * batch : 3 * batch]
             intra = info_nce(*views, self.tau, self.similarity)
             self._tally("intra", intra)
             loss = loss + self.intra_weight * intra
         if self.cross_weight:
             if self.cross_view == "encode":
-                retrieved = outputs[-batch * self.user_k:].view(batch, self.user_k, -1)
+                retrieved = outputs[-batch * self.user_k :].view(batch, self.user_k, -1)
             else:
                 retrieved = self.unit_memory[neighbours]
             positive = self.synthesis(self.unit_semantic[units], self.unit_semantic[neighbours], retrieved)
