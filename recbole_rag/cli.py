@@ -7,7 +7,11 @@ import ast
 import sys
 import warnings
 
+from recbole.utils import dict2str
+
 from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag.inference import recommend
+from recbole_rag.quick_start import compare, run_recbole_rag
 
 
 def parse_overrides(args):
@@ -64,8 +68,6 @@ def build_recommend_parser():
 def recommend_main(argv):
     args, rest = build_recommend_parser().parse_known_args(argv)
     try:
-        from recbole_rag.inference import recommend
-
         users = [u.strip() for u in args.users.split(",") if u.strip()]
         if not users:
             raise ConfigError("--users needs at least one user token, e.g. --users=u1,u2.")
@@ -96,20 +98,16 @@ def _main(argv):
         return recommend_main(argv[1:])
     args, rest = build_parser().parse_known_args(argv)
     try:
-        from recbole.utils import dict2str
-
-        import recbole_rag
-
         overrides = parse_overrides(rest)
         files = args.config_files.split() or None
         if args.compare and args.model:
             raise ConfigError("Give --model (one run) or --compare (several), not both.")
         if args.compare:
-            _, table = recbole_rag.compare(args.compare, args.dataset, files, overrides, args.out_dir)
+            _, table = compare(args.compare, args.dataset, files, overrides, args.out_dir)
             print(table)
             print(f"\nwritten to {args.out_dir}/{args.dataset}-compare.md and .csv")
             return 0
-        result = recbole_rag.run_recbole_rag(args.model or "SASRec", args.dataset, files, overrides)
+        result = run_recbole_rag(args.model or "SASRec", args.dataset, files, overrides)
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,8 +14,8 @@ import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
 
-from recbole_rag.distributed import init_cpu_process_group, uses_gpu
 from recbole_rag.errors import ConfigError
+from recbole_rag.process_group import init_cpu_process_group, uses_gpu
 from recbole_rag.registry import get_model
 
 
@@ -168,7 +168,7 @@ class Config(RecBoleConfig):
 
     def _init_device(self):
         # One of several processes (local_rank set) without a GPU: gloo on the CPU, where
-        # RecBole would start NCCL on a CUDA device (recbole_rag.distributed says why).
+        # RecBole would start NCCL on a CUDA device (recbole_rag.process_group).
         if "local_rank" in self.final_config_dict and not uses_gpu(self.final_config_dict):
             init_cpu_process_group(self.final_config_dict)
         else:

@@ -12,10 +12,10 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
-from recbole_rag.distributed import distributed_trainer
 from recbole_rag.errors import ConfigError
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
+from recbole_rag.trainer.distributed import distributed_trainer
 
 
 def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, saved=True):

@@ -7,6 +7,7 @@ from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
 
 from recbole_rag.errors import UnknownModelError
+from recbole_rag.trainer.safe_checkpoint import with_safe_checkpoints
 
 # name -> module of the plug-in's models (imported on first use).
 OUR_MODELS = {
@@ -65,8 +66,6 @@ def get_model(name):
 def get_trainer(model_type, model_name):
     """The trainer class for a model: the plug-in's own, else RecBole's choice; always saving
     checkpoints that load with ``torch.load(weights_only=True)``."""
-    from recbole_rag.trainer.safe_checkpoint import with_safe_checkpoints
-
     if model_name in OUR_TRAINERS:
         module, cls = OUR_TRAINERS[model_name].split(":")
         return getattr(importlib.import_module(module), cls)
