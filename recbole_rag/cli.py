@@ -1,45 +1,38 @@
-"""Command line: ``python run_recbole_rag.py --model=M --dataset=D [--config_files="a.yaml b.yaml"]
-[--compare=M1,M2,...] [--any_recbole_key=value ...]``, and
-``python run_recbole_rag.py recommend --checkpoint=FILE --users=u1,u2 [--k=10]``."""
+"""One command line, ``recbole-rag COMMAND [--option=value ...] [--any_setting=value ...]``
+(``python run_recbole_rag.py`` is the same, RecBole style):
+
+    run          --model=M --dataset=D [--config_files="a.yaml b.yaml"]   (the default command)
+    compare      SASRec,DuoRec,RaSeRec@DuoRec --dataset=D                  (also: run --compare=...)
+    recommend    --checkpoint=FILE --users=u1,u2 [--k=10]
+    pipeline     --backbone=SASRec --dataset=D        (regenerate -> backbone -> RAFT)
+    convert      --format=amazon-csv --input=FILE --dataset=D --output_dir=DATA_PATH
+    distributed  --nproc=2 --model=M --dataset=D
+
+Every command reports a wrong input as one ``error: ...`` line (recbole_rag.errors.command).
+"""
 
 import argparse
-import ast
 import sys
-import warnings
 
 from recbole.utils import dict2str
 
-from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag import distributed
+from recbole_rag.data import convert
+from recbole_rag.errors import ConfigError, command
 from recbole_rag.inference import recommend
+from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import compare, run_recbole_rag
+from recbole_rag.regeneration import pipeline
 
-
-def parse_overrides(args):
-    """``--key=value`` strings -> dict; a value is read as a Python literal (number, list, dict,
-    None, True/False) where it is one, else kept as a string, as RecBole reads its command line."""
-    overrides = {}
-    for arg in args:
-        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if not key or not sep:
-            raise ConfigError(f"Cannot read argument '{arg}': overrides look like --key=value.")
-        overrides[key] = _literal(value)
-    return overrides
-
-
-def _literal(text):
-    lowered = text.strip().lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+__all__ = ["main", "parse_overrides", "COMMANDS"]
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
+        prog="recbole-rag run",
         description="Run a RecBole or recbole-rag model under the standard protocol.",
-        epilog="Any other --key=value overrides that RecBole/recbole-rag setting.",
+        epilog="Any other --key=value overrides that RecBole/recbole-rag setting. Other commands: "
+        "compare, recommend, pipeline, convert, distributed (recbole-rag COMMAND --help).",
         allow_abbrev=False,  # --data_path must never be read as a prefix of --dataset
     )
     parser.add_argument("--model", "-m", default=None, help="model name (default SASRec)")
@@ -54,7 +47,7 @@ def build_parser():
 
 def build_recommend_parser():
     parser = argparse.ArgumentParser(
-        prog="recommend",
+        prog="recbole-rag recommend",
         description="Top-k items for users, after each one's whole history, from a saved run.",
         epilog="Any other --key=value overrides a setting of the saved run (e.g. --data_path where the data moved).",
         allow_abbrev=False,
@@ -65,52 +58,58 @@ def build_recommend_parser():
     return parser
 
 
-def recommend_main(argv):
+def recommend_cli(argv):
     args, rest = build_recommend_parser().parse_known_args(argv)
-    try:
-        users = [u.strip() for u in args.users.split(",") if u.strip()]
-        if not users:
-            raise ConfigError("--users needs at least one user token, e.g. --users=u1,u2.")
-        found = recommend(args.checkpoint, users, args.k, parse_overrides(rest))
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for user, items in found.items():
+    users = [u.strip() for u in args.users.split(",") if u.strip()]
+    if not users:
+        raise ConfigError("--users needs at least one user token, e.g. --users=u1,u2.")
+    for user, items in recommend(args.checkpoint, users, args.k, parse_overrides(rest)).items():
         print(f"{user}\t" + " ".join(item for item, _ in items))
     return 0
 
 
-def _one_line_warning(message, category, filename, lineno, line=None):
-    return f"warning: {message}\n"
-
-
-def main(argv=None):
-    shown = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning  # a warning reads like an error: one line
-    try:
-        return _main(sys.argv[1:] if argv is None else list(argv))
-    finally:
-        warnings.formatwarning = shown
-
-
-def _main(argv):
-    if argv[:1] == ["recommend"]:
-        return recommend_main(argv[1:])
+def run_cli(argv):
     args, rest = build_parser().parse_known_args(argv)
-    try:
-        overrides = parse_overrides(rest)
-        files = args.config_files.split() or None
-        if args.compare and args.model:
-            raise ConfigError("Give --model (one run) or --compare (several), not both.")
-        if args.compare:
-            _, table = compare(args.compare, args.dataset, files, overrides, args.out_dir)
-            print(table)
-            print(f"\nwritten to {args.out_dir}/{args.dataset}-compare.md and .csv")
-            return 0
-        result = run_recbole_rag(args.model or "SASRec", args.dataset, files, overrides)
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    overrides = parse_overrides(rest)
+    files = args.config_files.split() or None
+    if args.compare and args.model:
+        raise ConfigError("Give --model (one run) or --compare (several), not both.")
+    if args.compare:
+        _, table = compare(args.compare, args.dataset, files, overrides, args.out_dir)
+        print(table)
+        print(f"\nwritten to {args.out_dir}/{args.dataset}-compare.md and .csv")
+        return 0
+    result = run_recbole_rag(args.model or "SASRec", args.dataset, files, overrides)
     print(f"best valid: {dict2str(result['best_valid_result']) or 'none (no epoch was validated)'}")
     print(f"test result: {dict2str(result['test_result'])}")
     return 0
+
+
+def compare_cli(argv):
+    if not argv or argv[0].startswith("-"):
+        raise ConfigError("compare needs the models first, e.g. recbole-rag compare SASRec,DuoRec --dataset=ml-100k.")
+    return run_cli([f"--compare={argv[0]}", *argv[1:]])
+
+
+COMMANDS = {
+    "run": run_cli,
+    "compare": compare_cli,
+    "recommend": recommend_cli,
+    "pipeline": pipeline.cli,
+    "convert": convert.cli,
+    "distributed": distributed.cli,
+}
+
+
+def main(argv=None):
+    """``recbole-rag [COMMAND] ...``; without a command, ``run``. Returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    name = argv[0] if argv and not argv[0].startswith("-") else "run"
+    rest = argv[1:] if argv and argv[0] == name else argv
+    if name not in COMMANDS:
+        return command(lambda: _unknown(name))
+    return command(lambda: COMMANDS[name](rest))
+
+
+def _unknown(name):
+    raise ConfigError(f"Unknown command '{name}': one of {', '.join(COMMANDS)} (run is the default).")

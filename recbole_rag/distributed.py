@@ -21,9 +21,9 @@ import sys
 
 import torch
 
-from recbole_rag.cli import parse_overrides
 from recbole_rag.config import Config
-from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag.errors import ConfigError, command
+from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag
 from recbole_rag.registry import OUR_TRAINERS, get_trainer
 from recbole_rag.trainer.distributed import check_single_stage
@@ -76,7 +76,13 @@ def run_distributed(model, dataset, nproc=2, config_file_list=None, config_dict=
 
 
 def main(argv=None):
+    return command(lambda: cli(argv))
+
+
+def cli(argv):
+    """``recbole-rag distributed ...``: raises what ``main`` prints as one line."""
     parser = argparse.ArgumentParser(
+        prog="recbole-rag distributed",
         description="Data-parallel training in several local processes.",
         allow_abbrev=False,
         epilog="Any other --key=value overrides a setting.",
@@ -86,13 +92,9 @@ def main(argv=None):
     parser.add_argument("--dataset", "-d", default="ml-100k")
     parser.add_argument("--config_files", default="")
     args, rest = parser.parse_known_args(argv)
-    try:
-        results = run_distributed(
-            args.model, args.dataset, args.nproc, args.config_files.split() or None, parse_overrides(rest)
-        )
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    results = run_distributed(
+        args.model, args.dataset, args.nproc, args.config_files.split() or None, parse_overrides(rest)
+    )
     print(f"{args.nproc} processes, test result: {dict(results[0]['test_result'])}")
     return 0
 

@@ -1,4 +1,8 @@
-"""Errors a user can act on: each message says what was wrong and how to fix it."""
+"""Errors a user can act on: each message says what was wrong and how to fix it; ``command``
+turns one into a single line on the command line."""
+
+import sys
+import warnings
 
 
 class RecBoleRagError(Exception):
@@ -19,3 +23,22 @@ class DatasetError(RecBoleRagError, ValueError):
 
 class CheckpointError(RecBoleRagError, ValueError):
     """A checkpoint is missing or does not fit the model."""
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"warning: {message}\n"
+
+
+def command(body):
+    """Run a command line's ``body()`` (which returns its exit status): a RecBoleRagError prints
+    as one ``error: ...`` line with status 2, and a warning as one ``warning: ...`` line. Every
+    command of recbole-rag runs through here."""
+    shown = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning
+    try:
+        return body()
+    except RecBoleRagError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.formatwarning = shown

@@ -215,3 +215,22 @@ def test_converted_file_is_readable_by_others_as_any_new_file(tmp_path):
     plain = tmp_path / "plain.txt"
     plain.write_text("x")
     assert os.stat(out).st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
+# (command line, words of its one error line): every command runs through one handler
+CLI_CASES = [
+    (["nope"], "Unknown command 'nope': one of run, compare, recommend"),
+    (["compare", "--dataset=tiny"], "compare needs the models first"),
+    (["convert", "--download=x", "--format=y"], "--download takes no --format"),
+    (["pipeline", "--dataset=tiny", "--memory_sources=nope"], "memory_source"),
+    (["distributed", "--nproc=1"], "nproc must be an integer >= 2"),
+    (["run", "--model=Nope"], "Unknown model 'Nope'"),
+    (["--model=SASRec", "--dataset=tiny", "stray"], "Cannot read argument 'stray'"),
+]
+
+
+@pytest.mark.parametrize("argv, words", CLI_CASES, ids=[" ".join(c[0])[:30] for c in CLI_CASES])
+def test_every_command_reports_bad_input_as_one_line(argv, words, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1

@@ -24,7 +24,7 @@ import sys
 import zipfile
 import zlib
 
-from recbole_rag.errors import DatasetError
+from recbole_rag.errors import DatasetError, command
 from recbole_rag.files import atomic_path
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -281,8 +281,13 @@ def download(dataset, output_dir, force=False):
 
 def main(argv=None):
     """Command line entry point; returns the exit status (2 on a DatasetError, with no traceback)."""
+    return command(lambda: cli(argv))
+
+
+def cli(argv):
+    """``recbole-rag convert ...``: raises what ``main`` prints as one line."""
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_rag.data.convert",
+        prog="recbole-rag convert",
         description="Convert public interaction data into RecBole atomic files, or download a RecBole dataset.",
     )
     parser.add_argument("--format", help=f"input format: {', '.join(READERS)}")
@@ -293,23 +298,19 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     args = parser.parse_args(argv)
 
-    try:
-        if args.download and (args.format or args.input or args.dataset):
-            raise DatasetError("--download takes no --format, --input or --dataset")
-        if not args.download and not (args.format and args.input and args.dataset):
-            raise DatasetError("give --format, --input and --dataset (or --download=<dataset>)")
-        if args.download:
-            folder = download(args.download, args.output_dir, force=args.force)
-            print(f"downloaded {args.download} into {folder}: {', '.join(sorted(os.listdir(folder)))}")
-        else:
-            counts = convert(args.format, args.input, args.dataset, args.output_dir, force=args.force)
-            print(
-                f"wrote {counts['path']}: {counts['interactions']} interactions, "
-                f"{counts['users']} users, {counts['items']} items"
-            )
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.download and (args.format or args.input or args.dataset):
+        raise DatasetError("--download takes no --format, --input or --dataset")
+    if not args.download and not (args.format and args.input and args.dataset):
+        raise DatasetError("give --format, --input and --dataset (or --download=<dataset>)")
+    if args.download:
+        folder = download(args.download, args.output_dir, force=args.force)
+        print(f"downloaded {args.download} into {folder}: {', '.join(sorted(os.listdir(folder)))}")
+    else:
+        counts = convert(args.format, args.input, args.dataset, args.output_dir, force=args.force)
+        print(
+            f"wrote {counts['path']}: {counts['interactions']} interactions, "
+            f"{counts['users']} users, {counts['items']} items"
+        )
     return 0
 
 

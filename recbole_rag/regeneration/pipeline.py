@@ -14,10 +14,10 @@ import os
 import sys
 from logging import getLogger
 
-from recbole_rag.cli import parse_overrides
 from recbole_rag.config import Config
-from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag.errors import ConfigError, command
 from recbole_rag.memory.builders import check_memory_source
+from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag, write_comparison
 from recbole_rag.regeneration.writer import find_regenerated, regen_folder
 
@@ -85,7 +85,13 @@ def run_pipeline(
 
 
 def main(argv=None):
+    return command(lambda: cli(argv))
+
+
+def cli(argv):
+    """``recbole-rag pipeline ...``: raises what ``main`` prints as one line."""
     parser = argparse.ArgumentParser(
+        prog="recbole-rag pipeline",
         description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
         epilog="Any other --key=value overrides a setting of every stage.",
@@ -98,21 +104,17 @@ def main(argv=None):
     parser.add_argument("--config_files", default="", help="space-separated YAML files")
     parser.add_argument("--out_dir", default="saved", help="where the table goes (default saved/)")
     args, rest = parser.parse_known_args(argv)
-    try:
-        sources = [s.strip() for s in args.memory_sources.split(",") if s.strip()]
-        _, table = run_pipeline(
-            args.backbone,
-            args.dataset,
-            sources,
-            args.baseline == "True",
-            args.regen_epochs,
-            args.config_files.split() or None,
-            parse_overrides(rest),
-            args.out_dir,
-        )
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    sources = [s.strip() for s in args.memory_sources.split(",") if s.strip()]
+    _, table = run_pipeline(
+        args.backbone,
+        args.dataset,
+        sources,
+        args.baseline == "True",
+        args.regen_epochs,
+        args.config_files.split() or None,
+        parse_overrides(rest),
+        args.out_dir,
+    )
     print(table)
     print(f"\nwritten to {args.out_dir}/{args.dataset}-regen-{args.backbone}-compare.md and .csv")
     return 0
