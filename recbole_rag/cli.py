@@ -4,6 +4,7 @@
     run          --model=M --dataset=D [--config_files="a.yaml b.yaml"]   (the default command)
     compare      SASRec,DuoRec,RaSeRec@DuoRec --dataset=D                  (also: run --compare=...)
     recommend    --checkpoint=FILE --users=u1,u2 [--k=10]
+    evaluate     --checkpoint=FILE                    (a saved run's test result, recomputed)
     pipeline     --backbone=SASRec --dataset=D        (regenerate -> backbone -> RAFT)
     convert      --format=amazon-csv --input=FILE --dataset=D --output_dir=DATA_PATH
     distributed  --nproc=2 --model=M --dataset=D
@@ -19,7 +20,7 @@ from recbole.utils import dict2str
 from recbole_rag import distributed
 from recbole_rag.data import convert
 from recbole_rag.errors import ConfigError, command
-from recbole_rag.inference import recommend
+from recbole_rag.inference import evaluate, recommend
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import compare, run_recbole_rag
 from recbole_rag.regeneration import pipeline
@@ -32,7 +33,7 @@ def build_parser():
         prog="recbole-rag run",
         description="Run a RecBole or recbole-rag model under the standard protocol.",
         epilog="Any other --key=value overrides that RecBole/recbole-rag setting. Other commands: "
-        "compare, recommend, pipeline, convert, distributed (recbole-rag COMMAND --help).",
+        "compare, recommend, evaluate, pipeline, convert, distributed (recbole-rag COMMAND --help).",
         allow_abbrev=False,  # --data_path must never be read as a prefix of --dataset
     )
     parser.add_argument("--model", "-m", default=None, help="model name (default SASRec)")
@@ -68,6 +69,19 @@ def recommend_cli(argv):
     return 0
 
 
+def evaluate_cli(argv):
+    parser = argparse.ArgumentParser(
+        prog="recbole-rag evaluate",
+        description="A saved run's test result, recomputed by RecBole's evaluator from the checkpoint alone.",
+        epilog="Any other --key=value overrides a setting of the saved run.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .pth file a run saved")
+    args, rest = parser.parse_known_args(argv)
+    print(f"test result: {dict2str(evaluate(args.checkpoint, parse_overrides(rest)))}")
+    return 0
+
+
 def run_cli(argv):
     args, rest = build_parser().parse_known_args(argv)
     overrides = parse_overrides(rest)
@@ -95,6 +109,7 @@ COMMANDS = {
     "run": run_cli,
     "compare": compare_cli,
     "recommend": recommend_cli,
+    "evaluate": evaluate_cli,
     "pipeline": pipeline.cli,
     "convert": convert.cli,
     "distributed": distributed.cli,

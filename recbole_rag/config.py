@@ -4,6 +4,7 @@ Order, later wins: RecBole's defaults < properties/overall.yaml < properties/mod
 properties/dataset/<D>.yaml < the user's YAML files < config_dict (the CLI's --key=value).
 """
 
+import ast
 import difflib
 import functools
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 import recbole
 import yaml
 from recbole.config import Config as RecBoleConfig
+from recbole.utils import InputType
 
 from recbole_rag.errors import ConfigError
 from recbole_rag.process_group import init_cpu_process_group, uses_gpu
@@ -69,7 +71,16 @@ _RUNTIME_KEYS = {
     "feature_num",
     "tail_ratio",
     "token_num_threshold",
+    "nproc",
+    "offset",
+    "ip",
+    "port",
+    "eta",
+    "has_residual",
+    "norm",
 }
+# RecBole reads ``alias_of_<field>`` for any field name.
+_RUNTIME_PREFIXES = ("alias_of_",)
 
 
 class UnknownSettingWarning(UserWarning):
@@ -81,7 +92,7 @@ def known_keys():
     """Every setting RecBole's or the plug-in's properties files define (any model, any dataset)."""
     roots = [Path(recbole.__file__).resolve().parent / "properties", properties_dir()]
     keys = set(_RUNTIME_KEYS)
-    for path in (p for root in roots for p in root.rglob("*.yaml")):
+    for path in (p for root in roots for p in root.rglob("*.yaml") if p.name != "url.yaml"):  # url.yaml: datasets
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError):
@@ -95,11 +106,21 @@ def unknown_settings(keys):
     """Messages for keys no properties file defines, each with the nearest known key."""
     known = known_keys()
     messages = []
-    for key in sorted(k for k in keys if k not in known):
+    for key in sorted(k for k in keys if k not in known and not k.startswith(_RUNTIME_PREFIXES)):
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
         hint = f"did you mean '{close[0]}'?" if close else "no model or dataset reads it"
         messages.append(f"unknown setting '{key}': {hint}")
     return messages
+
+
+def _literal_or_text(text):
+    """A string setting as RecBole reads one (a number, list, dict, bool, None), with
+    ast.literal_eval instead of eval; anything else stays the string."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return {"true": True, "false": False}.get(text.lower(), text)
+    return value if value is None or isinstance(value, (str, int, float, list, tuple, dict, bool)) else text
 
 
 def _type_error(key, value, default):
@@ -194,6 +215,14 @@ class Config(RecBoleConfig):
                     stacklevel=2,
                 )
 
+    def _convert_config_dict(self, config_dict):
+        # RecBole eval()s every string value here; a literal is all a setting can be, and a
+        # checkpoint's saved settings come back through this path, so nothing in them may run.
+        for key, value in config_dict.items():
+            if isinstance(value, str):
+                config_dict[key] = _literal_or_text(value)
+        return config_dict
+
     def _load_cmd_line(self):
         # The CLI parses sys.argv itself and hands --key=value overrides in as config_dict, so a
         # library call never picks up the arguments of whatever script imported it.
@@ -210,4 +239,21 @@ class Config(RecBoleConfig):
         ]
         if problems:
             raise ConfigError("Invalid override: " + "; ".join(problems) + ".")
-        return super()._get_final_config_dict()
+        final = super()._get_final_config_dict()
+        self._sample_negatives_where_needed(final)
+        return final
+
+    def _sample_negatives_where_needed(self, final):
+        """overall.yaml trains with cross-entropy over all items and no sampled negatives; a model
+        that learns from sampled negatives (BPR, or any model with a pairwise loss) gets RecBole's
+        own default sampling back, unless the user set train_neg_sample_args."""
+        user_set = "train_neg_sample_args" in self.variable_config_dict or any(
+            "train_neg_sample_args" in self._load_config_files([path]) for path in self._user_files
+        )
+        pairwise = getattr(self.model_class, "input_type", None) == InputType.PAIRWISE
+        if (
+            not user_set
+            and final.get("train_neg_sample_args") is None
+            and (pairwise or final.get("loss_type") == "BPR")
+        ):
+            final["train_neg_sample_args"] = self.internal_config_dict.get("train_neg_sample_args")

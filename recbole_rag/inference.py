@@ -4,7 +4,7 @@
 returns (config, model, dataset, train/valid/test loaders) for a checkpoint of any model trained
 with recbole-rag, ours or RecBole's, so RecBole's ``full_sort_topk`` works on it. A RaSeRec model
 comes back with the memory bank its test used. ``recommend`` gives top-k item tokens for user
-tokens, after each user's whole history.
+tokens, after each user's whole history; ``evaluate`` recomputes a run's test result.
 """
 
 import os
@@ -13,17 +13,23 @@ from logging import getLogger
 import torch
 from recbole.data import data_preparation
 from recbole.data.interaction import Interaction
-from recbole.utils import init_seed
+from recbole.utils import ModelType, init_seed
 
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
-from recbole_rag.errors import CheckpointError, DatasetError
-from recbole_rag.registry import get_model
+from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
+from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.trainer.raserec_trainer import restore_test_memory
-from recbole_rag.trainer.safe_checkpoint import check_fits, load_checkpoint
+from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items, load_checkpoint
 
 # Settings RecBole's Config derives again (from the model class, the dataset, the machine).
 _DERIVED = {
+    "gpu_id",  # the machine's, not the run's: set it with config_dict
+    "nproc",
+    "world_size",
+    "offset",
+    "ip",
+    "port",
     "model",
     "dataset",
     "data_path",
@@ -64,6 +70,7 @@ def load_data_and_model(model_file, config_dict=None):
     config = saved_config(checkpoint, model_file, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     dataset = load_dataset(config)
+    check_same_items(checkpoint, dataset, model_file)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
     init_seed(config["seed"], config["reproducibility"])
@@ -76,6 +83,14 @@ def load_data_and_model(model_file, config_dict=None):
     model.eval()
     getLogger().info(f"Loaded {config['model']} on {config['dataset']} from {model_file}")
     return config, model, dataset, train_data, valid_data, test_data
+
+
+def evaluate(model_file, config_dict=None):
+    """The test result of a saved run, recomputed by RecBole's evaluator (RaSeRec with the bank
+    its test used): what the run reported, from the file alone."""
+    config, model, _, _, _, test_data = load_data_and_model(model_file, config_dict)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return dict(trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"]))
 
 
 def user_ids(dataset, users):
@@ -156,10 +171,16 @@ def recommend(model_file, users, k=10, config_dict=None):
     bank also gets the test pairs first: by now they are known history (its dynamic memory)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise CheckpointError(f"k must be an integer >= 1, got {k!r}.")
+    users = list(users)
     config, model, dataset, _, _, test_data = load_data_and_model(model_file, config_dict)
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        raise ConfigError(
+            f"recommend takes a sequential model's checkpoint; {config['model']} is not one: "
+            "use load_data_and_model with RecBole's full_sort_topk."
+        )
     if k > dataset.item_num - 1:
         raise CheckpointError(f"k={k} is more than the {dataset.item_num - 1} items of {dataset.dataset_name}.")
-    uids = user_ids(dataset, list(users))
+    uids = user_ids(dataset, users)
     if config["model"] == "RaSeRec" and model.stage == "raft" and config["memory_update"]:
         model.add_to_memory(test_data.dataset.inter_feat, config["eval_batch_size"])
     queries = history_queries(test_data, uids).to(config["device"])

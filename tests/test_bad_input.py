@@ -234,3 +234,23 @@ def test_every_command_reports_bad_input_as_one_line(argv, words, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1
+
+
+def test_runtime_settings_of_recbole_stay_quiet(tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownSettingWarning)
+        Config(
+            "SASRec",
+            "tiny",
+            config_dict={**tiny, "nproc": 1, "offset": 0, "ip": "127.0.0.1", "port": 5678, "alias_of_item_id": None},
+        )
+    with pytest.warns(UnknownSettingWarning, match="'amazon-beauty'"):  # a dataset name is no setting
+        Config("SASRec", "tiny", config_dict={**tiny, "amazon-beauty": 1})
+
+
+def test_a_file_recbole_does_not_load_is_not_checked(tiny, tmp_path):
+    item = tmp_path / "data" / "tiny" / "tiny.item"
+    item.write_text(item.read_text().replace("\t5.0\n", "\tcheap\n"))
+    load_dataset(Config("SASRec", "tiny", config_dict=tiny))  # load_col names only the .inter file
+    with pytest.raises(DatasetError, match="column 'price' is float but holds 'cheap'"):
+        load_dataset(Config("SASRec", "tiny", config_dict={**tiny, "load_col": {"inter": "*", "item": "*"}}))

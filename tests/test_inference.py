@@ -10,14 +10,20 @@ from recbole.utils.case_study import full_sort_topk
 from conftest import SMALL, write_tiny_dataset
 from recbole_rag import get_trainer, run_recbole_rag
 from recbole_rag.cli import main
-from recbole_rag.errors import CheckpointError, DatasetError
-from recbole_rag.inference import history_queries, load_data_and_model, recommend, sequences
+from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
+from recbole_rag.inference import evaluate, history_queries, load_data_and_model, recommend, sequences
 
 
 def _test_metrics(loaded):
     config, model = loaded[0], loaded[1]
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     return trainer.evaluate(loaded[5], load_best_model=False)
+
+
+def test_evaluate_command_prints_the_runs_test_result(raserec_run, capsys):
+    assert evaluate(raserec_run["saved_model_file"]) == raserec_run["test_result"]
+    assert main(["evaluate", f"--checkpoint={raserec_run['saved_model_file']}"]) == 0
+    assert f"ndcg@10 : {raserec_run['test_result']['ndcg@10']}" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +156,37 @@ def test_new_pairs_enter_the_bank_and_change_recommendations_without_training(ra
         sequences(dataset, config, [["i1", "i999"]])
     with pytest.raises(DatasetError, match="give one each"):
         sequences(dataset, config, [["i1"], ["i2"]], ["i3"])
+
+
+def test_a_fine_tuned_backbone_reloads_with_its_saved_bank(tiny):
+    # the bank's keys are stage 1's, the checkpoint's weights RAFT's: the bank file is the truth,
+    # and the validation pairs are encoded by the weights under test, as the run encoded them
+    result = run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 5, "freeze_backbone": False})
+    loaded = load_data_and_model(result["saved_model_file"])
+    assert _test_metrics(loaded) == result["test_result"]
+
+
+def test_what_cannot_be_rebuilt_or_belongs_to_other_items_is_refused(raserec_run, tmp_path):
+    checkpoint = torch.load(raserec_run["saved_model_file"], weights_only=True)
+    moved = tmp_path / "changed.pth"
+    patterns = {**checkpoint, "config": {**checkpoint["config"], "memory_source": "patterns", "freeze_backbone": False}}
+    torch.save(patterns, moved)
+    with pytest.raises(CheckpointError, match="pattern bank, which is not saved"):
+        load_data_and_model(str(moved))
+    torch.save({**checkpoint, "item_vocabulary": "0" * 16}, moved)
+    with pytest.raises(CheckpointError, match="whose item ids are not those of tiny"):
+        load_data_and_model(str(moved))
+
+
+def test_saved_settings_are_read_as_literals_never_run(raserec_run, tmp_path):
+    checkpoint = torch.load(raserec_run["saved_model_file"], weights_only=True)
+    code = "__import__('pathlib').Path('ran').touch()"
+    torch.save({**checkpoint, "config": {**checkpoint["config"], "learner": code}}, tmp_path / "code.pth")
+    config = load_data_and_model(str(tmp_path / "code.pth"))[0]
+    assert config["learner"] == code and not (tmp_path / "ran").exists()
+
+
+def test_recommend_needs_a_sequential_model(tiny):
+    result = run_recbole_rag("BPR", "tiny", config_dict={**tiny, "epochs": 1})
+    with pytest.raises(ConfigError, match="BPR is not one"):
+        recommend(result["saved_model_file"], iter(["u1"]), k=2)

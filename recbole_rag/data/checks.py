@@ -99,20 +99,34 @@ def _check_field_types(path, fields, config):
             )
 
 
+def loaded_columns(fields, config, suffix):
+    """The columns RecBole loads from a ``suffix`` file, by its own rules (load_col, unload_col)."""
+    load_col, unload_col = config["load_col"], config["unload_col"] or {}
+    if load_col is not None and suffix not in load_col:
+        return []
+    wanted = None if load_col is None or load_col[suffix] == "*" else set(load_col[suffix])
+    dropped = set(unload_col.get(suffix) or [])
+    return [f for f in fields if (wanted is None or f in wanted) and f not in dropped]
+
+
 def _check_rows(path, fields, separator, config, suffix):
     """Every value of a loaded float column is a number; exact duplicate interactions are
     counted (a duplicated test item also sits in training, which inflates every metric)."""
-    loaded = (config["load_col"] or {}).get(suffix) if config["load_col"] else None
-    columns = [f for f in fields if loaded is None or f in loaded]
-    frame = pd.read_csv(
-        path,
-        sep=separator,
-        dtype=str,
-        keep_default_na=False,
-        encoding=config["encoding"] or "utf-8",
-        usecols=[f"{f}:{fields[f]}" for f in columns],
-        engine="c" if len(separator) == 1 else "python",
-    )
+    columns = loaded_columns(fields, config, suffix)
+    if not columns:
+        return
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=separator,
+            dtype=str,
+            keep_default_na=False,
+            encoding=config["encoding"] or "utf-8",
+            usecols=[f"{f}:{fields[f]}" for f in columns],
+            engine="c" if len(separator) == 1 else "python",
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DatasetError(f"Atomic file '{path}' cannot be read as {separator!r}-separated columns: {err}") from None
     frame.columns = columns
     if suffix == "inter" and not len(frame):
         raise DatasetError(f"Atomic file '{path}' has a header but no interactions: add one row per interaction.")

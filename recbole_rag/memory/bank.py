@@ -216,7 +216,7 @@ class MemoryBank:
                 "file to rebuild the bank."
             ) from err
         if bank.index.ntotal != len(bank.values):
-            raise ValueError(f"'{path}' is inconsistent: {bank.index.ntotal} vectors, {len(bank.values)} values")
+            raise CheckpointError(f"'{path}' is inconsistent: {bank.index.ntotal} vectors, {len(bank.values)} values")
         return bank
 
     def __repr__(self):

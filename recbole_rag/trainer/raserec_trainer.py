@@ -49,8 +49,9 @@ def pair_layout(feat, config):
     )
 
 
-def load_pair_memory(model, feat, order, path, config):
-    """The bank saved at ``path``, checked to hold this backbone's vectors of these training pairs."""
+def load_pair_memory(model, feat, order, path, config, same_backbone=True):
+    """The bank saved at ``path``, checked to hold these training pairs and (``same_backbone``:
+    the model's weights are those that built it) this backbone's vectors of them."""
     bank = MemoryBank.load(path)
     if len(bank) != len(feat) or bank.dim != config["hidden_size"]:
         raise CheckpointError(
@@ -59,7 +60,7 @@ def load_pair_memory(model, feat, order, path, config):
             "at a new file to rebuild it."
         )
     sample = order[:256]
-    same_keys = np.allclose(bank.keys[: len(sample)], model.encode(feat[sample]), atol=1e-4)
+    same_keys = not same_backbone or np.allclose(bank.keys[: len(sample)], model.encode(feat[sample]), atol=1e-4)
     if not same_keys or not np.array_equal(bank.values[: len(sample)], feat[config["ITEM_ID_FIELD"]][sample].numpy()):
         raise CheckpointError(
             f"memory bank '{path}' was built from another backbone or training set: point "
@@ -75,11 +76,18 @@ def restore_test_memory(model, config, train_dataset, valid_dataset):
     if model.stage != "raft":
         return
     feat = train_dataset.inter_feat
+    frozen = config["freeze_backbone"]  # else RAFT moved the weights that built the bank
+    if config["memory_source"] == "patterns" and not frozen:
+        raise CheckpointError(
+            "This RAFT checkpoint fine-tuned its backbone after building a pattern bank, which is not "
+            "saved: its test-time bank cannot be rebuilt from the checkpoint."
+        )
     if config["memory_source"] == "patterns":
         model.memory, _ = build_pattern_memory(model, train_dataset, config)
     elif model.memory_file and os.path.isfile(model.memory_file):
-        model.memory = load_pair_memory(model, feat, pair_layout(feat, config)[0], model.memory_file, config)
-    elif not config["freeze_backbone"]:
+        order = pair_layout(feat, config)[0]
+        model.memory = load_pair_memory(model, feat, order, model.memory_file, config, same_backbone=frozen)
+    elif not frozen:
         raise CheckpointError(
             f"memory bank '{model.memory_file}' is gone and the backbone was fine-tuned "
             "after it was built, so it cannot be rebuilt: copy the bank back."
@@ -159,6 +167,7 @@ class RaSeRecTrainer(Trainer):
                 f"{checkpoint['config'].get('model')} model): use pretrained_path "
                 "to start RAFT from a backbone."
             )
+        check_same_items(checkpoint, self.train_dataset, path)
         check_fits(self.model, checkpoint, path)
         return stage, checkpoint
 

@@ -79,7 +79,8 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError) as err:
-        if "Unsupported global" in str(err):  # a pickled object, e.g. RecBole's Config
+        if any(w in str(err) for w in ("Unsupported global", "Unsupported class", "GLOBAL ")):
+            # a pickled object, e.g. RecBole's Config (torch's wording differs across versions)
             raise CheckpointError(
                 f"'{path}' cannot be loaded safely (torch.load weights_only=True): {_first_line(err)}. "
                 "Checkpoints saved by RecBole's own Trainer pickle a Config object; re-train with "
