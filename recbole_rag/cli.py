@@ -46,14 +46,20 @@ def build_parser():
     return parser
 
 
-def build_recommend_parser():
+def checkpoint_parser(command, description):
+    """The parser of a command that reads a saved run."""
     parser = argparse.ArgumentParser(
-        prog="recbole-rag recommend",
-        description="Top-k items for users, after each one's whole history, from a saved run.",
+        prog=f"recbole-rag {command}",
+        description=description,
         epilog="Any other --key=value overrides a setting of the saved run (e.g. --data_path where the data moved).",
         allow_abbrev=False,
     )
     parser.add_argument("--checkpoint", required=True, help="a .pth file a run saved")
+    return parser
+
+
+def build_recommend_parser():
+    parser = checkpoint_parser("recommend", "Top-k items for users, after each one's whole history, from a saved run.")
     parser.add_argument("--users", required=True, help="comma-separated user tokens, as in the .inter file")
     parser.add_argument("--k", type=int, default=10, help="how many items per user (default 10)")
     return parser
@@ -70,14 +76,8 @@ def recommend_cli(argv):
 
 
 def evaluate_cli(argv):
-    parser = argparse.ArgumentParser(
-        prog="recbole-rag evaluate",
-        description="A saved run's test result, recomputed by RecBole's evaluator from the checkpoint alone.",
-        epilog="Any other --key=value overrides a setting of the saved run.",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--checkpoint", required=True, help="a .pth file a run saved")
-    args, rest = parser.parse_known_args(argv)
+    description = "A saved run's test result, recomputed by RecBole's evaluator from the checkpoint alone."
+    args, rest = checkpoint_parser("evaluate", description).parse_known_args(argv)
     print(f"test result: {dict2str(evaluate(args.checkpoint, parse_overrides(rest)))}")
     return 0
 

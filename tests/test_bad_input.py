@@ -103,15 +103,18 @@ def test_unknown_setting_in_a_yaml_file_warns_and_can_refuse(tiny, tmp_path):
         Config("SASRec", "tiny", config_dict={**tiny, "unknown_settings": "loud"})
 
 
-def test_known_settings_of_every_kind_stay_quiet(tiny):
+@pytest.mark.parametrize(
+    "model, settings",
+    [
+        ("RaSeRec", {"retrieval_k": 3, "rm_dup_inter": "first", "unknown_settings": "warn", "gpu_id": "0"}),
+        ("SASRec", {"nproc": 1, "offset": 0, "ip": "127.0.0.1", "port": 5678, "alias_of_item_id": None}),
+        ("SRACL", {"epochs": 1}),
+    ],
+)
+def test_known_settings_of_every_kind_stay_quiet(tiny, model, settings):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnknownSettingWarning)
-        Config(
-            "RaSeRec",
-            "tiny",
-            config_dict={**tiny, "retrieval_k": 3, "rm_dup_inter": "first", "unknown_settings": "warn", "gpu_id": "0"},
-        )
-        Config("SRACL", "tiny", config_dict={**tiny, "epochs": 1})
+        Config(model, "tiny", config_dict={**tiny, **settings})
 
 
 def test_cli_prints_an_unknown_setting_as_one_line(tiny, capsys):
@@ -236,14 +239,7 @@ def test_every_command_reports_bad_input_as_one_line(argv, words, capsys):
     assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1
 
 
-def test_runtime_settings_of_recbole_stay_quiet(tiny):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UnknownSettingWarning)
-        Config(
-            "SASRec",
-            "tiny",
-            config_dict={**tiny, "nproc": 1, "offset": 0, "ip": "127.0.0.1", "port": 5678, "alias_of_item_id": None},
-        )
+def test_a_dataset_name_is_no_setting(tiny):
     with pytest.warns(UnknownSettingWarning, match="'amazon-beauty'"):  # a dataset name is no setting
         Config("SASRec", "tiny", config_dict={**tiny, "amazon-beauty": 1})
 
