@@ -4,12 +4,15 @@ Order, later wins: RecBole's defaults < properties/overall.yaml < properties/mod
 properties/dataset/<D>.yaml < the user's YAML files < config_dict (the CLI's --key=value).
 """
 
+from __future__ import annotations
+
 import ast
 import difflib
 import functools
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import recbole
 import yaml
@@ -149,7 +152,13 @@ def _type_error(key, value, default):
 class Config(RecBoleConfig):
     """Use exactly like ``recbole.config.Config``; ``model`` may be one of the plug-in's models."""
 
-    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+    def __init__(
+        self,
+        model: str | type | None = None,
+        dataset: str | None = None,
+        config_file_list: list[str] | str | None = None,
+        config_dict: dict[str, Any] | None = None,
+    ) -> None:
         if not model:
             raise ConfigError("No model given: pass --model=<name>, e.g. --model=SASRec.")
         if not dataset or not isinstance(dataset, str):

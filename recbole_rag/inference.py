@@ -7,8 +7,12 @@ comes back with the memory bank its test used. ``recommend`` gives top-k item to
 tokens, after each user's whole history; ``evaluate`` recomputes a run's test result.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable, Sequence
 from logging import getLogger
+from typing import Any
 
 import torch
 from recbole.data import data_preparation
@@ -63,7 +67,7 @@ def saved_config(checkpoint, path, config_dict=None):
     return Config(settings["model"], dataset, config_dict=overrides)
 
 
-def load_data_and_model(model_file, config_dict=None):
+def load_data_and_model(model_file: str | os.PathLike, config_dict: dict[str, Any] | None = None) -> tuple:
     """(config, model, dataset, train_data, valid_data, test_data) of a saved run, as RecBole's
     ``load_data_and_model`` returns them; the model in eval mode, ready for ``full_sort_topk``."""
     checkpoint = load_checkpoint(model_file)
@@ -85,7 +89,7 @@ def load_data_and_model(model_file, config_dict=None):
     return config, model, dataset, train_data, valid_data, test_data
 
 
-def evaluate(model_file, config_dict=None):
+def evaluate(model_file: str | os.PathLike, config_dict: dict[str, Any] | None = None) -> dict[str, float]:
     """The test result of a saved run, recomputed by RecBole's evaluator (RaSeRec with the bank
     its test used): what the run reported, from the file alone."""
     config, model, _, _, _, test_data = load_data_and_model(model_file, config_dict)
@@ -122,7 +126,9 @@ def padded(histories, config):
     )
 
 
-def sequences(dataset, config, histories, next_items=None):
+def sequences(
+    dataset, config: Config, histories: Sequence[Sequence[str]], next_items: Sequence[str] | None = None
+) -> Interaction:
     """Item-token histories (oldest first) -> the model's input Interaction; with ``next_items``
     (one token per history) <history, next item> pairs, as ``RaSeRec.add_to_memory`` takes them:
     how new interactions enter the memory bank without retraining."""
@@ -166,7 +172,9 @@ def history_queries(test_data, uids):
 
 
 @torch.no_grad()
-def recommend(model_file, users, k=10, config_dict=None):
+def recommend(
+    model_file: str | os.PathLike, users: Iterable[str], k: int = 10, config_dict: dict[str, Any] | None = None
+) -> dict[str, list[tuple[str, float]]]:
     """{user token: [(item token, score), ...]} top-k after each user's whole history. A RaSeRec
     bank also gets the test pairs first: by now they are known history (its dynamic memory)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:

@@ -1,11 +1,14 @@
 """One path for every run: Config -> RecBole dataset and dataloaders -> model -> trainer ->
 RecBole's evaluator; and ``compare`` for several models under the same settings."""
 
+from __future__ import annotations
+
 import csv
 import logging
 import os
 import time
 from logging import getLogger
+from typing import Any
 
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
@@ -18,7 +21,13 @@ from recbole_rag.runtime import tune_cpu
 from recbole_rag.trainer.distributed import distributed_trainer
 
 
-def run_recbole_rag(model, dataset, config_file_list=None, config_dict=None, saved=True):
+def run_recbole_rag(
+    model: str,
+    dataset: str,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+) -> dict[str, Any]:
     """Train and test ``model`` on ``dataset``; returns a dict with the best valid and the test
     results (RecBole's metric names, e.g. ``test_result['ndcg@10']``) and timings."""
     config = Config(model, dataset, config_file_list, config_dict)
@@ -161,7 +170,13 @@ def parse_compare_entries(models):
     return entries
 
 
-def compare(models, dataset, config_file_list=None, config_dict=None, out_dir="saved"):
+def compare(
+    models: str | list[str],
+    dataset: str,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    out_dir: str = "saved",
+) -> tuple[list[dict[str, Any]], str]:
     """Run each model with the same data, split, seed and budget; write and return the table."""
     results, checkpoints = [], {}
     for label, name, backbone in parse_compare_entries(models):

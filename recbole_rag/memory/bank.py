@@ -7,6 +7,8 @@ L2-normalised), values are item ids. Entry ids are 0, 1, 2, ... in
 insertion order, so a caller can exclude a query's own entry.
 """
 
+from __future__ import annotations
+
 import json
 import operator
 import os
@@ -56,7 +58,16 @@ class MemoryBank:
     queries L2-normalised).
     """
 
-    def __init__(self, dim, index_type="flat", metric="ip", nlist=1024, nprobe=16, hnsw_m=32, ef_search=64):
+    def __init__(
+        self,
+        dim: int,
+        index_type: str = "flat",
+        metric: str = "ip",
+        nlist: int = 1024,
+        nprobe: int = 16,
+        hnsw_m: int = 32,
+        ef_search: int = 64,
+    ) -> None:
         if index_type not in INDEX_TYPES:
             raise ConfigError(f"memory index_type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
         if metric not in METRICS:
@@ -107,7 +118,7 @@ class MemoryBank:
     def __len__(self):
         return int(self.index.ntotal)
 
-    def add(self, keys, values):
+    def add(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Append pairs; returns the ids given to them. Works at any time, no retraining."""
         keys = _as_matrix(keys, self.dim, "keys")
         values = np.asarray(values, dtype=np.int64).reshape(-1)
@@ -128,7 +139,9 @@ class MemoryBank:
         self._values.append(values)
         return np.arange(first, len(self))
 
-    def search(self, queries, k, exclude=None):
+    def search(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Top-k entries per query -> (scores (q, k), keys (q, k, dim), values (q, k), ids (q, k)).
 
         exclude: entries never returned for a query, either (q,) ids or (q, 2) id ranges
@@ -166,14 +179,14 @@ class MemoryBank:
                 ids[rows] = np.take_along_axis(found, first_kept, 1)
         return (scores, *self.entries(ids), ids)
 
-    def entries(self, ids):
+    def entries(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys (..., dim) and values (...) of entry ids (any shape); id -1 gives a zero key and 0."""
         ids = np.asarray(ids)
         found = np.maximum(ids, 0)
         keys = np.where((ids >= 0)[..., None], self.keys[found], 0.0).astype(np.float32)
         return keys, np.where(ids >= 0, self.values[found], 0)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike) -> None:
         """One .npz file (serialized faiss index, keys, values, settings), written atomically."""
         meta = {
             "version": FORMAT_VERSION,
@@ -192,7 +205,7 @@ class MemoryBank:
             )
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike) -> MemoryBank:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no memory bank file at '{path}'")
         try:
