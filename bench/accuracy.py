@@ -181,6 +181,41 @@ def result_path(store_dir, settings):
     return os.path.join(store_dir, f"{file_label(settings['label'])}-seed{settings['seed']}-{digest}.json")
 
 
+def merged_defaults(defaults):
+    """The YAML defaults a run saw, as one mapping (files in load order, later wins)."""
+    merged = {}
+    for content in defaults.values():
+        merged.update(content or {})
+    return merged
+
+
+def effective(settings):
+    """``settings`` with its YAML defaults merged: what the run computed with, whichever
+    properties files held each default (a backbone's settings too)."""
+    out = {**settings, "defaults": merged_defaults(settings.get("defaults") or {})}
+    if settings.get("backbone_settings"):
+        out["backbone_settings"] = effective(settings["backbone_settings"])
+    return json.dumps(out, sort_keys=True, default=str)
+
+
+def stored_result_path(store_dir, settings):
+    """The stored result of ``settings``: the file their hash names, else a stored file of the same
+    label and seed whose settings are the same once each side's YAML defaults are merged (so
+    moving a default from one properties file to another keeps the results stored before);
+    else the file their hash names, to be written."""
+    path = result_path(store_dir, settings)
+    if os.path.isfile(path):
+        return path
+    want = effective(settings)
+    pattern = f"{file_label(settings['label'])}-seed{settings['seed']}-*.json"
+    for other in sorted(glob.glob(os.path.join(glob.escape(store_dir), pattern))):
+        with open(other, encoding="utf-8") as f:
+            stored = json.load(f)
+        if "settings" in stored and effective(stored["settings"]) == want:
+            return other
+    return path
+
+
 def _save_json(path, data):
     with atomic_path(path) as tmp_path, open(tmp_path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, default=str)
@@ -253,7 +288,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             settings = settings_of(run, seed, overrides, dataset)
             if backbone_result:
                 settings["backbone_settings"] = backbone_result["settings"]
-            path = result_path(store_dir, settings)
+            path = stored_result_path(store_dir, settings)
             if os.path.isfile(path):
                 with open(path, encoding="utf-8") as f:
                     results[run.label].append(json.load(f))

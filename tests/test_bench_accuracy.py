@@ -174,3 +174,22 @@ def test_the_table_names_settings_given_for_every_run(tmp_path, monkeypatch):
         "Budget: epochs=2, raft_epochs=YAML; every run with intra_weight=0;"
         in (tmp_path / "tiny-accuracy.md").read_text()
     )
+
+
+def test_a_default_moved_to_another_yaml_file_keeps_the_stored_result(tmp_path):
+    split = {
+        "label": "A",
+        "model": "SASRec",
+        "backbone": None,
+        "seed": 1,
+        "overrides": {},
+        "defaults": {"overall.yaml": {"epochs": 5, "hidden_size": 64}, "SASRec.yaml": {"n_layers": 2}},
+    }
+    stored = accuracy.result_path(str(tmp_path), split)
+    with open(stored, "w", encoding="utf-8") as f:
+        json.dump({"settings": split, "test_result": {}}, f)
+    merged = {**split, "defaults": {"overall.yaml": {"epochs": 5}, "base.yaml": {"hidden_size": 64, "n_layers": 2}}}
+    assert accuracy.result_path(str(tmp_path), merged) != stored
+    assert accuracy.stored_result_path(str(tmp_path), merged) == stored
+    changed = {**merged, "defaults": {"overall.yaml": {"epochs": 5}, "base.yaml": {"hidden_size": 32, "n_layers": 2}}}
+    assert accuracy.stored_result_path(str(tmp_path), changed) == accuracy.result_path(str(tmp_path), changed)
