@@ -299,6 +299,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             resume = last_checkpoint_in(row_dir)
             if resume:
                 config["resume_path"] = resume
+                config.pop("pretrained_path", None)  # the stopped run's checkpoint holds the weights to go on from
                 log(f"resume {run.label} seed {seed} from {resume}")
             elif backbone_result:
                 checkpoint = backbone_result["saved_model_file"]

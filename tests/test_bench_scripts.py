@@ -1,5 +1,6 @@
 import csv
 import glob
+import os
 
 import numpy as np
 import pytest
@@ -36,6 +37,13 @@ def test_sensitivity_trains_one_backbone_and_one_bank_for_every_setting(tiny, tm
     capsys.readouterr()
     assert sensitivity.main(argv) == 0  # resumed: nothing trains again
     assert "run " not in capsys.readouterr().out
+    # a row stopped mid-RAFT (its -last.pth kept, no result yet) continues from its checkpoint,
+    # though the sweep's settings also name the backbone (pretrained_path)
+    stopped = glob.glob(str(out / "tiny-sensitivity" / "alpha=0.2-*.json"))[0]
+    os.remove(stopped)
+    assert glob.glob(stopped[: -len(".json")] + "/*-last.pth")
+    assert sensitivity.main(argv) == 0
+    assert "resume alpha=0.2" in capsys.readouterr().out
 
 
 def test_settings_grid_sweeps_each_parameter_around_the_other():
