@@ -179,7 +179,8 @@ def main(argv=None):
     notes = [
         f"Backbone: {checkpoint}"
         + (f" ({args.backbone}, {args.backbone_epochs} epochs)" if backbone else "")
-        + f"; RAFT {args.raft_epochs} epochs per setting, seed {args.seed}; bank {os.path.relpath(bank)} shared by all settings."
+        + f"; RAFT {args.raft_epochs} epochs per setting, seed {args.seed}; "
+        + f"bank {os.path.relpath(bank)} shared by all settings."
     ]
     base_path = os.path.join(args.out_dir, f"{args.dataset}-sensitivity")
     table = write_report(
