@@ -1,6 +1,7 @@
 """RecBole's Config with the plug-in's properties layered in.
 
-Order, later wins: RecBole's defaults < properties/overall.yaml < properties/model/<M>.yaml <
+Order, later wins: RecBole's defaults < properties/overall.yaml < properties/model/<C>.yaml for
+each class C of the model's chain, base first (RaSeRec: EncoderRecommender, DuoRec, RaSeRec) <
 properties/dataset/<D>.yaml < the user's YAML files < config_dict (the CLI's --key=value).
 """
 
@@ -34,14 +35,14 @@ def properties_dir():
     raise FileNotFoundError(f"recbole_rag's properties/ not found next to {package}: reinstall the package.")
 
 
-def property_files(model_name, dataset_name):
-    """The plug-in's YAML files for this model and dataset, lowest priority first."""
+def property_files(model, dataset_name):
+    """The plug-in's YAML files for this model (a name or class) and dataset, lowest priority
+    first: overall.yaml, one file per class along the model's class chain that has one (RaSeRec:
+    EncoderRecommender.yaml, DuoRec.yaml, RaSeRec.yaml), then the dataset's."""
     root = properties_dir()
-    candidates = [
-        root / "overall.yaml",
-        root / "model" / f"{model_name}.yaml",
-        root / "dataset" / f"{dataset_name}.yaml",
-    ]
+    model_class = get_model(model) if isinstance(model, str) else model
+    chain = [root / "model" / f"{cls.__name__}.yaml" for cls in reversed(model_class.__mro__)]
+    candidates = [root / "overall.yaml", *chain, root / "dataset" / f"{dataset_name}.yaml"]
     return [str(path) for path in candidates if path.is_file()]
 
 
@@ -170,7 +171,7 @@ class Config(RecBoleConfig):
         for path in user_files:
             if not os.path.isfile(path):
                 raise ConfigError(f"Config file '{path}' does not exist.")
-        files = property_files(model_class.__name__, dataset) + user_files
+        files = property_files(model_class, dataset) + user_files
         self._user_files = user_files
         super().__init__(
             model=model_class,

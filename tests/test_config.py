@@ -71,3 +71,22 @@ def test_missing_model_or_dataset():
         Config("SASRec", None)
     with pytest.raises(ConfigError, match="No model"):
         Config(None, "ml-100k")
+
+
+def test_a_models_properties_load_along_its_class_chain(tiny, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from recbole_rag import config as config_module
+
+    names = [Path(p).name for p in config_module.property_files("RaSeRec", "amazon-beauty")]
+    assert names == ["overall.yaml", "EncoderRecommender.yaml", "DuoRec.yaml", "RaSeRec.yaml", "amazon-beauty.yaml"]
+    assert [Path(p).name for p in config_module.property_files("SASRec", "tiny")] == ["overall.yaml"]
+    # a DuoRec default is RaSeRec's too, unless RaSeRec's own file sets it
+    root = tmp_path / "props"
+    (root / "model").mkdir(parents=True)
+    (root / "overall.yaml").write_text("epochs: 3\nloss_type: CE\ntrain_neg_sample_args: ~\n")
+    (root / "model" / "DuoRec.yaml").write_text("tau: 0.7\nlmd: 0.2\n")
+    (root / "model" / "RaSeRec.yaml").write_text("lmd: 0.3\n")
+    monkeypatch.setattr(config_module, "properties_dir", lambda: root)
+    config = Config("RaSeRec", "tiny", config_dict=tiny)
+    assert (config["tau"], config["lmd"], config["epochs"]) == (0.7, 0.3, tiny["epochs"])
