@@ -3,7 +3,7 @@
 bank of training pairs or of mined patterns. Also the original-data baseline, for the table.
 
     python -m recbole_rag.regeneration.pipeline --backbone=SASRec --dataset=amazon-beauty \
-        --data_path=../shared/datasets --memory_sources=pairs,patterns --epochs=6 --raft_epochs=20
+        --data_path=DATA_PATH --memory_sources=pairs,patterns --epochs=6 --raft_epochs=20
 
 ``--epochs`` is the backbone's budget; the regenerator trains ``--regen_epochs`` (default: its
 YAML). A saved regenerated set whose manifest matches is reused instead of regenerated.
