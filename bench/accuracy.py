@@ -13,7 +13,6 @@ with several seeds) of each metric. The hash covers the plug-in's YAML defaults 
 and the runs it touches run again.
 """
 
-import argparse
 import glob
 import hashlib
 import json
@@ -28,7 +27,7 @@ from recbole.utils.logger import RemoveColorFilter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.report import write_report  # noqa: E402
+from bench.report import table_parser, write_report  # noqa: E402
 from recbole_rag import run_recbole_rag  # noqa: E402
 from recbole_rag.cli import parse_overrides  # noqa: E402
 from recbole_rag.config import property_files  # noqa: E402
@@ -391,18 +390,11 @@ def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        allow_abbrev=False,
-        epilog="Any other --key=value overrides a setting of every run.",
-    )
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
+    parser = table_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=None, help="training epochs of every model (default: the YAML's)")
     parser.add_argument("--raft_epochs", type=int, default=None, help="RaSeRec stage-2 epochs (default: the YAML's)")
     parser.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")
     parser.add_argument("--runs", default="", help="comma-separated labels of RUNS (default: all)")
-    parser.add_argument("--out_dir", default="results")
     return parser
 
 

@@ -273,10 +273,10 @@ class RaSeRecTrainer(Trainer):
             and self.model.stage == "raft"
         ):
             # Testing comes after validation: its interactions are known history now, encoded by
-            # the weights under test.
-            checkpoint_file = model_file or self.saved_model_file
-            self.model.load_state_dict(load_checkpoint(checkpoint_file, self.device)["state_dict"])
+            # the weights under test (loaded once, here).
+            self.load_best(model_file)
             added = self.model.add_to_memory(self.valid_data.dataset.inter_feat, self.config["eval_batch_size"])
             self.memory_has_valid = True
             self.logger.info(set_color("Memory", "green") + f": +{len(added)} validation pairs before testing")
+            load_best_model = False
         return super().evaluate(eval_data, load_best_model, model_file, show_progress)

@@ -287,12 +287,16 @@ class SafeCheckpointMixin:
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
-            checkpoint_file = model_file or self.saved_model_file
-            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
-            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+            self.load_best(model_file)
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+    def load_best(self, model_file=None):
+        """The weights (and saved attributes) of ``model_file``, by default this run's best checkpoint."""
+        checkpoint_file = model_file or self.saved_model_file
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
 
 
 def check_fits(model, checkpoint, path):
