@@ -205,12 +205,9 @@ class Config(RecBoleConfig):
         else:
             super()._init_device()
 
-    def _check_known(self, settings):
+    def _check_known(self, settings, user_keys):
         """Warn about (``unknown_settings: error``: refuse) a user's YAML key or override that no
         model, dataset or trainer reads, e.g. ``--datset=`` or ``learnin_rate:``."""
-        user_keys = set(self.variable_config_dict)
-        for path in self._user_files:
-            user_keys.update(self._load_config_files([path]))
         problems = unknown_settings(user_keys)
         mode = {**settings, **self.variable_config_dict}.get("unknown_settings", "warn")
         if mode not in ("warn", "error", "ignore"):
@@ -241,7 +238,9 @@ class Config(RecBoleConfig):
     def _get_final_config_dict(self):
         defaults = dict(self.internal_config_dict)
         defaults.update(self.file_config_dict)
-        self._check_known(defaults)
+        # the keys the user set, in their YAML files or as overrides
+        user_keys = set(self.variable_config_dict) | set(self._load_config_files(self._user_files))
+        self._check_known(defaults, user_keys)
         problems = [
             message
             for key, value in self.variable_config_dict.items()
@@ -250,16 +249,14 @@ class Config(RecBoleConfig):
         if problems:
             raise ConfigError("Invalid override: " + "; ".join(problems) + ".")
         final = super()._get_final_config_dict()
-        self._sample_negatives_where_needed(final)
+        self._sample_negatives_where_needed(final, user_keys)
         return final
 
-    def _sample_negatives_where_needed(self, final):
+    def _sample_negatives_where_needed(self, final, user_keys):
         """overall.yaml trains with cross-entropy over all items and no sampled negatives; a model
         that learns from sampled negatives (BPR, or any model with a pairwise loss) gets RecBole's
         own default sampling back, unless the user set train_neg_sample_args."""
-        user_set = "train_neg_sample_args" in self.variable_config_dict or any(
-            "train_neg_sample_args" in self._load_config_files([path]) for path in self._user_files
-        )
+        user_set = "train_neg_sample_args" in user_keys
         pairwise = getattr(self.model_class, "input_type", None) == InputType.PAIRWISE
         if (
             not user_set
