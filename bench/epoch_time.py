@@ -1,11 +1,16 @@
 """Training time per batch: the plug-in's models vs RecBole's SASRec, side by side in one run.
 
-    python bench/epoch_time.py --dataset=ml-100k [--batches=30] [--data_path=...] [--clock=cpu]
+    python bench/epoch_time.py --dataset=ml-100k [--variants=encoder|sracl] [--batches=30] \
+        [--data_path=...] [--clock=cpu] [--out_dir=results]
 
 Same data, batch size and seed for every model, in one process with the run path's CPU tuning
 (recbole_rag/runtime.py); prints seconds per batch, the estimated epoch time and the ratio to
-RecBole's SASRec, and writes results/<dataset>-epoch-time.md. ``--clock=cpu`` times the process's
-CPU seconds instead of wall seconds: steadier on a machine shared with other work (run it with
+RecBole's SASRec, and writes <out_dir>/<dataset>-epoch-time[-sracl].md. ``--variants=sracl`` times
+SRA-CL's cross-sequence modes (per-epoch memory table vs neighbours encoded every step) and the
+sracl-authors preset; their semantic vectors come from the item file's categorical fields (what a
+step costs does not depend on where the vectors came from), and a memory mode's once-per-epoch
+table refresh is added to its epoch estimate. ``--clock=cpu`` times the process's CPU seconds
+instead of wall seconds: steadier on a machine shared with other work (run it with
 OMP_NUM_THREADS=1 so idle threads' spinning is not counted).
 """
 
@@ -20,15 +25,33 @@ import torch  # noqa: E402
 from recbole.data import data_preparation  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
+from bench.accuracy import preset  # noqa: E402
 from recbole_rag import Config, get_model, get_trainer  # noqa: E402
 from recbole_rag.data import load_dataset  # noqa: E402
 from recbole_rag.runtime import tune_cpu  # noqa: E402
 
-VARIANTS = [
-    ("SASRec (RecBole)", "SASRec", {}),
-    ("DuoRec contrast=none (our encoder = SASRec)", "DuoRec", {"contrast": "none"}),
-    ("DuoRec", "DuoRec", {}),
-]
+_CATEGORICAL = {"semantic_source": "categorical", "user_semantics": "items"}
+_PRESET = {
+    **preset("sracl-authors"),
+    **_CATEGORICAL,
+    "semantic_text_fields": None,
+    "item_text_histories": 0,
+    "prefix_semantics": "items",
+}
+VARIANTS = {
+    "encoder": [
+        ("SASRec (RecBole)", "SASRec", {}),
+        ("DuoRec contrast=none (our encoder = SASRec)", "DuoRec", {"contrast": "none"}),
+        ("DuoRec", "DuoRec", {}),
+    ],
+    "sracl": [
+        ("SASRec (RecBole)", "SASRec", {}),
+        ("SRA-CL off (the backbone)", "SRACL", {**_CATEGORICAL, "cross_weight": 0, "intra_weight": 0}),
+        ("SRA-CL defaults (cross_view memory)", "SRACL", _CATEGORICAL),
+        ("SRA-CL cross_view encode", "SRACL", {**_CATEGORICAL, "cross_view": "encode"}),
+        ("SRA-CL preset sracl-authors (length 20)", "SRACL", _PRESET),
+    ],
+}
 
 
 def time_batches(model_name, overrides, dataset, batches, common, clock=time.perf_counter):
@@ -37,6 +60,14 @@ def time_batches(model_name, overrides, dataset, batches, common, clock=time.per
     train_data, _, _ = data_preparation(config, load_dataset(config))
     model = get_model(model_name)(config, train_data.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    per_epoch_extra = 0.0
+    if hasattr(trainer, "prepare_semantics"):  # SRA-CL: neighbour tables once, before training
+        trainer.prepare_semantics(train_data.dataset)
+        trainer.optimizer = trainer._build_optimizer()
+        if model.cross_weight and model.cross_view == "memory":
+            start = clock()
+            model.refresh_memory(config["eval_batch_size"])
+            per_epoch_extra = clock() - start
     model.train()
     times = []
     for i, batch in enumerate(train_data):
@@ -50,17 +81,19 @@ def time_batches(model_name, overrides, dataset, batches, common, clock=time.per
         if i > 0:  # the first batch warms up
             times.append(clock() - start)
     per_batch = sorted(times)[len(times) // 2]
-    return per_batch, per_batch * len(train_data), len(train_data)
+    return per_batch, per_batch * len(train_data) + per_epoch_extra, len(train_data)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data_path", default="dataset/")
+    parser.add_argument("--variants", choices=sorted(VARIANTS), default="encoder")
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--train_batch_size", type=int, default=256)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
-    args = parser.parse_args()
+    parser.add_argument("--out_dir", default="results")
+    args = parser.parse_args(argv)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     tuning = tune_cpu()
     common = {
@@ -74,7 +107,7 @@ def main():
         f"{torch.is_anomaly_enabled()}, {args.clock} clock, CPU tuning {tuning}"
     )
     rows, base = [], None
-    for label, model_name, overrides in VARIANTS:
+    for label, model_name, overrides in VARIANTS[args.variants]:
         per_batch, per_epoch, n = time_batches(model_name, overrides, args.dataset, args.batches, common, clock)
         base = base or per_batch
         rows.append((label, per_batch, per_epoch, n, per_batch / base))
@@ -83,16 +116,22 @@ def main():
             f"ratio to RecBole SASRec {per_batch / base:.2f}",
             flush=True,
         )
-    os.makedirs("results", exist_ok=True)
-    with open(f"results/{args.dataset}-epoch-time.md", "w") as f:
+    os.makedirs(args.out_dir, exist_ok=True)
+    suffix = "" if args.variants == "encoder" else f"-{args.variants}"
+    path = os.path.join(args.out_dir, f"{args.dataset}-epoch-time{suffix}.md")
+    with open(path, "w") as f:
         f.write(
             f"# Training time per batch on {args.dataset} (batch {args.train_batch_size}, "
             f"median of {args.batches} batches, {torch.get_num_threads()} threads, {args.clock} clock)\n\n"
         )
+        command = f"python bench/epoch_time.py --dataset={args.dataset} --variants={args.variants}"
+        f.write(f"{command} --batches={args.batches}\n\n")
         f.write("| model | s/batch | est. s/epoch | ratio to RecBole SASRec |\n|---|---|---|---|\n")
         for label, per_batch, per_epoch, _, ratio in rows:
             f.write(f"| {label} | {per_batch:.3f} | {per_epoch:.0f} | {ratio:.2f} |\n")
+    print(f"written to {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

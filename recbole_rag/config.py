@@ -46,6 +46,23 @@ def property_files(model, dataset_name):
     return [str(path) for path in candidates if path.is_file()]
 
 
+def presets():
+    """{name: path} of the settings files shipped in properties/preset/ (e.g. sracl-authors)."""
+    return {path.stem: path for path in sorted((properties_dir() / "preset").glob("*.yaml"))}
+
+
+def resolve_config_file(name):
+    """A user's config file: a path, or the name of a shipped preset (``sracl-authors``)."""
+    if os.path.isfile(name):
+        return name
+    shipped = presets()
+    if name in shipped:
+        return str(shipped[name])
+    raise ConfigError(
+        f"Config file '{name}' does not exist and is no shipped preset (presets: {', '.join(shipped) or 'none'})."
+    )
+
+
 # Settings RecBole sets or reads that no properties file lists; and ``unknown_settings``: what a
 # key no model, dataset or trainer reads does, warn (default), error or ignore. (Kept out of
 # overall.yaml: bench/ keys its stored results by the YAML files' content.)
@@ -167,10 +184,7 @@ class Config(RecBoleConfig):
         model_class = get_model(model) if isinstance(model, str) else model
         if isinstance(config_file_list, (str, os.PathLike)):  # one file given as itself
             config_file_list = [config_file_list]
-        user_files = [str(f) for f in (config_file_list or [])]
-        for path in user_files:
-            if not os.path.isfile(path):
-                raise ConfigError(f"Config file '{path}' does not exist.")
+        user_files = [resolve_config_file(str(f)) for f in (config_file_list or [])]
         files = property_files(model_class, dataset) + user_files
         self._user_files = user_files
         super().__init__(

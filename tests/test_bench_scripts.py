@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import curves, scale, sensitivity, speed
+from bench import curves, epoch_time, scale, sensitivity, speed
 from bench.sensitivity import settings_grid
 
 
@@ -76,6 +76,20 @@ def test_sensitivity_bad_arguments(argv, message, capsys):
 def test_speed_and_scale_bad_arguments(module, argv):
     with pytest.raises(SystemExit):
         module.main(argv)
+
+
+def test_epoch_time_times_every_sracl_mode_beside_recbole_sasrec(tiny, tmp_path, capsys):
+    item_file = os.path.join(tiny["data_path"], "tiny", "tiny.item")
+    rows = ["item_id:token\tclass:token_seq"] + [f"i{i}\tg{i % 4} g{i % 3}" for i in range(1, 31)]
+    with open(item_file, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    argv = ["--dataset=tiny", f"--data_path={tiny['data_path']}", "--variants=sracl", "--batches=2"]
+    assert epoch_time.main([*argv, f"--out_dir={tmp_path}"]) == 0
+    table = (tmp_path / "tiny-epoch-time-sracl.md").read_text()
+    labels = [label for label, _, _ in epoch_time.VARIANTS["sracl"]]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    assert [row.split(" | ")[0][2:] for row in rows] == labels
+    assert rows[0].endswith("| 1.00 |") and "--variants=sracl" in table
 
 
 def test_scale_recall_and_dataset_copies(tmp_path):

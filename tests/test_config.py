@@ -47,8 +47,16 @@ def test_yaml_that_is_not_a_mapping_is_refused(tiny, tmp_path):
 
 
 def test_missing_config_file(tiny):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match=r"does not exist and is no shipped preset \(presets: .*sracl-authors"):
         Config("SASRec", "tiny", ["nope.yaml"], tiny)
+
+
+def test_a_shipped_preset_is_named_like_a_config_file_and_the_command_line_still_wins(tiny):
+    settings = {k: v for k, v in tiny.items() if k != "MAX_ITEM_LIST_LENGTH"}
+    config = Config("SRACL", "tiny", ["sracl-authors"], {**settings, "tau": 0.5})
+    assert config["cross_view"] == "encode" and config["cross_retrieval"] == "prefix"
+    assert config["MAX_ITEM_LIST_LENGTH"] == 20 and config["intra_weight"] == 0.1 and config["sim"] == "dot"
+    assert config["tau"] == 0.5
 
 
 @pytest.mark.parametrize(

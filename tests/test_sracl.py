@@ -15,6 +15,7 @@ from recbole_rag.model.gru_encoder import GRUEncoder
 from recbole_rag.model.sequential_recommender.duorec import info_nce
 from recbole_rag.model.sequential_recommender.sracl import anchored_info_nce
 from recbole_rag.semantic import embed, nearest_neighbours
+from recbole_rag.semantic import texts as T
 from recbole_rag.semantic.llm import ChatWriter, LLMError
 from recbole_rag.trainer import load_checkpoint
 from recbole_rag.trainer.sracl_trainer import SRACLTrainer
@@ -263,9 +264,58 @@ def test_the_llm_client_speaks_the_openai_chat_protocol():
     assert "likes A" in seen[0][2]["messages"][0]["content"]
 
 
+def test_purchase_histories_come_from_training_rows_only(texts):
+    _, model, _, train = _setup(texts)
+    feat = train.dataset.inter_feat
+    seqs, lengths, targets = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN].tolist(), feat[model.POS_ITEM_ID].tolist()
+    rows = [tuple(seqs[r, max(0, n - 10) : n].tolist() + [t]) for r, (n, t) in enumerate(zip(lengths, targets))]
+    every = T.purchase_histories(feat, model.POS_ITEM_ID, model.ITEM_SEQ, model.ITEM_SEQ_LEN, per_item=10**6)
+    assert sorted(tuple(h) for found in every.values() for h in found) == sorted(rows)  # no valid/test row
+    capped = T.purchase_histories(feat, model.POS_ITEM_ID, model.ITEM_SEQ, model.ITEM_SEQ_LEN, per_item=2)
+    assert all(len(found) <= 2 and all(h[-1] == item for h in found) for item, found in capped.items())
+    assert capped == T.purchase_histories(feat, model.POS_ITEM_ID, model.ITEM_SEQ, model.ITEM_SEQ_LEN, per_item=2)
+
+
+def test_prefix_texts_give_each_training_prefix_its_own_vector(texts, tmp_path, monkeypatch):
+    embedded = []
+
+    class FakeModel:  # a stand-in sentence model: records what it embeds, random vectors
+        def encode(self, batch, **kwargs):
+            embedded.extend(batch)
+            return np.random.default_rng(len(embedded)).normal(size=(len(batch), 8)).astype(np.float32)
+
+    monkeypatch.setattr(embed, "load_sentence_model", lambda name: FakeModel())
+    _, model, trainer, train = _setup(
+        texts,
+        cross_retrieval="prefix",
+        prefix_semantics="text",
+        item_text_histories=2,
+        semantic_cache=str(tmp_path / "cache.npz"),
+    )
+    semantics = trainer.prepare_semantics(train.dataset)
+    feat = train.dataset.inter_feat
+    n_items = model.n_items - 1
+    assert semantics.prefix_vectors.shape == (len(feat), 8) and "prefixes: text" in semantics.source
+    prefix_texts = [t for t in embedded if t.startswith("<")]  # the cache embeds in hash order
+    item_texts = [t for t in embedded if not t.startswith("<")]
+    assert len(item_texts) == n_items and len(prefix_texts) == len({t for t in prefix_texts})
+    assert sum("Purchase histories ending in this item: [" in t for t in item_texts) == len(
+        set(feat["item_id"].tolist())
+    )
+    tokens = train.dataset.field2id_token["item_id"]
+    first = feat[model.ITEM_SEQ][0, : feat[model.ITEM_SEQ_LEN][0]].tolist()
+    expected = "; ".join(f"<The {GENRES[int(tokens[i][1:]) % 5]} Story, part {tokens[i][1:]}>" for i in first)
+    assert expected in prefix_texts  # a prefix's text: its items' names, in time order
+    vectors = semantics.prefix_vectors / np.linalg.norm(semantics.prefix_vectors, axis=1, keepdims=True)
+    assert np.allclose(model.unit_semantic.numpy(), vectors, atol=1e-6)  # retrieval reads the prefix texts
+
+
 @pytest.mark.parametrize(
     "overrides,match",
     [
+        ({"prefix_semantics": "llm"}, "prefix_semantics must be one of items, text"),
+        ({"item_text_histories": -1}, "item_text_histories must be an integer >= 0"),
+        ({"item_text_histories": 2, "semantic_source": "categorical"}, "need semantic_source: text"),
         ({"backbone": "Caser"}, "backbone must be one of SASRec, GRU4Rec"),
         ({"cross_view": "both"}, "cross_view must be one of"),
         ({"cross_retrieval": "session"}, "cross_retrieval must be one of user, prefix"),

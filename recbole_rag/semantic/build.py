@@ -37,6 +37,7 @@ class Semantics:
     user_vectors: np.ndarray  # (n_users, dim), zero for users without training history
     histories: dict  # {internal user id: training item ids in time order}
     embedded: int = 0  # texts embedded in this call (0 when the cache held them all)
+    prefix_vectors: np.ndarray = None  # (training rows, dim) with prefix texts, else None
 
 
 def normalise(vectors):
@@ -93,10 +94,12 @@ def mean_user_vectors(item_vectors, histories, n_users):
     return normalise(users)
 
 
-def build_semantics(config, train_dataset, show_progress=False, user_texts=True):
+def build_semantics(config, train_dataset, show_progress=False, user_texts=True, prefix_texts=False):
     """Semantic vectors of every item and user of ``train_dataset`` (RecBole internal ids).
     ``user_texts=False``: users get their items' mean even under ``user_semantics: text``, for a
-    caller that never reads user vectors (SRA-CL's prefix retrieval), so no user text is embedded."""
+    caller that never reads user vectors (SRA-CL's prefix retrieval), so no user text is embedded.
+    ``prefix_texts=True``: every training row's prefix gets a text of its own too (the authors' unit
+    of retrieval), embedded into ``Semantics.prefix_vectors``."""
     source = config["semantic_source"] or "auto"
     if source not in SOURCES:
         raise ConfigError(f"semantic_source must be one of {', '.join(SOURCES)}, got {source!r}.")
@@ -111,6 +114,13 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True)
         config["ITEM_LIST_LENGTH_FIELD"],
     )
     file = config["semantic_embedding_file"]
+    item_history_count = config["item_text_histories"] or 0
+    if prefix_texts or item_history_count:
+        if source not in ("auto", "text") or (source == "auto" and file):
+            raise ConfigError(
+                "prefix_semantics: text and item_text_histories build texts: they need semantic_source: text "
+                f"(got {source}{' with semantic_embedding_file' if file else ''})."
+            )
     if source == "file" or (source == "auto" and file):
         items = vectors_from_file(file, tokens)
         return Semantics(f"file: {file}", items, mean_user_vectors(items, histories, n_users), histories)
@@ -130,6 +140,11 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True)
         raise ConfigError(
             f"user_semantics must be one of {', '.join(USER_SEMANTICS)}, got {config['user_semantics']!r}."
         )
+    feat = train_dataset.inter_feat
+    seq_field, len_field = item_field + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
+    if item_history_count:
+        bought = T.purchase_histories(feat, item_field, seq_field, len_field, item_history_count)
+        item_texts = T.with_histories(item_texts, bought, rows, tokens, text_fields[0])
     users = sorted(histories)
     writer = text_writer(config["llm"])
     texts = writer.describe_items(item_texts[1:])
@@ -142,6 +157,13 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True)
                 for u in users
             ]
         )
+    n_user_texts = len(texts) - (len(tokens) - 1)
+    if prefix_texts:
+        lengths = feat[len_field].tolist()
+        prefixes = [
+            T.prefix_text(seq[:n].tolist(), rows, tokens, text_fields[0]) for seq, n in zip(feat[seq_field], lengths)
+        ]
+        texts += writer.summarize_users(prefixes)
     cache = config["semantic_cache"] or default_cache_path(config)
     vectors, embedded = embed_texts(
         texts, cache, config["semantic_model"], config["semantic_batch_size"], show_progress
@@ -151,8 +173,15 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True)
     item_vectors[1:] = vectors[:n_items]
     if user_mode == "text":
         user_vectors = np.zeros((n_users, vectors.shape[1]), np.float32)
-        user_vectors[users] = vectors[n_items:]
+        user_vectors[users] = vectors[n_items : n_items + n_user_texts]
     else:
         user_vectors = mean_user_vectors(item_vectors, histories, n_users)
-    source = f"text ({writer.name}): {', '.join(text_fields)}; users: {user_mode}; cache {cache}"
-    return Semantics(source, item_vectors, user_vectors, histories, embedded)
+    prefix_vectors = vectors[n_items + n_user_texts :] if prefix_texts else None
+    source = (
+        f"text ({writer.name}): {', '.join(text_fields)}"
+        + (f" + {item_history_count} purchase histories" if item_history_count else "")
+        + f"; users: {user_mode}"
+        + ("; prefixes: text" if prefix_texts else "")
+        + f"; cache {cache}"
+    )
+    return Semantics(source, item_vectors, user_vectors, histories, embedded, prefix_vectors)

@@ -7,6 +7,7 @@ list or matrix below is the item whose internal id is ``i`` (row 0, the padding 
 
 import csv
 import os
+import random
 import re
 from collections import Counter
 
@@ -125,6 +126,38 @@ def user_text(history, rows, tokens, text_fields, label_fields, recent=20):
     names = [clean(r.get(text_fields[0], "")) for r in recent_items]
     parts.append("Recent items: " + "; ".join(n for n in names if n))
     return ". ".join(parts) + "."
+
+
+def purchase_histories(train_feat, item_field, seq_field, len_field, per_item, length=10, seed=0):
+    """{item: up to ``per_item`` training histories ending in it}, each the item and the ``length``
+    items before it, from the training rows only (a valid or test item never appears); an item
+    with more histories keeps a random ``per_item`` of them (fixed ``seed``, as the authors' code)."""
+    seqs, lengths, targets = train_feat[seq_field], train_feat[len_field].tolist(), train_feat[item_field].tolist()
+    found = {}
+    for row, (target, n) in enumerate(zip(targets, lengths)):
+        found.setdefault(target, []).append(seqs[row, max(0, n - length) : n].tolist() + [target])
+    rng = random.Random(seed)
+    return {item: (rng.sample(h, per_item) if len(h) > per_item else h) for item, h in sorted(found.items())}
+
+
+def with_histories(texts, histories, rows, tokens, name_field):
+    """Item texts followed by their co-purchase histories as the authors' prompt gives them to the
+    LLM: each history the items' names in time order, "[a -> b -> this item]", separated by "#"."""
+
+    def name(item):
+        return clean(rows.get(tokens[item], {}).get(name_field, "")) or f"item {tokens[item]}"
+
+    out = list(texts)
+    for item, found in histories.items():
+        rendered = " # ".join("[" + " -> ".join(name(i) for i in history) + "]" for history in found)
+        out[item] = f"{out[item]} Purchase histories ending in this item: {rendered}."
+    return out
+
+
+def prefix_text(prefix, rows, tokens, name_field):
+    """A training prefix as the authors give it to the LLM to summarise: its items' names in time
+    order, "<a>; <b>; ..."."""
+    return "; ".join(f"<{clean(rows.get(tokens[i], {}).get(name_field, '')) or 'item ' + tokens[i]}>" for i in prefix)
 
 
 def label_fields(fields, text_fields):

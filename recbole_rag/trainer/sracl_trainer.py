@@ -19,7 +19,11 @@ class SRACLTrainer(Trainer):
     def prepare_semantics(self, train_dataset, show_progress=False):
         start = time.perf_counter()
         semantics = build_semantics(
-            self.config, train_dataset, show_progress, user_texts=self.model.cross_retrieval == "user"
+            self.config,
+            train_dataset,
+            show_progress,
+            user_texts=self.model.cross_retrieval == "user",
+            prefix_texts=self.model.prefix_texts,
         )
         self.model.prepare(semantics, train_dataset.inter_feat)
         self.run_info = {"semantic_source": semantics.source, "semantic_texts_embedded": semantics.embedded}

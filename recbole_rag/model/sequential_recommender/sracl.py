@@ -35,6 +35,7 @@ from recbole_rag.semantic import nearest_neighbours
 BACKBONES = {"SASRec": SASRecEncoder, "GRU4Rec": GRUEncoder}
 CROSS_VIEWS = ("encode", "memory")
 CROSS_RETRIEVALS = ("user", "prefix")
+PREFIX_SEMANTICS = ("items", "text")  # a prefix's vector: the mean of its items', or its own text's
 PREFIX_ID = "sracl_prefix_id"  # a training row's index, added to the training set by prepare()
 
 
@@ -100,11 +101,19 @@ class SRACL(EncoderRecommender):
                 raise ConfigError(f"{key} must be > 0, got {config[key]}.")
         if config["sim"] not in ("dot", "cos"):
             raise ConfigError(f"sim must be dot or cos, got {config['sim']!r}.")
+        if config["prefix_semantics"] not in PREFIX_SEMANTICS:
+            raise ConfigError(
+                f"prefix_semantics must be one of {', '.join(PREFIX_SEMANTICS)}, got {config['prefix_semantics']!r}."
+            )
+        histories = config["item_text_histories"]
+        if not isinstance(histories, int) or isinstance(histories, bool) or histories < 0:
+            raise ConfigError(f"item_text_histories must be an integer >= 0, got {histories!r}.")
         self.cross_weight, self.intra_weight, self.tau = config["cross_weight"], config["intra_weight"], config["tau"]
         self.similarity = config["sim"]
         self.user_k, self.substitute_k = config["user_k"], config["substitute_k"]
         self.substitute_rate, self.cross_view = config["substitute_rate"], config["cross_view"]
         self.cross_retrieval = config["cross_retrieval"]
+        self.prefix_texts = self.cross_retrieval == "prefix" and config["prefix_semantics"] == "text"
         self.unit_field = self.USER_ID if self.cross_retrieval == "user" else PREFIX_ID
         self.n_users = dataset.num(self.USER_ID)
         self.encoder = BACKBONES[config["backbone"]].from_config(config, self.n_items, self.max_seq_length)
@@ -177,8 +186,11 @@ class SRACL(EncoderRecommender):
     def _prefix_units(self, semantics, train_feat):
         seqs, lengths = train_feat[self.ITEM_SEQ], train_feat[self.ITEM_SEQ_LEN]
         train_feat.update(Interaction({PREFIX_ID: torch.arange(len(seqs))}))
-        items = torch.from_numpy(semantics.item_vectors)
-        vectors = torch.cat([items[chunk].sum(1) for chunk in seqs.split(4096)])  # padding's row is zero
+        if semantics.prefix_vectors is not None:  # prefix_semantics: text, one embedded text per prefix
+            vectors = torch.from_numpy(semantics.prefix_vectors)
+        else:
+            items = torch.from_numpy(semantics.item_vectors)
+            vectors = torch.cat([items[chunk].sum(1) for chunk in seqs.split(4096)])  # padding's row is zero
         return torch.arange(len(seqs)), seqs, lengths, F.normalize(vectors, dim=-1).numpy()
 
     @torch.no_grad()
