@@ -1,7 +1,8 @@
 """Time pattern mining (recbole_rag.regeneration.patterns) on a RecBole dataset's training split
 and on a synthetic set of about 300k interactions (amazon-sports-outdoors' size).
 
-    python bench/mining_time.py --dataset=amazon-beauty --data_path=../shared/datasets
+    python bench/mining_time.py --dataset=amazon-beauty --data_path=DATA_PATH \
+        [--window=5] [--min_support=2] [--max_len=5]    (the reference's values; --window=0: consecutive)
 """
 
 import argparse
@@ -28,11 +29,13 @@ def synthetic_sequences(n_interactions=300_000, n_items=18_000, mean_length=8, s
 
 def timed(name, items, offsets, args):
     start = time.perf_counter()
-    patterns = mine_patterns(items, offsets, args.min_support, args.min_len, args.max_len)
+    patterns = mine_patterns(items, offsets, args.min_support, args.min_len, args.max_len, args.window or None)
     seconds = time.perf_counter() - start
+    by_length = np.bincount(patterns.lengths, minlength=args.max_len + 1)[args.min_len :]
     print(
-        f"{name}: {len(offsets) - 1} sequences, {len(items)} items -> {len(patterns)} patterns, "
-        f"{len(patterns.occurrences)} <sequence, pattern> pairs in {seconds:.2f}s"
+        f"{name}: {len(offsets) - 1} sequences, {len(items)} items -> {len(patterns)} patterns "
+        f"(lengths {args.min_len}..: {by_length.tolist()}), {len(patterns.occurrences)} <sequence, pattern> "
+        f"pairs in {seconds:.2f}s"
     )
 
 
@@ -40,9 +43,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="amazon-beauty")
     parser.add_argument("--data_path", default="../shared/datasets")
-    parser.add_argument("--min_support", type=int, default=3)
+    parser.add_argument("--min_support", type=int, default=2)
     parser.add_argument("--min_len", type=int, default=2)
-    parser.add_argument("--max_len", type=int, default=3)
+    parser.add_argument("--max_len", type=int, default=5)
+    parser.add_argument("--window", type=int, default=5, help="gapped within this many positions; 0: consecutive")
     args = parser.parse_args()
     config = Config("Regenerator", args.dataset, config_dict={"data_path": args.data_path, "state": "ERROR"})
     train = load_dataset(config).build()[0]

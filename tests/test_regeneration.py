@@ -1,5 +1,6 @@
 """Dataset regeneration (DR4SR) and the regenerate -> backbone -> RAFT pipeline, on tiny data."""
 
+import itertools
 import json
 import os
 
@@ -14,7 +15,7 @@ from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError, DatasetError
 from recbole_rag.memory.builders import build_pattern_memory, pattern_prefixes
 from recbole_rag.regeneration import inference, pipeline, writer
-from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
+from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, training_sequences
 from recbole_rag.trainer.raserec_trainer import memory_layout
 from recbole_rag.trainer.regenerator_trainer import RegeneratorTrainer
 
@@ -64,6 +65,41 @@ def test_mining_counts_each_sequence_once_and_never_crosses_sequences():
     assert not {(2, 9), (2, 2), (1, 2, 9), (1, 2, 2), (2, 2, 7)} & set(found)  # across a boundary
 
 
+def test_gapped_mining_finds_what_a_brute_force_count_finds():
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(2, 12, 40)
+    items, offsets = rng.integers(1, 6, lengths.sum()), np.r_[0, np.cumsum(lengths)]
+    holders = {}  # pattern -> sequences with a placement spanning at most 4 steps (window 5)
+    for seq_index, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:])):
+        seq = items[start:stop].tolist()
+        for size in range(2, 5):
+            for positions in itertools.combinations(range(len(seq)), size):
+                if positions[-1] - positions[0] < 5:
+                    holders.setdefault(tuple(seq[p] for p in positions), set()).add(seq_index)
+    expected = {p: len(h) for p, h in holders.items() if len(h) >= 3}
+    patterns = mine_patterns(items, offsets, min_support=3, max_len=4, window=5)
+    found = {tuple(p[:n].tolist()): s for p, n, s in zip(patterns.items, patterns.lengths, patterns.support)}
+    assert found == expected and any(len(p) == 4 for p in found)
+    pairs = {(int(q), tuple(patterns.items[p, : patterns.lengths[p]].tolist())) for q, p in patterns.occurrences}
+    assert pairs == {(q, p) for p, h in holders.items() if p in expected for q in h}
+    consecutive = mine_patterns(items, offsets, min_support=3, max_len=4)
+    assert len(consecutive) < len(patterns)
+    with pytest.raises(DatasetError, match="pattern_max_len 5 cannot exceed pattern_window 4"):
+        mine_patterns(items, offsets, max_len=5, window=4)
+
+
+def test_pre_training_keeps_at_most_the_set_number_of_pairs_per_sequence():
+    rng = np.random.default_rng(0)
+    occurrences = np.unique(np.stack([rng.integers(0, 30, 600), rng.integers(0, 50, 600)], 1), axis=0)
+    kept = sample_occurrences(occurrences, 4, seed=1)
+    per_sequence = np.bincount(occurrences[:, 0], minlength=30)
+    assert np.array_equal(np.bincount(kept[:, 0], minlength=30), np.minimum(per_sequence, 4))
+    assert {tuple(r) for r in kept} <= {tuple(r) for r in occurrences}
+    assert np.array_equal(kept, sample_occurrences(occurrences, 4, seed=1))
+    assert not np.array_equal(kept, sample_occurrences(occurrences, 4, seed=2))
+    assert np.array_equal(sample_occurrences(occurrences, None), occurrences)
+
+
 def test_mining_uses_each_users_training_part_only(tmp_path):
     # Every user ends with the same two items, so (.., "iV", "iT") would be the most frequent
     # pattern of all if the validation / test items leaked into mining.
@@ -82,9 +118,10 @@ def test_mining_uses_each_users_training_part_only(tmp_path):
     tokens = train.field2id_token
     for user, start, stop in zip(users, offsets[:-1], offsets[1:]):
         assert list(tokens["item_id"][items[start:stop]]) == raw[tokens["user_id"][user]][:-2]
-    patterns = mine_patterns(items, offsets, min_support=1)
     leaked = train.token2id("item_id", ["iV", "iT"])
-    assert len(patterns) and not np.isin(patterns.items, leaked).any()
+    for window in (None, 5):
+        patterns = mine_patterns(items, offsets, min_support=1, max_len=5 if window else 3, window=window)
+        assert len(patterns) and not np.isin(patterns.items, leaked).any()
 
 
 def test_a_dataset_too_small_to_mine_stops_with_a_clear_message(tiny):

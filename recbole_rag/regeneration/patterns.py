@@ -1,12 +1,18 @@
-"""Item-transition patterns (DR4SR, arXiv 2405.17795): consecutive sub-sequences of the training
-sequences that occur in at least ``min_support`` different sequences.
+"""Item-transition patterns (DR4SR, arXiv 2405.17795): sub-sequences of the training sequences that
+occur in at least ``min_support`` different sequences.
+
+Two kinds, by ``window``: *gapped* patterns (the reference code's, mined there with Seq2Pat's
+``max_span``): any ordered selection of items whose positions lie within ``window`` consecutive
+positions of one sequence; or, with ``window=None``, *consecutive* ones (no item skipped).
 
 Mining reads each user's *training* sequence only, rebuilt from RecBole's training split, so a
 user's last two items (validation and test targets under leave-one-out) never enter a pattern.
-Counting is vectorised with numpy (a sliding window per pattern length, ``np.unique`` over the
-windows), which mines ~300k interactions in seconds.
+Every placement of a pattern inside a window is enumerated with numpy (one array of candidate
+windows per set of offsets, ``np.unique`` over them), so support is exact: a sequence counts when
+any placement fits, as Seq2Pat counts it.
 """
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +73,17 @@ def training_sequences(train_dataset, config):
     return users[block_start], items.astype(np.int64), offsets.astype(np.int64)
 
 
-def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3):
-    """Frequent consecutive sub-sequences of length min_len..max_len (see ``Patterns``).
+def placements(length, window=None):
+    """Offsets of a pattern's items from its first item: every choice inside ``window`` positions
+    (gapped), or only (0, 1, ..., length - 1) when ``window`` is None (consecutive)."""
+    if window is None:
+        return [tuple(range(length))]
+    return [(0, *rest) for rest in itertools.combinations(range(1, window), length - 1)]
+
+
+def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3, window=None):
+    """Frequent sub-sequences of length min_len..max_len (see ``Patterns``), gapped within
+    ``window`` positions or, with ``window=None``, consecutive.
 
     items/offsets: the concatenated sequences and their boundaries (``training_sequences``).
     Raises DatasetError when no pattern reaches ``min_support``.
@@ -77,19 +92,27 @@ def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3):
         raise DatasetError(
             f"pattern lengths must satisfy 2 <= pattern_min_len <= pattern_max_len, got {min_len} and {max_len}."
         )
+    if window is not None and not max_len <= window:
+        raise DatasetError(
+            f"pattern_max_len {max_len} cannot exceed pattern_window {window}: a pattern lies inside one window."
+        )
     if min_support < 1:
         raise DatasetError(f"pattern_min_support must be >= 1, got {min_support}.")
     items, offsets = np.asarray(items, np.int64), np.asarray(offsets, np.int64)
     sequence_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     found = []  # per length: (windows of kept patterns, support, occurrences)
     for length in range(min_len, max_len + 1):
-        starts = np.arange(max(len(items) - length + 1, 0))
-        starts = starts[sequence_of[starts] == sequence_of[starts + length - 1]]  # inside one sequence
-        if not len(starts):
+        windows, holders = [], []
+        for offs in placements(length, window):
+            starts = np.arange(max(len(items) - offs[-1], 0))
+            starts = starts[sequence_of[starts] == sequence_of[starts + offs[-1]]]  # inside one sequence
+            windows.append(np.stack([items[starts + j] for j in offs], 1))
+            holders.append(sequence_of[starts])
+        windows, holders = np.concatenate(windows), np.concatenate(holders)
+        if not len(windows):
             continue
-        windows = np.stack([items[starts + j] for j in range(length)], 1)
         unique, pattern_of = np.unique(windows, axis=0, return_inverse=True)
-        occurrences = np.unique(np.stack([sequence_of[starts], pattern_of.reshape(-1)], 1), axis=0)
+        occurrences = np.unique(np.stack([holders, pattern_of.reshape(-1)], 1), axis=0)
         support = np.bincount(occurrences[:, 1], minlength=len(unique))
         keep = support >= min_support
         padded = np.zeros((len(unique), max_len), np.int64)
@@ -97,11 +120,25 @@ def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3):
         found.append(Patterns(padded, np.full(len(unique), length), support, occurrences).subset(keep))
     if not found or sum(len(p) for p in found) == 0:
         raise DatasetError(
-            f"No item-transition pattern of length {min_len}-{max_len} occurs in at least "
+            f"No {'gapped' if window else 'consecutive'} item-transition pattern of length {min_len}-{max_len} "
+            f"occurs in at least "
             f"{min_support} training sequences ({len(offsets) - 1} sequences, {len(items)} items): "
             "lower pattern_min_support, or regenerate a larger dataset."
         )
     return _concatenate(found)
+
+
+def sample_occurrences(occurrences, per_sequence, seed=0):
+    """At most ``per_sequence`` random <sequence, pattern> pairs of each sequence (the reference
+    pre-trains on at most 10 patterns per sequence); ``per_sequence`` None or 0 keeps them all.
+    Sorted by sequence, as ``Patterns.occurrences``."""
+    if not per_sequence:
+        return occurrences
+    shuffled = occurrences[np.random.default_rng(seed).permutation(len(occurrences))]
+    shuffled = shuffled[np.argsort(shuffled[:, 0], kind="stable")]
+    first = np.searchsorted(shuffled[:, 0], shuffled[:, 0])  # each row's sequence's first row
+    kept = shuffled[np.arange(len(shuffled)) - first < per_sequence]
+    return kept[np.lexsort((kept[:, 1], kept[:, 0]))]
 
 
 def _concatenate(parts):

@@ -30,9 +30,11 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Settings that change what is written: a saved set is reused only when all of them match.
 REGEN_KEYS = (
+    "pattern_window",
     "pattern_min_support",
     "pattern_min_len",
     "pattern_max_len",
+    "pattern_pairs_per_sequence",
     "regen_per_user",
     "regen_balance",
     "MAX_ITEM_LIST_LENGTH",

@@ -11,7 +11,7 @@ from recbole.utils import set_color
 from recbole_rag.data import load_dataset
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_INDEX, PATTERN_ITEMS
 from recbole_rag.regeneration import inference
-from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
+from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, training_sequences
 from recbole_rag.regeneration.writer import find_regenerated, write_regenerated
 from recbole_rag.trainer import Trainer
 
@@ -38,18 +38,26 @@ class RegeneratorTrainer(Trainer):
         c, start = self.config, time.perf_counter()
         find_regenerated(c)  # a saved set with other settings stops the run here, before training
         users, items, offsets = training_sequences(train_data.dataset, c)
-        patterns = mine_patterns(items, offsets, c["pattern_min_support"], c["pattern_min_len"], c["pattern_max_len"])
+        patterns = mine_patterns(
+            items,
+            offsets,
+            c["pattern_min_support"],
+            c["pattern_min_len"],
+            c["pattern_max_len"],
+            c["pattern_window"],
+        )
         self.logger.info(
             set_color("Patterns", "green") + f": {len(patterns)} mined from {len(users)} training "
             f"sequences in {time.perf_counter() - start:.1f}s"
         )
         self.model.set_patterns(patterns.items)
         sequences = torch.from_numpy(last_items(items, offsets, self.model.max_seq_length))
+        chosen = sample_occurrences(patterns.occurrences, c["pattern_pairs_per_sequence"], c["seed"])
         pairs = Interaction(
             {
-                self.model.ITEM_SEQ: sequences[patterns.occurrences[:, 0]],
-                PATTERN_ITEMS: torch.from_numpy(patterns.items[patterns.occurrences[:, 1]]),
-                PATTERN_INDEX: torch.from_numpy(patterns.occurrences[:, 1]),
+                self.model.ITEM_SEQ: sequences[chosen[:, 0]],
+                PATTERN_ITEMS: torch.from_numpy(patterns.items[chosen[:, 1]]),
+                PATTERN_INDEX: torch.from_numpy(chosen[:, 1]),
             }
         )
         lengths = (pairs[self.model.ITEM_SEQ] > 0).sum(1)
