@@ -43,13 +43,14 @@ METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 class Run:
     """One row: ``model`` trained with ``overrides``; ``backbone`` names an earlier row whose
     checkpoint it starts from (``pretrained_path``), as ``M@B`` in ``--compare``; ``regenerated``
-    trains on ``<dataset>-regen`` (DR4SR, written once, reused while its manifest matches)."""
+    trains on ``<dataset>-regen`` (DR4SR, written once, reused while its manifest matches);
+    ``"control"`` on its control (the original rows plus as many again, nothing new)."""
 
     label: str
     model: str
     overrides: dict = field(default_factory=dict)
     backbone: str = None
-    regenerated: bool = False
+    regenerated: bool | str = False
 
 
 def preset(name):
@@ -67,6 +68,7 @@ RUNS = [
     Run("RaSeRec@SASRec", "RaSeRec", backbone="SASRec"),
     Run("RaSeRec@DuoRec", "RaSeRec", backbone="DuoRec"),
     Run("SASRec+regen", "SASRec", regenerated=True),
+    Run("SASRec+regen-control", "SASRec", regenerated="control"),
     Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
     Run("SASRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "SASRec+regen", True),
     Run("DuoRec+regen", "DuoRec", regenerated=True),
@@ -329,8 +331,10 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         for k, v in config.items()
                         if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
                     }
+                    regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
                     name, files, config = regenerated_run(
-                        regenerate(dataset, config_dict=regen_config), config_dict=config
+                        regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control"),
+                        config_dict=config,
                     )
                     result = run_fn(run.model, name, config_file_list=files, config_dict=config)
                 else:

@@ -8,16 +8,18 @@ import numpy as np
 import pytest
 import torch
 from recbole.data import data_preparation
+from recbole.data.interaction import Interaction
 
 from conftest import SMALL, write_tiny_dataset
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
-from recbole_rag.errors import ConfigError, DatasetError
+from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
 from recbole_rag.memory.builders import build_pattern_memory, pattern_prefixes
+from recbole_rag.model.sequential_recommender.regenerator import PATTERN_ITEMS
 from recbole_rag.regeneration import inference, pipeline, writer
-from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, training_sequences
+from recbole_rag.regeneration.patterns import Patterns, mine_patterns, sample_occurrences, training_sequences
 from recbole_rag.trainer.raserec_trainer import memory_layout
-from recbole_rag.trainer.regenerator_trainer import RegeneratorTrainer
+from recbole_rag.trainer.regenerator_trainer import RegeneratorTrainer, within_sources
 
 REGEN = {"pattern_min_support": 2, "pattern_bank_min_support": 2, "retrieval_k": 3, "epochs": 1}
 
@@ -32,16 +34,14 @@ def _rows(dataset):
     return sorted(zip(users, histories, targets))
 
 
-@pytest.fixture(scope="module")
-def regenerated(tmp_path_factory):
-    """The tiny dataset regenerated once for the module: (settings, folder)."""
-    root = tmp_path_factory.mktemp("regen")
+def _regenerate_once(root, **overrides):
     settings = {
         **SMALL,
         **REGEN,
         "data_path": str(write_tiny_dataset(root / "data")),
         "checkpoint_dir": str(root / "saved"),
         "regen_data_path": str(root / "out"),
+        **overrides,
     }
     cwd = os.getcwd()
     os.chdir(root)
@@ -50,6 +50,19 @@ def regenerated(tmp_path_factory):
     finally:
         os.chdir(cwd)
     return settings, root / "out" / "tiny-regen"
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory):
+    """The tiny dataset regenerated once for the module, as the reference does (and its
+    control): (settings, folder)."""
+    return _regenerate_once(tmp_path_factory.mktemp("regen"), regen_control=True)
+
+
+@pytest.fixture(scope="module")
+def regenerated_ours(tmp_path_factory):
+    """Our variant: each user's regenerated patterns as rows under that user."""
+    return _regenerate_once(tmp_path_factory.mktemp("ours"), regen_inference="ours", regen_data="regenerated")
 
 
 # --- mining -------------------------------------------------------------------------------------
@@ -136,6 +149,16 @@ def test_bad_regenerator_settings_are_refused(tiny):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_balance": 1.5})
     with pytest.raises(ConfigError, match="regen_per_user"):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_per_user": 0})
+    for key, value, message in [
+        ("regen_inference", "beam", "regen_inference must be one of reference, ours"),
+        ("regen_data", "all", "regen_data must be one of reference, regenerated"),
+        ("regen_conditions", 0, "regen_conditions must be an integer >= 1"),
+        ("regen_entropy_weight", -1.0, "regen_entropy_weight must be >= 0"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, key: value})
+    with pytest.raises(CheckpointError, match="No checkpoint file at 'missing.pth'"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, **REGEN, "regen_item_embedding": "missing.pth"})
 
 
 # --- regenerator and hybrid inference -------------------------------------------------------
@@ -163,13 +186,77 @@ def test_hybrid_inference_mixes_generated_and_selected_patterns(tiny):
     assert all(len({tuple(p) for p in user}) == 3 for user in generated)  # distinct per user
 
 
+def test_reference_inference_decodes_one_sequence_per_view_from_the_source_then_any_item(tiny):
+    model, _ = _trained_regenerator({**tiny, "regen_conditions": 3, "regen_max_len": 8})
+    sources = torch.randint(1, model.n_items, (6, 10))
+    sources[:, 7:] = 0
+    memory, padding = model.eval().encode(sources)
+    views = [inference.decode_view(model, memory, padding, sources, k) for k in range(3)]
+    assert not torch.equal(model.memory(memory, 0), model.memory(memory, 1))  # the views differ
+    for decoded in views:
+        assert decoded.shape[1] <= 7 and ((decoded >= 0) & (decoded < model.n_items)).all()  # no BOS / EOS
+        for source, row in zip(sources.tolist(), decoded.tolist()):
+            items = [t for t in row if t]
+            assert row[: len(items)] == items  # nothing after the end
+            assert len(set(items)) == len(items)  # never an item twice
+            assert set(items[:2]) <= set(source)  # the first two from the source
+    out = inference.regenerate_sequences(model, sources)
+    assert len(out) == len(set(out)) <= 6 * 3 and all(len(s) >= 2 for s in out)
+
+
+def test_the_diversity_promoter_picks_views_by_gumbel_softmax_and_trains_them(tiny):
+    model, patterns = _trained_regenerator({**tiny, "regen_conditions": 3})
+    prefix = torch.tensor([[model.bos, 1, 2, 0], [model.bos, 3, 4, 5]])
+    model.train()
+    tau = model.tau
+    weights = model.condition_weights(prefix)
+    assert weights.shape == (2, 3) and torch.allclose(weights.sum(1), torch.ones(2)) and model.tau < tau
+    sources = torch.tensor([[1, 2, 3, 0], [3, 4, 5, 6]])
+    batch = Interaction({model.ITEM_SEQ: sources, PATTERN_ITEMS: torch.tensor([[1, 2, 0], [4, 5, 0]])})
+    model.calculate_loss(batch).backward()
+    for part in (model.condition_views, model.condition_encoder, model.condition_head):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    assert model.pattern_head.weight.grad is None  # the selection head trains only for our inference
+
+
+def test_source_masked_training_needs_every_target_in_the_source(tiny):
+    model, _ = _trained_regenerator(tiny)
+    sources = torch.tensor([[1, 2, 3, 0]])
+    inside = Interaction({model.ITEM_SEQ: sources, PATTERN_ITEMS: torch.tensor([[2, 3, 0]])})
+    outside = Interaction({model.ITEM_SEQ: sources, PATTERN_ITEMS: torch.tensor([[2, 9, 0]])})
+    assert torch.isfinite(model.calculate_loss(inside)) and not torch.isfinite(model.calculate_loss(outside))
+    mined = Patterns(np.array([[2, 3, 0], [2, 9, 0]]), np.array([2, 2]), np.array([2, 2]), np.array([[0, 0], [0, 1]]))
+    assert within_sources(sources.numpy(), mined).tolist() == [True, False]  # the trainer drops the second
+
+
+def test_item_embeddings_start_from_a_backbones_checkpoint(tiny, monkeypatch):
+    sasrec = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    state = torch.load(sasrec["saved_model_file"], weights_only=True)["state_dict"]
+    config = Config("Regenerator", "tiny", config_dict={**tiny, **REGEN})
+    train = _splits(config)[0]
+    model = get_model("Regenerator")(config, train.dataset)
+    model.load_item_embedding(state, "ckpt")
+    assert torch.equal(model.embedding.weight[: model.n_items], state["item_embedding.weight"])
+    with pytest.raises(CheckpointError, match=r"has item embeddings of shape .*hidden_size must match"):
+        model.load_item_embedding({"item_embedding.weight": torch.zeros(model.n_items, 3)}, "ckpt")
+    with pytest.raises(CheckpointError, match="has no item_embedding.weight"):
+        model.load_item_embedding({}, "ckpt")
+    loaded = []
+    monkeypatch.setattr(type(model), "load_item_embedding", lambda self, state, path: loaded.append(path))
+    settings = {**tiny, **REGEN, "regen_item_embedding": sasrec["saved_model_file"], "epochs": 0}
+    run_recbole_rag("Regenerator", "tiny", config_dict=settings)
+    assert loaded == [sasrec["saved_model_file"]]
+
+
 def test_registry_gives_the_regenerator_trainer():
     assert get_trainer(None, "Regenerator") is RegeneratorTrainer
 
 
 # --- the regenerated dataset ----------------------------------------------------------------
-def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated):
-    settings, folder = regenerated
+@pytest.mark.parametrize("kind", ["reference", "ours", "control"])
+def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated, regenerated_ours, kind):
+    settings, folder = regenerated_ours if kind == "ours" else regenerated
+    folder = folder.parent / "tiny-regen-control" if kind == "control" else folder
     original = _splits(Config("SASRec", "tiny", config_dict=settings))
     name, files, overrides = pipeline.regenerated_run(folder, None, settings)
     regen = _splits(Config("SASRec", name, files, overrides))
@@ -177,14 +264,27 @@ def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated):
     assert _rows(regen[2].dataset) == _rows(original[2].dataset)
     original_train, regen_train = _rows(original[0].dataset), _rows(regen[0].dataset)
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert len(regen_train) == len(original_train) + manifest["counts"]["train_rows_regenerated"] > len(original_train)
+    added = manifest["counts"]["train_rows_added"]
+    assert len(regen_train) == len(original_train) + added > len(original_train)
     assert set(original_train) <= set(regen_train)
-    assert {u for u, _, _ in regen_train} == {u for u, _, _ in original_train}  # no new users
+    new_users = {u for u, _, _ in regen_train} - {u for u, _, _ in original_train}
+    extra = [row for row in regen_train if row[0] in new_users]
+    if kind == "ours":  # rows under each user's own id
+        assert not new_users
+    elif kind == "control":  # the same number of rows again, all copies of original ones
+        assert not new_users and set(regen_train) == set(original_train)  # (user, history, target)
+        reference = json.loads((folder.parent / "tiny-regen" / "manifest.json").read_text())
+        assert added == reference["counts"]["train_rows_added"] and manifest["control"] is True
+    else:  # every mined pattern and regenerated sequence as a sequence of its own
+        counts = manifest["counts"]
+        assert {u.split("-")[0] for u in new_users} == {"pattern", "regen"} and len(extra) == added
+        assert len({u for u in new_users if u.startswith("pattern")}) == counts["pattern_sequences"] > 0
+        assert len({u for u in new_users if u.startswith("regen")}) == counts["regenerated_sequences"] > 0
     assert manifest["source"]["dataset"] == "tiny" and manifest["settings"]["regen_balance"] == 0.5
 
 
-def test_pairs_bank_never_gives_a_user_its_own_regenerated_rows(regenerated):
-    settings, folder = regenerated
+def test_pairs_bank_never_gives_a_user_its_own_regenerated_rows(regenerated_ours):
+    settings, folder = regenerated_ours
     name, files, overrides = pipeline.regenerated_run(folder, None, settings)
     config = Config("RaSeRec", name, files, overrides)
     feat = _splits(config)[0].dataset.inter_feat

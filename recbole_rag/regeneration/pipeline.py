@@ -22,15 +22,18 @@ from recbole_rag.quick_start import run_recbole_rag, write_comparison
 from recbole_rag.regeneration.writer import find_regenerated, regen_folder
 
 
-def regenerate(dataset, config_file_list=None, config_dict=None):
-    """Folder of ``<dataset>-regen``: a saved one whose manifest matches, else written now."""
+def regenerate(dataset, config_file_list=None, config_dict=None, control=False):
+    """Folder of ``<dataset>-regen`` (``control``: of its control, ``<dataset>-regen-control``, the
+    original rows plus as many again): a saved one whose manifest matches, else written now."""
+    if control:
+        config_dict = {**(config_dict or {}), "regen_control": True}
     config = Config("Regenerator", dataset, config_file_list, config_dict)
-    folder = find_regenerated(config)
+    folder = find_regenerated(config, control)
     if folder:
         getLogger().info(f"Reusing the regenerated dataset in {folder} (its manifest matches).")
         return folder
     run_recbole_rag("Regenerator", dataset, config_file_list, config_dict)
-    return regen_folder(config)
+    return regen_folder(config, control)
 
 
 def regenerated_run(folder, config_file_list=None, config_dict=None):

@@ -3,14 +3,23 @@
 Layout of ``<regen_data_path>/<dataset>-regen/`` (RecBole's ``benchmark_filename`` format, one
 row per <history, next item> pair, so RecBole uses the split as written):
 
-    <name>.train.inter   every original training row, then the regenerated rows: each
-                         regenerated pattern q of user u gives rows q[:j] -> q[j] (j >= 1) under
-                         u's own user id, timestamped just after u's last training item
+    <name>.train.inter   every original training row, then what ``regen_data`` adds:
+                         reference (the reference code's data): every mined pattern and every
+                         regenerated sequence s as a sequence of its own, rows s[:j] -> s[j]
+                         (j >= 1) under a user id of its own ("pattern-<i>", "regen-<i>");
+                         regenerated: the regenerated sequences only (our inference mode: each
+                         pattern q of user u as rows q[:j] -> q[j] under u's own id, timestamped
+                         just after u's last training item)
     <name>.valid.inter   the original validation rows, unchanged (each user's second-last item)
     <name>.test.inter    the original test rows, unchanged (each user's last item)
     <name>.patterns      the mined patterns (item tokens, support), for a pattern memory bank
     <name>.yaml          the settings RecBole needs to load these files (pass it in --config_files)
     manifest.json        source dataset and its checksum, settings, counts, time
+
+With ``regen_control: True`` a second folder ``<dataset>-regen-control/`` holds the control: the
+original training rows plus as many rows again as the regenerated set adds, drawn at random from
+the original training rows, so a model trained on it takes the same number of gradient steps per
+epoch on nothing new.
 
 Everything is written into a temporary sibling folder that is renamed into place at the end,
 so an interrupted run never leaves a dataset a later run would pick up.
@@ -26,7 +35,7 @@ import numpy as np
 
 from recbole_rag.errors import DatasetError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: regen_data, the control, sequences under their own user ids
 MANIFEST = "manifest.json"
 # Settings that change what is written: a saved set is reused only when all of them match.
 REGEN_KEYS = (
@@ -37,6 +46,14 @@ REGEN_KEYS = (
     "pattern_pairs_per_sequence",
     "regen_per_user",
     "regen_balance",
+    "regen_inference",
+    "regen_data",
+    "regen_conditions",
+    "regen_entropy_weight",
+    "regen_source_mask",
+    "regen_source_steps",
+    "regen_max_len",
+    "regen_item_embedding",
     "MAX_ITEM_LIST_LENGTH",
     "user_inter_num_interval",
     "item_inter_num_interval",
@@ -61,8 +78,8 @@ def regen_root(config):
     return config["regen_data_path"] or os.path.dirname(os.path.normpath(config["data_path"]))
 
 
-def regen_folder(config):
-    return os.path.join(regen_root(config), regen_name(config["dataset"]))
+def regen_folder(config, control=False):
+    return os.path.join(regen_root(config), regen_name(config["dataset"]) + ("-control" if control else ""))
 
 
 def source_checksum(config):
@@ -74,20 +91,21 @@ def source_checksum(config):
     return digest.hexdigest()
 
 
-def expected_manifest(config):
+def expected_manifest(config, control=False):
     """The parts of a manifest that must match for a saved set to be reused."""
     return {
         "version": FORMAT_VERSION,
         "source": {"dataset": config["dataset"], "inter_sha1": source_checksum(config)},
         "settings": {key: config[key] for key in REGEN_KEYS},
+        "control": control,
     }
 
 
-def find_regenerated(config):
-    """The folder of a saved regenerated set made from this source with these settings, or None
-    when there is none. A folder whose manifest differs stops with what differs, unless
-    ``regen_overwrite`` (then None: it will be replaced)."""
-    folder = regen_folder(config)
+def find_regenerated(config, control=False):
+    """The folder of a saved regenerated set (or its control) made from this source with these
+    settings, or None when there is none. A folder whose manifest differs stops with what
+    differs, unless ``regen_overwrite`` (then None: it will be replaced)."""
+    folder = regen_folder(config, control)
     if not os.path.isdir(folder):
         return None
     path = os.path.join(folder, MANIFEST)
@@ -98,7 +116,7 @@ def find_regenerated(config):
         )
     with open(path, encoding="utf-8") as f:
         saved = json.load(f)
-    wanted = expected_manifest(config)
+    wanted = expected_manifest(config, control)
     differences = _differences(wanted, {k: saved.get(k) for k in wanted})
     if not differences:
         return folder
@@ -151,6 +169,34 @@ def regenerated_rows(dataset, users, patterns, times):
     return rows
 
 
+def sequence_rows(dataset, sequences, prefix):
+    """Rows s[:j] -> s[j] of each sequence s (internal ids) under a user id of its own,
+    ``<prefix>-<i>``, timestamped by position."""
+    item_tokens = dataset.field2id_token[dataset.iid_field]
+    rows = ([], [], [], [])
+    for i, sequence in enumerate(sequences):
+        sequence = np.asarray(sequence)
+        for j in range(1, len(sequence)):
+            rows[0].append(f"{prefix}-{i}")
+            rows[1].append(" ".join(item_tokens[sequence[:j]]))
+            rows[2].append(item_tokens[sequence[j]])
+            rows[3].append(float(j))
+    return rows
+
+
+def resampled_rows(rows, n, seed):
+    """``n`` rows drawn at random (seeded) from ``rows``: the control's extra. Each row is drawn
+    once per round of draws (a random order per round), and a round-r copy is timestamped
+    (r + 1) / (rounds + 1) after its row, so no row repeats another exactly."""
+    size = len(rows[0])
+    rounds = -(-n // size) if size else 0
+    rng = np.random.default_rng(seed)
+    picks = np.concatenate([rng.permutation(size) for _ in range(rounds)] or [np.zeros(0, np.int64)])[:n]
+    users, histories, targets, times = ([column[i] for i in picks] for column in rows)
+    shifts = (np.arange(len(picks)) // max(size, 1) + 1) / (rounds + 1)
+    return users, histories, targets, [t + shift for t, shift in zip(times, shifts)]
+
+
 def _write_inter(path, config, rows):
     iid = config["ITEM_ID_FIELD"]
     header = [
@@ -176,26 +222,58 @@ def _loader_settings(config):
     }
 
 
-def write_regenerated(config, splits, regenerated, patterns, seconds):
-    """Write the regenerated dataset (see the module docstring); returns its folder.
+def added_rows(config, train, regenerated, patterns):
+    """(rows, counts) that ``regen_data`` adds to the original training rows (module docstring).
 
-    splits: the source's (train, valid, test) RecBole datasets; regenerated: (users (U,),
-    patterns (U, n, pattern_max_len)) in internal ids; patterns: the mined ``Patterns``.
+    regenerated: a list of sequences (reference inference) or (users (U,), patterns (U, n,
+    pattern_max_len)) in internal ids (our inference)."""
+    if isinstance(regenerated, tuple):  # our inference: patterns per user
+        users, user_patterns = regenerated
+        if config["regen_data"] == "regenerated":
+            last_time = np.full(train.user_num, -np.inf)
+            feat = train.inter_feat
+            np.maximum.at(last_time, feat[config["USER_ID_FIELD"]].numpy(), feat[config["TIME_FIELD"]].numpy())
+            rows = regenerated_rows(train, users, user_patterns, last_time[users])
+            return [rows], {"regenerated_sequences": int((user_patterns > 0).any(-1).sum())}
+        distinct = {tuple(int(i) for i in q if i) for per_user in user_patterns for q in per_user}
+        regenerated = sorted(q for q in distinct if len(q) >= 2)
+    parts = [sequence_rows(train, regenerated, "regen")]
+    counts = {"regenerated_sequences": len(regenerated)}
+    if config["regen_data"] == "reference":
+        mined = [items[:n] for items, n in zip(patterns.items, patterns.lengths)]
+        parts.insert(0, sequence_rows(train, mined, "pattern"))
+        counts["pattern_sequences"] = len(mined)
+    return parts, counts
+
+
+def write_regenerated(config, splits, regenerated, patterns, seconds):
+    """Write the regenerated dataset (see the module docstring), and its control with
+    ``regen_control``; returns the regenerated set's folder.
+
+    splits: the source's (train, valid, test) RecBole datasets; regenerated: see ``added_rows``;
+    patterns: the mined ``Patterns``.
     """
+    train = splits[0]
+    train_rows = split_rows(train, config)
+    parts, counts = added_rows(config, train, regenerated, patterns)
+    n_added = sum(len(part[0]) for part in parts)
+    counts.update(train_rows_original=len(train_rows[0]), train_rows_added=n_added)
+    if config["regen_control"]:
+        control = [resampled_rows(train_rows, n_added, config["seed"])]
+        _write_set(config, splits, train_rows, control, patterns, seconds, counts, control=True)
+    return _write_set(config, splits, train_rows, parts, patterns, seconds, counts)
+
+
+def _write_set(config, splits, train_rows, parts, patterns, seconds, counts, control=False):
     train, valid, test = splits
-    name, folder = regen_name(config["dataset"]), regen_folder(config)
+    folder = regen_folder(config, control)
+    name = os.path.basename(folder)
     root = os.path.dirname(folder)
     os.makedirs(root, exist_ok=True)
     tmp = os.path.join(root, f".{name}.tmp-{os.getpid()}-{time.time_ns()}")
     os.makedirs(tmp)
     try:
-        train_rows = split_rows(train, config)
-        users, user_patterns = regenerated
-        last_time = np.full(train.user_num, -np.inf)
-        feat = train.inter_feat
-        np.maximum.at(last_time, feat[config["USER_ID_FIELD"]].numpy(), feat[config["TIME_FIELD"]].numpy())
-        extra = regenerated_rows(train, users, user_patterns, last_time[users])
-        _write_inter(os.path.join(tmp, f"{name}.train.inter"), config, [train_rows, extra])
+        _write_inter(os.path.join(tmp, f"{name}.train.inter"), config, [train_rows, *parts])
         _write_inter(os.path.join(tmp, f"{name}.valid.inter"), config, [split_rows(valid, config)])
         _write_inter(os.path.join(tmp, f"{name}.test.inter"), config, [split_rows(test, config)])
         _write_patterns(os.path.join(tmp, f"{name}.patterns"), train, patterns)
@@ -203,7 +281,7 @@ def write_regenerated(config, splits, regenerated, patterns, seconds):
             f.write("# Loads the regenerated dataset written by recbole_rag.regeneration (see manifest.json).\n")
             json.dump(_loader_settings(config), f)  # JSON is YAML
             f.write("\n")
-        expected = expected_manifest(config)
+        expected = expected_manifest(config, control)
         manifest = {
             **expected,
             "source": {**expected["source"], "data_path": os.path.abspath(config["data_path"])},
@@ -211,9 +289,7 @@ def write_regenerated(config, splits, regenerated, patterns, seconds):
                 "users": int(train.user_num - 1),
                 "items": int(train.item_num - 1),
                 "patterns": len(patterns),
-                "regenerated_patterns": int((user_patterns > 0).any(-1).sum()),
-                "train_rows_original": len(train_rows[0]),
-                "train_rows_regenerated": len(extra[0]),
+                **counts,
                 "valid_rows": len(valid.inter_feat),
                 "test_rows": len(test.inter_feat),
             },

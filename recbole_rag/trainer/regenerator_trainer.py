@@ -14,6 +14,7 @@ from recbole_rag.regeneration import inference
 from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, training_sequences
 from recbole_rag.regeneration.writer import find_regenerated, write_regenerated
 from recbole_rag.trainer import Trainer
+from recbole_rag.trainer.safe_checkpoint import check_same_items, load_checkpoint
 
 
 def length_batches(lengths, batch_size):
@@ -33,7 +34,27 @@ def last_items(items, offsets, max_len):
     return out
 
 
+def within_sources(sources, patterns):
+    """(O,) True where occurrence o's pattern lies inside its sequence's source row (the last
+    max_seq_length items), as the reference keeps only patterns that are sub-lists of the source."""
+    rows, which = patterns.occurrences[:, 0], patterns.occurrences[:, 1]
+    inside = np.ones(len(rows), dtype=bool)
+    for start in range(0, len(rows), 65536):  # (chunk, pattern length, source length) at a time
+        part = slice(start, start + 65536)
+        items = patterns.items[which[part]]
+        found = (items[:, :, None] == sources[rows[part]][:, None, :]).any(-1) | (items == 0)
+        inside[part] = found.all(1)
+    return inside
+
+
 class RegeneratorTrainer(Trainer):
+    def _build_optimizer(self, **kwargs):
+        """Adam with the reference's betas (0.9, 0.98) and eps 1e-9 (a transformer's usual)."""
+        params = kwargs.pop("params", self.model.parameters())
+        return torch.optim.Adam(
+            params, lr=self.learning_rate, betas=(0.9, 0.98), eps=1e-9, weight_decay=self.weight_decay
+        )
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         c, start = self.config, time.perf_counter()
         find_regenerated(c)  # a saved set with other settings stops the run here, before training
@@ -51,8 +72,14 @@ class RegeneratorTrainer(Trainer):
             f"sequences in {time.perf_counter() - start:.1f}s"
         )
         self.model.set_patterns(patterns.items)
+        if c["regen_item_embedding"]:
+            path = c["regen_item_embedding"]
+            checkpoint = load_checkpoint(path)
+            check_same_items(checkpoint, train_data.dataset, path)
+            self.model.load_item_embedding(checkpoint["state_dict"], path)
         sequences = torch.from_numpy(last_items(items, offsets, self.model.max_seq_length))
-        chosen = sample_occurrences(patterns.occurrences, c["pattern_pairs_per_sequence"], c["seed"])
+        inside = within_sources(sequences.numpy(), patterns)  # a long user's early patterns fall outside
+        chosen = sample_occurrences(patterns.occurrences[inside], c["pattern_pairs_per_sequence"], c["seed"])
         pairs = Interaction(
             {
                 self.model.ITEM_SEQ: sequences[chosen[:, 0]],
@@ -61,10 +88,15 @@ class RegeneratorTrainer(Trainer):
             }
         )
         lengths = (pairs[self.model.ITEM_SEQ] > 0).sum(1)
+        # the reference's cosine schedule over the epochs (its code steps it per batch: see docs/dr4sr.md)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.epochs, 1))
+        for _ in range(self.start_epoch):
+            schedule.step()
         for epoch in range(self.start_epoch, self.epochs):
             batches = [pairs[rows] for rows in length_batches(lengths, c["train_batch_size"])]
             epoch_start = time.perf_counter()
             loss = self._train_epoch(batches, epoch, show_progress=show_progress)
+            schedule.step()
             self.train_loss_dict[epoch] = loss
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch, epoch_start, time.perf_counter(), loss))
@@ -73,11 +105,17 @@ class RegeneratorTrainer(Trainer):
         valid_score, valid_result = self._valid_epoch(valid_data, show_progress) if valid_data else (None, None)
         self.best_valid_score, self.best_valid_result = valid_score, valid_result
 
-        regenerated = inference.regenerate(
-            self.model, sequences, c["regen_per_user"], c["regen_balance"], c["eval_batch_size"], show_progress
-        )
+        if c["regen_inference"] == "reference":
+            regenerated = inference.regenerate_sequences(self.model, sequences, c["eval_batch_size"], show_progress)
+        else:
+            regenerated = (
+                users,
+                inference.regenerate(
+                    self.model, sequences, c["regen_per_user"], c["regen_balance"], c["eval_batch_size"], show_progress
+                ),
+            )
         splits = load_dataset(c).build()
-        self.regen_folder = write_regenerated(c, splits, (users, regenerated), patterns, time.perf_counter() - start)
+        self.regen_folder = write_regenerated(c, splits, regenerated, patterns, time.perf_counter() - start)
         self.logger.info(
             set_color("Regenerated", "green") + f": {len(pairs)} training pairs, dataset written "
             f"to {self.regen_folder} ({time.perf_counter() - start:.1f}s in all)"
