@@ -385,6 +385,14 @@ def test_the_pipeline_runs_all_stages_in_one_call(regenerated, tmp_path):
     assert (tmp_path / "res" / "tiny-regen-SASRec-compare.csv").is_file() and "(patterns)" in table
 
 
+def test_the_pipeline_starts_the_regenerator_from_its_baselines_item_table(regenerated, tmp_path, monkeypatch):
+    settings, folder = regenerated
+    asked = []
+    monkeypatch.setattr(pipeline, "regenerate", lambda dataset, files, overrides: asked.append(overrides) or folder)
+    results, _ = pipeline.run_pipeline("SASRec", "tiny", [], config_dict=settings, out_dir=str(tmp_path))
+    assert asked[0]["regen_item_embedding"] == results[0]["saved_model_file"] and results[0]["model"] == "SASRec"
+
+
 def test_pipeline_cli_reports_bad_input(regenerated, capsys):
     settings, _ = regenerated
     assert pipeline.main(["--dataset=tiny", f"--data_path={settings['data_path']}", "--memory_sources=nope"]) == 2

@@ -62,6 +62,8 @@ def run_pipeline(
     regen_overrides = {k: v for k, v in config_dict.items() if k != "epochs"}
     if regen_epochs:
         regen_overrides["epochs"] = regen_epochs
+    if baseline and results[0]["saved_model_file"] and not regen_overrides.get("regen_item_embedding"):
+        regen_overrides["regen_item_embedding"] = results[0]["saved_model_file"]  # as the reference
     folder = regenerate(dataset, config_file_list, regen_overrides)
     name, files, overrides = regenerated_run(folder, config_file_list, config_dict)
     trained = run_recbole_rag(backbone, name, files, overrides)
