@@ -69,9 +69,12 @@ RUNS = [
     Run("RaSeRec@DuoRec", "RaSeRec", backbone="DuoRec"),
     Run("SASRec+regen", "SASRec", regenerated=True),
     Run("SASRec+regen-control", "SASRec", regenerated="control"),
+    Run("SASRec+regen+DR4SR+", "SASRec", preset("dr4sr-plus"), regenerated=True),
     Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
     Run("SASRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "SASRec+regen", True),
+    Run("SASRec+regen+DR4SR++RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen+DR4SR+", True),
     Run("DuoRec+regen", "DuoRec", regenerated=True),
+    Run("DuoRec+regen+DR4SR+", "DuoRec", preset("dr4sr-plus"), regenerated=True),
     Run("DuoRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "DuoRec+regen", True),
     Run("DuoRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "DuoRec+regen", True),
     # SRA-CL on two backbones, each beside the same model with both contrastive terms off (the
@@ -332,6 +335,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
                     }
                     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
+                    regen_config["personalise"] = False  # DR4SR+ trains the row's model, not the regenerator
                     name, files, config = regenerated_run(
                         regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control"),
                         config_dict=config,

@@ -19,6 +19,7 @@ from recbole_rag.errors import ConfigError
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
 from recbole_rag.trainer.distributed import distributed_trainer
+from recbole_rag.trainer.personaliser import personalised
 
 
 def run_recbole_rag(
@@ -46,6 +47,8 @@ def run_recbole_rag(
     model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
     logger.info(model)
     trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    if config["personalise"]:  # DR4SR+: the model trains on personalised row weights
+        trainer_class = personalised(trainer_class)
     if not config["single_spec"]:  # one of several processes (recbole_rag.distributed)
         trainer_class = distributed_trainer(trainer_class)
     trainer = trainer_class(config, model)

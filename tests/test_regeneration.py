@@ -385,6 +385,23 @@ def test_the_pipeline_runs_all_stages_in_one_call(regenerated, tmp_path):
     assert (tmp_path / "res" / "tiny-regen-SASRec-compare.csv").is_file() and "(patterns)" in table
 
 
+def test_dr4sr_plus_in_the_pipeline_personalises_the_backbone_only(regenerated, tmp_path):
+    settings, _ = regenerated
+    overrides = {**settings, "personalise_warmup_epochs": 0, "personalise_interval": 2}
+    results, _ = pipeline.run_pipeline(
+        "SASRec",
+        "tiny",
+        ["pairs"],
+        baseline=False,
+        regen_epochs=1,
+        config_file_list=["dr4sr-plus"],
+        config_dict=overrides,
+        out_dir=str(tmp_path),
+    )  # the regenerator and RAFT stages would refuse personalise: they never get it
+    backbone = torch.load(results[0]["saved_model_file"], weights_only=True)
+    assert backbone["personaliser"]["meta_steps_done"] > 0 and results[1]["model"].startswith("RaSeRec@SASRec")
+
+
 def test_the_pipeline_starts_the_regenerator_from_its_baselines_item_table(regenerated, tmp_path, monkeypatch):
     settings, folder = regenerated
     asked = []

@@ -59,7 +59,8 @@ def run_pipeline(
     results = []
     if baseline:
         results.append(run_recbole_rag(backbone, dataset, config_file_list, config_dict))
-    regen_overrides = {k: v for k, v in config_dict.items() if k != "epochs"}
+    # DR4SR+ (personalise, e.g. --config_files=dr4sr-plus) trains the backbone; the other stages never
+    regen_overrides = {**{k: v for k, v in config_dict.items() if k != "epochs"}, "personalise": False}
     if regen_epochs:
         regen_overrides["epochs"] = regen_epochs
     if baseline and results[0]["saved_model_file"] and not regen_overrides.get("regen_item_embedding"):
@@ -80,6 +81,7 @@ def run_pipeline(
                 **overrides,
                 "pretrained_path": trained["saved_model_file"],
                 "memory_source": source,
+                "personalise": False,
                 # a pattern bank stays patterns only: no validation pairs are added before testing
                 "memory_update": source == "pairs" and overrides.get("memory_update", True),
             },
