@@ -14,6 +14,8 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from bench.accuracy import Run, run_all  # noqa: E402
@@ -91,15 +93,16 @@ def share_neighbour_retrieval(max_k):
     settings that share the bank share one retrieval, sliced to their K. Applies to this
     process only, and only where the bank is a flat one.
     """
+    from recbole_rag.memory import MemoryBank
     from recbole_rag.model.sequential_recommender.raserec import RaSeRec
 
     retrieve = RaSeRec.cache_training_neighbours
     shared = {}
 
     def cache_training_neighbours(model, entry_stop, chunk_size=1024, show_progress=False):
-        if model.memory.index_type != "flat":
+        if not isinstance(model.memory, MemoryBank) or model.memory.index_type != "flat":
             return retrieve(model, entry_stop, chunk_size, show_progress)
-        bank_id = (len(model.memory), model.memory.keys[:8].tobytes())
+        bank_id = (len(model.memory), model.memory.entries(np.arange(min(8, len(model.memory))))[0].tobytes())
         if bank_id not in shared:
             k, model.retrieval_k = model.retrieval_k, max(max_k, model.retrieval_k)
             retrieve(model, entry_stop, chunk_size, show_progress)

@@ -43,6 +43,37 @@ def exclusion_ranges(exclude):
     return np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
 
 
+def checked_pairs(keys, values, dim):
+    """(keys (n, dim) float32, values (n,) int64) to add, or a ValueError naming what is wrong."""
+    keys = _as_matrix(keys, dim, "keys")
+    values = np.asarray(values, dtype=np.int64).reshape(-1)
+    if len(values) != len(keys):
+        raise ValueError(f"add() got {len(keys)} keys but {len(values)} values")
+    if len(values) and values.min() < 0:
+        raise ValueError("values must be item ids >= 0")
+    return keys, values
+
+
+def search_plan(size, k, exclude, n_queries):
+    """(k, exclusion ranges or None, widest range) for a search of a bank of ``size`` entries,
+    or a ValueError naming what is wrong (the checks every bank backend shares)."""
+    if size == 0:
+        raise ValueError("the memory bank is empty: add() pairs before search()")
+    try:
+        k = operator.index(k)  # numpy integers too
+    except TypeError:
+        raise ValueError(f"k must be an integer, got {k!r}") from None
+    ranges = exclusion_ranges(exclude)
+    widths = np.zeros(n_queries, np.int64) if ranges is None else ranges[:, 1] - ranges[:, 0]
+    extra = int(widths.max(initial=0))
+    if not 0 < k <= size - extra:
+        raise ValueError(
+            f"k must be in [1, {size - extra}] for a bank of {size} entries "
+            f"(excluding up to {extra} per query), got {k}"
+        )
+    return k, ranges, widths
+
+
 def _joined(chunks):
     """The one array of a list of added chunks (collapsed in place, so joined once)."""
     if len(chunks) > 1:
@@ -120,12 +151,7 @@ class MemoryBank:
 
     def add(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Append pairs; returns the ids given to them. Works at any time, no retraining."""
-        keys = _as_matrix(keys, self.dim, "keys")
-        values = np.asarray(values, dtype=np.int64).reshape(-1)
-        if len(values) != len(keys):
-            raise ValueError(f"add() got {len(keys)} keys but {len(values)} values")
-        if len(values) and values.min() < 0:
-            raise ValueError("values must be item ids >= 0")
+        keys, values = checked_pairs(keys, values, self.dim)
         if not self.index.is_trained:
             if len(keys) < self.params["nlist"]:
                 raise ValueError(
@@ -148,20 +174,7 @@ class MemoryBank:
         [start, stop) -- e.g. a training query's own <sequence, target> pair and its user's later
         prefixes. Slots an approximate index leaves empty have id -1, value 0 and a zero key.
         """
-        if len(self) == 0:
-            raise ValueError("the memory bank is empty: add() pairs before search()")
-        try:
-            k = operator.index(k)  # numpy integers too
-        except TypeError:
-            raise ValueError(f"k must be an integer, got {k!r}") from None
-        ranges = exclusion_ranges(exclude)
-        widths = np.zeros(len(queries), np.int64) if ranges is None else ranges[:, 1] - ranges[:, 0]
-        extra = int(widths.max(initial=0))
-        if not 0 < k <= len(self) - extra:
-            raise ValueError(
-                f"k must be in [1, {len(self) - extra}] for a bank of {len(self)} entries "
-                f"(excluding up to {extra} per query), got {k}"
-            )
+        k, ranges, widths = search_plan(len(self), k, exclude, len(queries))
         queries = self._for_index(_as_matrix(queries, self.dim, "queries"))
         if ranges is None:
             scores, ids = self.index.search(queries, k)

@@ -18,6 +18,7 @@ from recbole_rag.errors import CheckpointError, ConfigError, RecBoleRagError
 from recbole_rag.files import claim_path
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.builders import build_pattern_memory, check_memory_source
+from recbole_rag.memory.milvus import MilvusMemoryBank
 from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import Trainer, load_checkpoint
@@ -69,6 +70,16 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
     return bank
 
 
+def stored_milvus_bank(model, n_train):
+    """The run's Milvus collection cut back to its ``n_train`` training pairs, or None when it
+    holds fewer (gone, or another run's)."""
+    bank = MilvusMemoryBank(**model.milvus_settings())
+    if len(bank) < n_train:
+        return None
+    bank.truncate(n_train)
+    return bank
+
+
 def restore_test_memory(model, config, train_dataset, valid_dataset):
     """Give a model loaded from a RAFT checkpoint the bank its test used: the training bank (the
     file the checkpoint names, else rebuilt as RaSeRecTrainer builds it) plus, with
@@ -84,6 +95,8 @@ def restore_test_memory(model, config, train_dataset, valid_dataset):
         )
     if config["memory_source"] == "patterns":
         model.memory, _ = build_pattern_memory(model, train_dataset, config)
+    elif config["memory_backend"] == "milvus" and (bank := stored_milvus_bank(model, len(feat))):
+        model.memory = bank  # the training pairs the collection holds; pairs a test added are dropped
     elif model.memory_file and os.path.isfile(model.memory_file):
         order = pair_layout(feat, config)[0]
         model.memory = load_pair_memory(model, feat, order, model.memory_file, config, same_backbone=frozen)
@@ -204,7 +217,15 @@ class RaSeRecTrainer(Trainer):
         feat = train_dataset.inter_feat
         order, memory_id, memory_stop = pair_layout(feat, self.config)
         path = self.config["memory_path"]
-        if path and os.path.isfile(path):
+        if self.config["memory_backend"] == "milvus":  # the collection is the stored bank
+            start = time.perf_counter()
+            self.model.memory = None
+            self.model.add_to_memory(feat[order], self.config["eval_batch_size"], show_progress)
+            self.logger.info(
+                set_color("Memory", "green") + f": {self.model.memory} built in {time.perf_counter() - start:.1f}s"
+            )
+            path = None
+        elif path and os.path.isfile(path):
             self.model.memory = load_pair_memory(self.model, feat, order, path, self.config)
             self.logger.info(set_color("Memory", "green") + f": {self.model.memory} loaded from {path}")
         else:
@@ -218,7 +239,7 @@ class RaSeRecTrainer(Trainer):
                 set_color("Memory", "green")
                 + f": {self.model.memory} built in {time.perf_counter() - start:.1f}s, saved to {path}"
             )
-        self.model.memory_file = os.path.abspath(path)  # a RAFT checkpoint names its bank
+        self.model.memory_file = os.path.abspath(path) if path else None  # a RAFT checkpoint names its bank
         feat.update(Interaction({MEMORY_ID: torch.from_numpy(memory_id), MEMORY_STOP: torch.from_numpy(memory_stop)}))
         self.entry_stop = np.empty_like(memory_stop)
         self.entry_stop[memory_id] = memory_stop

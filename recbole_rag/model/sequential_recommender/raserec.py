@@ -6,6 +6,9 @@ item> memories and fuses h~ = alpha * h + (1 - alpha) * h', h' from retrieval-au
 trained with cross-entropy over all items. RaSeRecTrainer runs both stages and builds the bank.
 """
 
+import os
+import re
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,6 +16,8 @@ from tqdm import tqdm
 
 from recbole_rag.errors import ConfigError
 from recbole_rag.memory import MemoryBank
+from recbole_rag.memory.milvus import INDEXES as MILVUS_INDEXES
+from recbole_rag.memory.milvus import MilvusMemoryBank, connect
 from recbole_rag.model.retrieval import RetrievalAugmentedAttention
 from recbole_rag.model.sequential_recommender.duorec import DuoRec
 
@@ -20,6 +25,7 @@ from recbole_rag.model.sequential_recommender.duorec import DuoRec
 # the end of its user's block, so [memory_id, memory_stop) is the row's own pair and the user's
 # later prefixes (which contain the row's target): never retrieved for that row.
 MEMORY_ID, MEMORY_STOP = "memory_id", "memory_stop"
+MEMORY_BACKENDS = ("faiss", "milvus")  # one machine's faiss index, or a Milvus collection (memory/milvus.py)
 
 
 class RaSeRec(DuoRec):
@@ -39,7 +45,7 @@ class RaSeRec(DuoRec):
         if config["attn_tau"] <= 0:
             raise ConfigError(f"attn_tau must be > 0, got {config['attn_tau']}.")
         self.config = config
-        self.new_memory()  # a bad memory_index / memory_metric fails now, not after stage 1
+        self.check_memory_settings()
         self.alpha, self.retrieval_k = config["alpha"], config["retrieval_k"]
         self.freeze_backbone = config["freeze_backbone"]
         self.retrieval = RetrievalAugmentedAttention(
@@ -58,17 +64,51 @@ class RaSeRec(DuoRec):
         self.other_parameter_name = ["stage", "memory_file"]
 
     # --- memory -------------------------------------------------------------------------------
-    def new_memory(self):
+    def memory_settings(self):
         c = self.config
-        return MemoryBank(
-            c["hidden_size"],
-            c["memory_index"],
-            c["memory_metric"],
-            c["memory_nlist"],
-            c["memory_nprobe"],
-            c["memory_hnsw_m"],
-            c["memory_ef_search"],
-        )
+        return {
+            "dim": c["hidden_size"],
+            "index_type": c["memory_index"],
+            "metric": c["memory_metric"],
+            "nlist": c["memory_nlist"],
+            "nprobe": c["memory_nprobe"],
+            "hnsw_m": c["memory_hnsw_m"],
+            "ef_search": c["memory_ef_search"],
+        }
+
+    def milvus_settings(self):
+        """Where the milvus backend keeps the bank: ``memory_uri`` (default: a Milvus Lite file in
+        the checkpoint folder) and ``memory_collection`` (default: raserec_<dataset>)."""
+        c = self.config
+        uri = c["memory_uri"] or os.path.join(c["checkpoint_dir"], "raserec-memory.db")
+        if "://" not in uri:
+            os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
+        collection = c["memory_collection"] or "raserec_" + re.sub(r"\W", "_", str(c["dataset"]))
+        return {**self.memory_settings(), "uri": uri, "collection": collection, "token": c["memory_token"] or ""}
+
+    def new_memory(self):
+        """An empty bank: faiss (``memory_backend: faiss``) or a fresh Milvus collection."""
+        if self.config["memory_backend"] == "milvus":
+            return MilvusMemoryBank(**self.milvus_settings(), overwrite=True)
+        return MemoryBank(**self.memory_settings())
+
+    def check_memory_settings(self):
+        """Bad memory settings fail at model construction, not after stage 1: the faiss bank
+        checks its own; the milvus backend's index and metric are checked and its server asked."""
+        backend = self.config["memory_backend"]
+        if backend not in MEMORY_BACKENDS:
+            raise ConfigError(f"memory_backend must be one of {', '.join(MEMORY_BACKENDS)}, got {backend!r}.")
+        if backend == "faiss":
+            MemoryBank(**self.memory_settings())
+            return
+        settings = self.milvus_settings()
+        if settings["index_type"] not in MILVUS_INDEXES:
+            raise ConfigError(
+                f"memory_index must be one of {', '.join(MILVUS_INDEXES)} for the milvus backend, "
+                f"got {settings['index_type']!r}"
+            )
+        MemoryBank(**self.memory_settings())  # the metric
+        connect(settings["uri"], settings["token"]).close()
 
     @torch.no_grad()
     def encode(self, inter_feat, batch_size=2048, show_progress=False):
@@ -87,10 +127,15 @@ class RaSeRec(DuoRec):
 
     def add_to_memory(self, inter_feat, batch_size=2048, show_progress=False):
         """Encode <sequence, next item> rows and add them to the bank (no gradient step)."""
+        keys = self.encode(inter_feat, batch_size, show_progress)
+        values = inter_feat[self.POS_ITEM_ID].numpy()
+        if self.memory is None and self.config["memory_backend"] == "milvus":  # written whole, then named
+            settings = self.milvus_settings()
+            self.memory = MilvusMemoryBank.build(keys, values, settings.pop("collection"), **settings)
+            return np.arange(len(values))
         if self.memory is None:
             self.memory = self.new_memory()
-        keys = self.encode(inter_feat, batch_size, show_progress)
-        return self.memory.add(keys, inter_feat[self.POS_ITEM_ID].numpy())
+        return self.memory.add(keys, values)
 
     # --- stage 2 ------------------------------------------------------------------------------
     def start_raft(self):
@@ -120,7 +165,8 @@ class RaSeRec(DuoRec):
         for start in tqdm(range(0, n, chunk_size), desc="Retrieve", ncols=100, disable=not show_progress):
             end = min(start + chunk_size, n)
             exclude = np.stack([np.arange(start, end), entry_stop[start:end]], 1)
-            neighbours[start:end] = self.memory.search(self.memory.keys[start:end], self.retrieval_k, exclude)[3]
+            own_keys = self.memory.entries(np.arange(start, end))[0]
+            neighbours[start:end] = self.memory.search(own_keys, self.retrieval_k, exclude)[3]
         self.train_neighbours = neighbours
 
     def train(self, mode=True):
@@ -154,7 +200,7 @@ class RaSeRec(DuoRec):
         entries = interaction[MEMORY_ID].cpu().numpy()
         if self.freeze_backbone and self.train_neighbours is not None:
             # A training row's frozen-backbone vector is its own memory key: no encoder pass.
-            h = torch.from_numpy(self.memory.keys[entries]).to(self.device)
+            h = torch.from_numpy(self.memory.entries(entries)[0]).to(self.device)
             return self.augment(h, neighbours=self.train_neighbours[entries])
         h = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         exclude = np.stack([entries, interaction[MEMORY_STOP].cpu().numpy()], 1)
