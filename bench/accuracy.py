@@ -194,7 +194,15 @@ def result_path(store_dir, settings):
 
 # Settings added to the YAML defaults after results were stored, with the value that computes
 # what those results computed: a stored run that predates a key ran with this value.
-ADDED_DEFAULTS = {"item_text_histories": 0, "prefix_semantics": "items", "semantic_pooling": None}
+ADDED_DEFAULTS = {
+    "item_text_histories": 0,
+    "prefix_semantics": "items",
+    "semantic_pooling": None,
+    "memory_backend": "auto",  # (on a CPU, auto is the faiss bank every stored run used)
+    "memory_uri": None,
+    "memory_collection": None,
+    "memory_token": None,
+}
 
 
 def merged_defaults(defaults):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import curves, epoch_time, scale, sensitivity, speed
+from bench import curves, epoch_time, gpu_smoke, scale, sensitivity, speed
 from bench.sensitivity import settings_grid
 
 
@@ -90,6 +90,29 @@ def test_epoch_time_times_every_sracl_mode_beside_recbole_sasrec(tiny, tmp_path,
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")]
     assert [row.split(" | ")[0][2:] for row in rows] == labels
     assert rows[0].endswith("| 1.00 |") and "--variants=sracl" in table
+
+
+def test_gpu_smoke_runs_every_model_for_an_epoch_and_reports_failures(tiny, tmp_path):
+    item_file = os.path.join(tiny["data_path"], "tiny", "tiny.item")
+    rows = ["item_id:token\tclass:token_seq"] + [f"i{i}\tg{i % 4} g{i % 3}" for i in range(1, 31)]
+    with open(item_file, "w") as f:
+        f.write("\n".join(rows) + "\n")
+    argv = [
+        "--dataset=tiny",
+        f"--data_path={tiny['data_path']}",
+        f"--out_dir={tmp_path}",
+        "--pattern_min_support=2",
+        "--user_k=3",
+        f"--regen_data_path={tmp_path / 'regen'}",
+        "--hidden_size=16",
+        "--inner_size=32",
+    ]
+    assert gpu_smoke.main(argv) == 0
+    table = (tmp_path / "tiny-smoke.md").read_text()
+    assert all(f"| {label} |" in table for label, _, _ in gpu_smoke.RUNS) and "FAILED" not in table
+    broken = [("a model that does not exist", "NoSuchModel", {})]
+    rows = gpu_smoke.smoke("tiny", {"data_path": tiny["data_path"]}, broken, log=lambda *a, **k: None)
+    assert rows[0][3].startswith("FAILED: UnknownModelError")
 
 
 def test_scale_recall_and_dataset_copies(tmp_path):

@@ -82,5 +82,5 @@ def test_raserec_with_an_unreachable_milvus_stops_before_training(tiny):
         run_recbole_rag(
             "RaSeRec", "tiny", config_dict={**tiny, "memory_backend": "milvus", "memory_uri": "http://127.0.0.1:1"}
         )
-    with pytest.raises(ConfigError, match="memory_backend must be one of faiss, milvus"):
+    with pytest.raises(ConfigError, match="memory_backend must be one of auto, faiss, torch, milvus"):
         run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "memory_backend": "redis"})

@@ -95,11 +95,12 @@ def restore_test_memory(model, config, train_dataset, valid_dataset):
         )
     if config["memory_source"] == "patterns":
         model.memory, _ = build_pattern_memory(model, train_dataset, config)
-    elif config["memory_backend"] == "milvus" and (bank := stored_milvus_bank(model, len(feat))):
+    elif model.memory_backend() == "milvus" and (bank := stored_milvus_bank(model, len(feat))):
         model.memory = bank  # the training pairs the collection holds; pairs a test added are dropped
     elif model.memory_file and os.path.isfile(model.memory_file):
         order = pair_layout(feat, config)[0]
-        model.memory = load_pair_memory(model, feat, order, model.memory_file, config, same_backbone=frozen)
+        bank = load_pair_memory(model, feat, order, model.memory_file, config, same_backbone=frozen)
+        model.memory = model.on_backend(bank)
     elif not frozen:
         raise CheckpointError(
             f"memory bank '{model.memory_file}' is gone and the backbone was fine-tuned "
@@ -217,7 +218,7 @@ class RaSeRecTrainer(Trainer):
         feat = train_dataset.inter_feat
         order, memory_id, memory_stop = pair_layout(feat, self.config)
         path = self.config["memory_path"]
-        if self.config["memory_backend"] == "milvus":  # the collection is the stored bank
+        if self.model.memory_backend() == "milvus":  # the collection is the stored bank
             start = time.perf_counter()
             self.model.memory = None
             self.model.add_to_memory(feat[order], self.config["eval_batch_size"], show_progress)
@@ -226,7 +227,7 @@ class RaSeRecTrainer(Trainer):
             )
             path = None
         elif path and os.path.isfile(path):
-            self.model.memory = load_pair_memory(self.model, feat, order, path, self.config)
+            self.model.memory = self.model.on_backend(load_pair_memory(self.model, feat, order, path, self.config))
             self.logger.info(set_color("Memory", "green") + f": {self.model.memory} loaded from {path}")
         else:
             start = time.perf_counter()

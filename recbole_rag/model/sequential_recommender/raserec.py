@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from recbole_rag.errors import ConfigError
 from recbole_rag.memory import MemoryBank
+from recbole_rag.memory.device import DeviceMemoryBank
 from recbole_rag.memory.milvus import INDEXES as MILVUS_INDEXES
 from recbole_rag.memory.milvus import MilvusMemoryBank, connect
 from recbole_rag.model.retrieval import RetrievalAugmentedAttention
@@ -25,7 +26,10 @@ from recbole_rag.model.sequential_recommender.duorec import DuoRec
 # the end of its user's block, so [memory_id, memory_stop) is the row's own pair and the user's
 # later prefixes (which contain the row's target): never retrieved for that row.
 MEMORY_ID, MEMORY_STOP = "memory_id", "memory_stop"
-MEMORY_BACKENDS = ("faiss", "milvus")  # one machine's faiss index, or a Milvus collection (memory/milvus.py)
+# auto: torch on a CUDA model with a flat index, else faiss; faiss: one machine's faiss index; torch:
+# tensors on the model's device, exact search by matmul + top-k (memory/device.py); milvus: a
+# Milvus collection (memory/milvus.py)
+MEMORY_BACKENDS = ("auto", "faiss", "torch", "milvus")
 
 
 class RaSeRec(DuoRec):
@@ -86,11 +90,28 @@ class RaSeRec(DuoRec):
         collection = c["memory_collection"] or "raserec_" + re.sub(r"\W", "_", str(c["dataset"]))
         return {**self.memory_settings(), "uri": uri, "collection": collection, "token": c["memory_token"] or ""}
 
+    def memory_backend(self):
+        """The backend ``memory_backend`` resolves to (``auto``: torch on CUDA with a flat index)."""
+        backend = self.config["memory_backend"]
+        if backend == "auto":
+            on_cuda = torch.device(self.config["device"] or "cpu").type == "cuda"
+            return "torch" if on_cuda and self.config["memory_index"] == "flat" else "faiss"
+        return backend
+
     def new_memory(self):
-        """An empty bank: faiss (``memory_backend: faiss``) or a fresh Milvus collection."""
-        if self.config["memory_backend"] == "milvus":
+        """An empty bank of the configured backend (a fresh collection for Milvus)."""
+        backend = self.memory_backend()
+        if backend == "milvus":
             return MilvusMemoryBank(**self.milvus_settings(), overwrite=True)
+        if backend == "torch":
+            return DeviceMemoryBank(self.config["hidden_size"], self.config["memory_metric"], self.device)
         return MemoryBank(**self.memory_settings())
+
+    def on_backend(self, bank):
+        """A faiss bank (e.g. loaded from its file) on the configured backend."""
+        if self.memory_backend() == "torch" and isinstance(bank, MemoryBank):
+            return DeviceMemoryBank.from_faiss(bank, self.device)
+        return bank
 
     def check_memory_settings(self):
         """Bad memory settings fail at model construction, not after stage 1: the faiss bank
@@ -98,8 +119,14 @@ class RaSeRec(DuoRec):
         backend = self.config["memory_backend"]
         if backend not in MEMORY_BACKENDS:
             raise ConfigError(f"memory_backend must be one of {', '.join(MEMORY_BACKENDS)}, got {backend!r}.")
-        if backend == "faiss":
+        if backend in ("auto", "faiss"):
             MemoryBank(**self.memory_settings())
+            return
+        if backend == "torch":
+            if self.config["memory_index"] != "flat":
+                index = self.config["memory_index"]
+                raise ConfigError(f"memory_backend: torch searches exactly: memory_index must be flat, got {index!r}.")
+            MemoryBank(**self.memory_settings())  # the metric
             return
         settings = self.milvus_settings()
         if settings["index_type"] not in MILVUS_INDEXES:
@@ -161,13 +188,17 @@ class RaSeRec(DuoRec):
         users' ranges [entry, entry_stop).
         """
         n = len(entry_stop)
-        neighbours = np.empty((n, self.retrieval_k), dtype=np.int64)
+        parts = []
         for start in tqdm(range(0, n, chunk_size), desc="Retrieve", ncols=100, disable=not show_progress):
             end = min(start + chunk_size, n)
             exclude = np.stack([np.arange(start, end), entry_stop[start:end]], 1)
             own_keys = self.memory.entries(np.arange(start, end))[0]
-            neighbours[start:end] = self.memory.search(own_keys, self.retrieval_k, exclude)[3]
-        self.train_neighbours = neighbours
+            parts.append(self.memory.search(own_keys, self.retrieval_k, exclude)[3])
+        empty = np.zeros((0, self.retrieval_k), np.int64)
+        # a device bank's neighbours stay on the device: a RAFT step reads them without a copy
+        self.train_neighbours = (
+            torch.cat(parts) if parts and torch.is_tensor(parts[0]) else np.concatenate(parts or [empty])
+        )
 
     def train(self, mode=True):
         super().train(mode)
@@ -181,15 +212,14 @@ class RaSeRec(DuoRec):
         neighbours: bank ids already retrieved for these rows (B, K); else searched here."""
         if self.memory is None or len(self.memory) == 0:
             raise ValueError("The memory bank is empty: build it (RaSeRecTrainer does) before retrieval.")
+        on_device = isinstance(self.memory, DeviceMemoryBank)
         if neighbours is None:
-            _, keys, values, neighbours = self.memory.search(
-                h.detach().float().cpu().numpy(), self.retrieval_k, exclude
-            )
+            queries = h.detach().float() if on_device else h.detach().float().cpu().numpy()
+            _, keys, values, neighbours = self.memory.search(queries, self.retrieval_k, exclude)
         else:
             keys, values = self.memory.entries(neighbours)
-        keys = torch.from_numpy(keys).to(h.device, h.dtype)
-        item_vectors = self.item_embedding(torch.from_numpy(values).to(h.device))
-        h_retrieved = self.retrieval(h, keys, item_vectors, torch.from_numpy(neighbours >= 0).to(h.device))
+        keys, values, found = (torch.as_tensor(a).to(h.device) for a in (keys, values, neighbours >= 0))
+        h_retrieved = self.retrieval(h, keys.to(h.dtype), self.item_embedding(values), found)
         return self.alpha * h + (1.0 - self.alpha) * h_retrieved
 
     def final_vector(self, interaction):
@@ -197,13 +227,15 @@ class RaSeRec(DuoRec):
             return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         if MEMORY_ID not in interaction:  # evaluation: search the bank as it is now
             return self.augment(self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
-        entries = interaction[MEMORY_ID].cpu().numpy()
+        on_device = isinstance(self.memory, DeviceMemoryBank)  # ids stay on the device: no host wait
+        entries = interaction[MEMORY_ID] if on_device else interaction[MEMORY_ID].cpu().numpy()
         if self.freeze_backbone and self.train_neighbours is not None:
             # A training row's frozen-backbone vector is its own memory key: no encoder pass.
-            h = torch.from_numpy(self.memory.entries(entries)[0]).to(self.device)
+            h = torch.as_tensor(self.memory.entries(entries)[0]).to(self.device)
             return self.augment(h, neighbours=self.train_neighbours[entries])
         h = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        exclude = np.stack([entries, interaction[MEMORY_STOP].cpu().numpy()], 1)
+        stop = interaction[MEMORY_STOP] if on_device else interaction[MEMORY_STOP].cpu().numpy()
+        exclude = torch.stack([entries, stop], 1) if on_device else np.stack([entries, stop], 1)
         return self.augment(h, exclude)
 
     def calculate_loss(self, interaction):
