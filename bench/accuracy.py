@@ -1,6 +1,6 @@
 """Accuracy table: every method under one budget and seed list, beside its published numbers.
 
-    python bench/accuracy.py --dataset=amazon-beauty --data_path=../shared/datasets \
+    python -m bench.accuracy --dataset=amazon-beauty --data_path=../shared/datasets \
         [--epochs=200] [--raft_epochs=30] [--seeds=2020,2021] [--runs=SASRec,DuoRec] [--key=value ...]
 
 Each run goes through ``run_recbole_rag`` (RecBole's data, split and evaluator). A finished run's
@@ -25,16 +25,14 @@ from dataclasses import dataclass, field
 import yaml
 from recbole.utils.logger import RemoveColorFilter
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.report import table_parser, write_report  # noqa: E402
-from recbole_rag import run_recbole_rag  # noqa: E402
-from recbole_rag.cli import parse_overrides  # noqa: E402
-from recbole_rag.config import presets, property_files  # noqa: E402
-from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError  # noqa: E402
-from recbole_rag.files import atomic_path  # noqa: E402
-from recbole_rag.regeneration.pipeline import regenerate, regenerated_run  # noqa: E402
-from recbole_rag.registry import get_model  # noqa: E402
+from bench.report import table_parser, write_report
+from recbole_rag import run_recbole_rag
+from recbole_rag.cli import parse_overrides
+from recbole_rag.config import presets, property_files
+from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError
+from recbole_rag.files import atomic_path
+from recbole_rag.regeneration.pipeline import regenerate, regenerated_run
+from recbole_rag.registry import get_model
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 

@@ -1,6 +1,6 @@
 """Validation curves from RecBole run logs: one metric per epoch for several runs, side by side.
 
-    python bench/curves.py "SASRec=log/SASRec/run.log" "SRA-CL=sracl.log" --metric=ndcg@10 \
+    python -m bench.curves "SASRec=log/SASRec/run.log" "SRA-CL=sracl.log" --metric=ndcg@10 \
         --out=results/sracl/amazon-beauty-valid
 
 Reads each log's ``valid result`` blocks (RecBole prints one per evaluation, in epoch order; a
@@ -13,11 +13,9 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.report import write_report  # noqa: E402
-from recbole_rag.errors import ConfigError  # noqa: E402
-from recbole_rag.files import atomic_path  # noqa: E402
+from bench.report import write_report
+from recbole_rag.errors import ConfigError
+from recbole_rag.files import atomic_path
 
 
 def valid_curve(path, metric):

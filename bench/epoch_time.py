@@ -1,6 +1,6 @@
 """Training time per batch: the plug-in's models vs RecBole's SASRec, side by side in one run.
 
-    python bench/epoch_time.py --dataset=ml-100k [--variants=encoder|sracl] [--batches=30] \
+    python -m bench.epoch_time --dataset=ml-100k [--variants=encoder|sracl] [--batches=30] \
         [--data_path=...] [--clock=cpu] [--out_dir=results]
 
 Same data, batch size and seed for every model, in one process with the run path's CPU tuning
@@ -19,16 +19,14 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_seed
 
-import torch  # noqa: E402
-from recbole.data import data_preparation  # noqa: E402
-from recbole.utils import init_seed  # noqa: E402
-
-from bench.accuracy import preset  # noqa: E402
-from recbole_rag import Config, get_model, get_trainer  # noqa: E402
-from recbole_rag.data import load_dataset  # noqa: E402
-from recbole_rag.runtime import tune_cpu  # noqa: E402
+from bench.accuracy import preset
+from recbole_rag import Config, get_model, get_trainer
+from recbole_rag.data import load_dataset
+from recbole_rag.runtime import tune_cpu
 
 _CATEGORICAL = {"semantic_source": "categorical", "user_semantics": "items"}
 _PRESET = {
@@ -124,7 +122,7 @@ def main(argv=None):
             f"# Training time per batch on {args.dataset} (batch {args.train_batch_size}, "
             f"median of {args.batches} batches, {torch.get_num_threads()} threads, {args.clock} clock)\n\n"
         )
-        command = f"python bench/epoch_time.py --dataset={args.dataset} --variants={args.variants}"
+        command = f"python -m bench.epoch_time --dataset={args.dataset} --variants={args.variants}"
         f.write(f"{command} --batches={args.batches}\n\n")
         f.write("| model | s/batch | est. s/epoch | ratio to RecBole SASRec |\n|---|---|---|---|\n")
         for label, per_batch, per_epoch, _, ratio in rows:

@@ -1,6 +1,6 @@
 """The full-budget table: SASRec (RecBole's), DuoRec and RaSeRec on each, trained to early stopping.
 
-    python bench/full_table.py --dataset=amazon-beauty --data_path=../shared/datasets \
+    python -m bench.full_table --dataset=amazon-beauty --data_path=../shared/datasets \
         [--seed=2020] [--runs=DuoRec,RaSeRec@DuoRec] [--key=value ...]
 
 The budget is properties/overall.yaml's (200 epochs, early stopping after 10 epochs without a
@@ -13,12 +13,10 @@ checkpoint (bench/accuracy.py's store, under ``results/<dataset>-full/``, one lo
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.accuracy import METRICS, PUBLISHED, RUNS, run_all, select_runs  # noqa: E402
-from bench.report import table_parser, write_report  # noqa: E402
-from recbole_rag.cli import parse_overrides  # noqa: E402
-from recbole_rag.errors import RecBoleRagError  # noqa: E402
+from bench.accuracy import METRICS, PUBLISHED, RUNS, run_all, select_runs
+from bench.report import table_parser, write_report
+from recbole_rag.cli import parse_overrides
+from recbole_rag.errors import RecBoleRagError
 
 # The paper's setting (RaSeRec on DuoRec) first: it is the row the table exists for.
 LABELS = ["DuoRec", "RaSeRec@DuoRec", "SASRec", "RaSeRec@SASRec"]

@@ -6,6 +6,6 @@
 set -euo pipefail
 source "$(dirname "$0")/gpu_env.sh"
 start=$(date +%s)
-python3 bench/full_table.py --dataset="$dataset" --data_path=.gpu/data --out_dir="$out" \
+python3 -m bench.full_table --dataset="$dataset" --data_path=.gpu/data --out_dir="$out" \
     --eval_batch_size=8192 --cpu_tuning=False "$@" 2>&1 | grep -v " INFO  " | tee "$out/gpu_full.log" || true
 echo "wall time: $(( $(date +%s) - start )) s"

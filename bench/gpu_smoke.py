@@ -1,7 +1,7 @@
 """One epoch of every model, and one RAFT epoch, on whatever device torch sees, with per-epoch
 times: the check that the GPU path runs (bench/gpu_smoke.sh carries it to a GPU machine).
 
-    python bench/gpu_smoke.py --dataset=amazon-beauty --data_path=DATA_PATH [--out_dir=results-gpu]
+    python -m bench.gpu_smoke --dataset=amazon-beauty --data_path=DATA_PATH [--out_dir=results-gpu]
 
 Writes <out_dir>/<dataset>-smoke.md and .csv. A model that fails is a row with its error, and
 the script exits 1 after the others ran, so one call shows everything that breaks.
@@ -12,14 +12,12 @@ import sys
 import time
 import traceback
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import torch
 
-import torch  # noqa: E402
-
-from bench.accuracy import preset  # noqa: E402
-from bench.report import machine, table_parser, write_report  # noqa: E402
-from recbole_rag import run_recbole_rag  # noqa: E402
-from recbole_rag.overrides import parse_overrides  # noqa: E402
+from bench.accuracy import preset
+from bench.report import machine, table_parser, write_report
+from recbole_rag import run_recbole_rag
+from recbole_rag.overrides import parse_overrides
 
 _CATEGORICAL = {"semantic_source": "categorical", "user_semantics": "items"}  # no sentence model needed
 # (label, model, overrides): every model and the settings whose code paths differ on a device.
@@ -75,7 +73,7 @@ def main(argv=None):
         f"One epoch of every model on {args.dataset}, {device}",
         header,
         rows,
-        notes=[f"`python bench/gpu_smoke.py --dataset={args.dataset}`"],
+        notes=[f"`python -m bench.gpu_smoke --dataset={args.dataset}`"],
     )
     print(f"written to {args.out_dir}/{args.dataset}-smoke.md and .csv")
     return 1 if any(row[3].startswith("FAILED") for row in rows) else 0

@@ -1,6 +1,6 @@
 """Where RaSeRec's gain comes from, on the converged backbone of bench/full_table.py.
 
-    python bench/raft_study.py --dataset=amazon-beauty --data_path=../shared/datasets \
+    python -m bench.raft_study --dataset=amazon-beauty --data_path=../shared/datasets \
         [--parts=memory,variants] [--key=value ...]
 
 Reads DuoRec and RaSeRec@DuoRec from bench/full_table.py's store (run that first; nothing here
@@ -27,13 +27,11 @@ import sys
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.accuracy import Run, file_label, newest, run_all  # noqa: E402
-from bench.report import machine, table_parser, write_report  # noqa: E402
-from recbole_rag.cli import parse_overrides  # noqa: E402
-from recbole_rag.errors import ConfigError, RecBoleRagError  # noqa: E402
-from recbole_rag.files import atomic_path  # noqa: E402
+from bench.accuracy import Run, file_label, newest, run_all
+from bench.report import machine, table_parser, write_report
+from recbole_rag.cli import parse_overrides
+from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag.files import atomic_path
 
 PARTS = ("memory", "variants")
 GROUPS = 5

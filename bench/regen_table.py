@@ -1,7 +1,7 @@
 """The regeneration table: test results read from run logs (RecBole's "test result:" line) and
 from a comparison CSV, with the change of each metric over the first row; writes Markdown + CSV.
 
-    python bench/regen_table.py --out=results/amazon-beauty-regen \
+    python -m bench.regen_table --out=results/amazon-beauty-regen \
         --csv_row="SASRec=results/amazon-beauty-compare.csv:SASRec" \
         --log_row="SASRec on amazon-beauty-regen=log/regen-beauty-pipeline.log:-1" ...
 

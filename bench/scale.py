@@ -1,6 +1,6 @@
 """Scale: the memory bank at 10^5..10^7 entries, and training time against dataset size.
 
-    python bench/scale.py [--sizes=100000,1000000,10000000] [--data_path=../shared/datasets]
+    python -m bench.scale [--sizes=100000,1000000,10000000] [--data_path=../shared/datasets]
                           [--hnsw_budget_s=300] [--factors=2,4] [--skip_training]
 
 Bank: synthetic 64-d keys drawn around 1,000 Gaussian cluster centres (user vectors cluster by
@@ -22,17 +22,14 @@ import gc
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.report import machine, markdown_table, write_report  # noqa: E402
-from bench.speed import median_time, rss_mib, train_step  # noqa: E402
-from recbole_rag.files import atomic_path  # noqa: E402
+from bench.report import machine, markdown_table, write_report
+from bench.speed import median_time, rss_mib, train_step
+from recbole_rag.files import atomic_path
 
 DIM, K, N_QUERIES, N_CENTRES = 64, 10, 200, 1000
 INDEXES = ("flat", "ivf", "hnsw")

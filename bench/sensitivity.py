@@ -1,7 +1,7 @@
 """Sensitivity of RaSeRec to the number of retrieved memories K and the fusion weight alpha
 (the reference study's Figure 2): test NDCG@10 and Recall@10 per setting.
 
-    python bench/sensitivity.py [--dataset=ml-100k] [--backbone=SASRec --backbone_epochs=3 |
+    python -m bench.sensitivity [--dataset=ml-100k] [--backbone=SASRec --backbone_epochs=3 |
         --pretrained_path=CKPT] [--raft_epochs=3] [--ks=1,5,10,20,50] [--alphas=0.1,0.3,0.5,0.7,0.9]
 
 One backbone is trained once (or taken from ``--pretrained_path``), its memory bank is built by
@@ -16,13 +16,11 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bench.accuracy import Run, run_all  # noqa: E402
-from bench.report import machine, write_report  # noqa: E402
-from recbole_rag.cli import parse_overrides  # noqa: E402
-from recbole_rag.errors import ConfigError, RecBoleRagError  # noqa: E402
-from recbole_rag.files import atomic_path  # noqa: E402
+from bench.accuracy import Run, run_all
+from bench.report import machine, write_report
+from recbole_rag.cli import parse_overrides
+from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag.files import atomic_path
 
 
 def parse_list(text, kind, name, low, high):

@@ -1,7 +1,7 @@
 """Speed, side by side in one run: our models' training and inference time as ratios to RecBole's
 SASRec on the same data, batch size and seed.
 
-    python bench/speed.py --dataset=ml-100k [--batches=20] [--train_batch_size=256] [--data_path=...]
+    python -m bench.speed --dataset=ml-100k [--batches=20] [--train_batch_size=256] [--data_path=...]
 
 Each model is measured in its own child process (so its peak memory is its own): training
 seconds per batch (median of ``--batches`` after one warm-up batch) and per epoch (x number of
@@ -15,14 +15,11 @@ import argparse
 import multiprocessing
 import os
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.report import write_report  # noqa: E402
+from bench.report import write_report
 
 
 def rss_mib():
