@@ -17,7 +17,13 @@ from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
 from recbole_rag.memory.builders import build_pattern_memory, pattern_prefixes
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_ITEMS
 from recbole_rag.regeneration import inference, pipeline, writer
-from recbole_rag.regeneration.patterns import Patterns, mine_patterns, sample_occurrences, training_sequences
+from recbole_rag.regeneration.patterns import (
+    Patterns,
+    mine_patterns,
+    sample_occurrences,
+    sequence_stats,
+    training_sequences,
+)
 from recbole_rag.trainer.raserec_trainer import memory_layout
 from recbole_rag.trainer.regenerator_trainer import RegeneratorTrainer, within_sources
 
@@ -99,6 +105,12 @@ def test_gapped_mining_finds_what_a_brute_force_count_finds():
     assert len(consecutive) < len(patterns)
     with pytest.raises(DatasetError, match="pattern_max_len 5 cannot exceed pattern_window 4"):
         mine_patterns(items, offsets, max_len=5, window=4)
+
+
+def test_regenerated_sequences_are_counted_by_length_and_novelty():
+    items, offsets = np.array([1, 2, 3, 4, 5, 6, 7]), np.array([0, 4, 7])  # [1 2 3 4] [5 6 7]
+    stats = sequence_stats([(2, 3), (1, 2, 3), (3, 5), (4, 5, 6), (6, 7)], items, offsets)
+    assert stats == {"lengths": {2: 3, 3: 2}, "novel_share": 0.4}  # (3, 5) and (4, 5, 6) cross users
 
 
 def test_pre_training_keeps_at_most_the_set_number_of_pairs_per_sequence():
@@ -280,6 +292,8 @@ def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated, regen
         assert {u.split("-")[0] for u in new_users} == {"pattern", "regen"} and len(extra) == added
         assert len({u for u in new_users if u.startswith("pattern")}) == counts["pattern_sequences"] > 0
         assert len({u for u in new_users if u.startswith("regen")}) == counts["regenerated_sequences"] > 0
+        stats = counts["regenerated_stats"]
+        assert sum(stats["lengths"].values()) == counts["regenerated_sequences"] and 0 <= stats["novel_share"] <= 1
     assert manifest["source"]["dataset"] == "tiny" and manifest["settings"]["regen_balance"] == 0.5
 
 

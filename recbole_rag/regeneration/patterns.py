@@ -128,6 +128,22 @@ def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3, window=No
     return _concatenate(found)
 
 
+def sequence_stats(sequences, items, offsets):
+    """What regeneration produced: {"lengths": {length: count}, "novel_share": share of the
+    sequences that occur nowhere in the training sequences as a contiguous run}."""
+    items, offsets = np.asarray(items, np.int64), np.asarray(offsets, np.int64)
+    sequence_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    lengths = sorted({len(q) for q in sequences})
+    novel = 0
+    for length in lengths:
+        starts = np.arange(max(len(items) - length + 1, 0))
+        starts = starts[sequence_of[starts] == sequence_of[starts + length - 1]]
+        seen = {w.tobytes() for w in np.stack([items[starts + j] for j in range(length)], 1)}
+        novel += sum(np.asarray(q, np.int64).tobytes() not in seen for q in sequences if len(q) == length)
+    counts = {length: sum(len(q) == length for q in sequences) for length in lengths}
+    return {"lengths": counts, "novel_share": round(novel / max(len(sequences), 1), 4)}
+
+
 def sample_occurrences(occurrences, per_sequence, seed=0):
     """At most ``per_sequence`` random <sequence, pattern> pairs of each sequence (the reference
     pre-trains on at most 10 patterns per sequence); ``per_sequence`` None or 0 keeps them all.

@@ -222,6 +222,12 @@ def _loader_settings(config):
     }
 
 
+def distinct_patterns(user_patterns):
+    """(U, n, L) 0-padded patterns per user -> the distinct ones of two or more items, sorted."""
+    distinct = {tuple(int(i) for i in q if i) for per_user in user_patterns for q in per_user}
+    return sorted(q for q in distinct if len(q) >= 2)
+
+
 def added_rows(config, train, regenerated, patterns):
     """(rows, counts) that ``regen_data`` adds to the original training rows (module docstring).
 
@@ -235,8 +241,7 @@ def added_rows(config, train, regenerated, patterns):
             np.maximum.at(last_time, feat[config["USER_ID_FIELD"]].numpy(), feat[config["TIME_FIELD"]].numpy())
             rows = regenerated_rows(train, users, user_patterns, last_time[users])
             return [rows], {"regenerated_sequences": int((user_patterns > 0).any(-1).sum())}
-        distinct = {tuple(int(i) for i in q if i) for per_user in user_patterns for q in per_user}
-        regenerated = sorted(q for q in distinct if len(q) >= 2)
+        regenerated = distinct_patterns(user_patterns)
     parts = [sequence_rows(train, regenerated, "regen")]
     counts = {"regenerated_sequences": len(regenerated)}
     if config["regen_data"] == "reference":
@@ -246,18 +251,21 @@ def added_rows(config, train, regenerated, patterns):
     return parts, counts
 
 
-def write_regenerated(config, splits, regenerated, patterns, seconds):
+def write_regenerated(config, splits, regenerated, patterns, seconds, stats=None):
     """Write the regenerated dataset (see the module docstring), and its control with
     ``regen_control``; returns the regenerated set's folder.
 
     splits: the source's (train, valid, test) RecBole datasets; regenerated: see ``added_rows``;
-    patterns: the mined ``Patterns``.
+    patterns: the mined ``Patterns``; stats: what regeneration produced (patterns.sequence_stats),
+    kept in the manifest.
     """
     train = splits[0]
     train_rows = split_rows(train, config)
     parts, counts = added_rows(config, train, regenerated, patterns)
     n_added = sum(len(part[0]) for part in parts)
     counts.update(train_rows_original=len(train_rows[0]), train_rows_added=n_added)
+    if stats:
+        counts["regenerated_stats"] = {**stats, "lengths": {str(k): v for k, v in stats["lengths"].items()}}
     if config["regen_control"]:
         control = [resampled_rows(train_rows, n_added, config["seed"])]
         _write_set(config, splits, train_rows, control, patterns, seconds, counts, control=True)

@@ -11,8 +11,8 @@ from recbole.utils import set_color
 from recbole_rag.data import load_dataset
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_INDEX, PATTERN_ITEMS
 from recbole_rag.regeneration import inference
-from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, training_sequences
-from recbole_rag.regeneration.writer import find_regenerated, write_regenerated
+from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, sequence_stats, training_sequences
+from recbole_rag.regeneration.writer import distinct_patterns, find_regenerated, write_regenerated
 from recbole_rag.trainer import Trainer
 from recbole_rag.trainer.safe_checkpoint import check_same_items, load_checkpoint
 
@@ -114,8 +114,14 @@ class RegeneratorTrainer(Trainer):
                     self.model, sequences, c["regen_per_user"], c["regen_balance"], c["eval_batch_size"], show_progress
                 ),
             )
+        produced = regenerated if isinstance(regenerated, list) else distinct_patterns(regenerated[1])
+        stats = sequence_stats(produced, items, offsets)
+        self.logger.info(
+            set_color("Regenerated", "green") + f": {len(produced)} distinct sequences, lengths {stats['lengths']}, "
+            f"{stats['novel_share']:.1%} of them nowhere in the training sequences"
+        )
         splits = load_dataset(c).build()
-        self.regen_folder = write_regenerated(c, splits, regenerated, patterns, time.perf_counter() - start)
+        self.regen_folder = write_regenerated(c, splits, regenerated, patterns, time.perf_counter() - start, stats)
         self.logger.info(
             set_color("Regenerated", "green") + f": {len(pairs)} training pairs, dataset written "
             f"to {self.regen_folder} ({time.perf_counter() - start:.1f}s in all)"
