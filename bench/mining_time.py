@@ -13,6 +13,7 @@ import numpy as np
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
 from recbole_rag import Config
 from recbole_rag.data import load_dataset
+from recbole_rag.overrides import parse_overrides
 from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
 
 
@@ -39,22 +40,26 @@ def timed(name, items, offsets, args):
     )
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="amazon-beauty")
-    parser.add_argument("--data_path", default="../shared/datasets")
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
     parser.add_argument("--min_support", type=int, default=2)
     parser.add_argument("--min_len", type=int, default=2)
     parser.add_argument("--max_len", type=int, default=5)
     parser.add_argument("--window", type=int, default=5, help="gapped within this many positions; 0: consecutive")
-    args = parser.parse_args()
-    config = Config("Regenerator", args.dataset, config_dict={"data_path": args.data_path, "state": "ERROR"})
+    parser.add_argument("--synthetic", type=int, default=300_000, help="interactions of the synthetic set; 0: none")
+    args, rest = parser.parse_known_args(argv)
+    settings = {"state": "ERROR", **parse_overrides(rest), **({"data_path": args.data_path} if args.data_path else {})}
+    config = Config("Regenerator", args.dataset, config_dict=settings)
     train = load_dataset(config).build()[0]
     start = time.perf_counter()
     _, items, offsets = training_sequences(train, config)
     print(f"{args.dataset}: training sequences rebuilt in {time.perf_counter() - start:.2f}s")
     timed(args.dataset, items, offsets, args)
-    timed("synthetic", *synthetic_sequences(), args)
+    if args.synthetic:
+        timed("synthetic", *synthetic_sequences(args.synthetic), args)
+    return 0
 
 
 if __name__ == "__main__":

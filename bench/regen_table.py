@@ -30,13 +30,13 @@ def from_csv(path, model):
     return {m: float(row[m]) for m in METRICS}
 
 
-def main():
-    parser = argparse.ArgumentParser()
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="path without extension")
     parser.add_argument("--csv_row", action="append", default=[])
     parser.add_argument("--log_row", action="append", default=[])
     parser.add_argument("--order", default="", help="comma-separated labels in table order")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = {}
     for spec in args.csv_row:
         label, _, rest = spec.partition("=")
@@ -64,6 +64,7 @@ def main():
     with open(args.out + ".md", "w", encoding="utf-8") as f:
         f.write(table + "\n")
     print(table)
+    return 0
 
 
 if __name__ == "__main__":

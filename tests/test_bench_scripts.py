@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from bench import curves, epoch_time, gpu_smoke, scale, sensitivity, speed
+from bench import curves, epoch_time, gpu_smoke, mining_time, regen_table, scale, sensitivity, speed
 from bench.sensitivity import settings_grid
 
 
@@ -113,6 +113,37 @@ def test_gpu_smoke_runs_every_model_for_an_epoch_and_reports_failures(tiny, tmp_
     broken = [("a model that does not exist", "NoSuchModel", {})]
     rows = gpu_smoke.smoke("tiny", {"data_path": tiny["data_path"]}, broken, log=lambda *a, **k: None)
     assert rows[0][3].startswith("FAILED: UnknownModelError")
+
+
+def test_mining_time_mines_a_dataset_and_a_synthetic_set(tiny, capsys):
+    argv = [
+        "--dataset=tiny",
+        f"--data_path={tiny['data_path']}",
+        "--synthetic=2000",
+        "--user_inter_num_interval=[1,inf)",
+    ]
+    assert mining_time.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("tiny: 60 sequences") and "patterns (lengths 2..:" in lines[1]
+    assert lines[2].startswith("synthetic: 250 sequences")
+
+
+def test_regen_table_reads_logs_and_comparison_csvs(tmp_path, capsys):
+    log = tmp_path / "run.log"
+    result = "OrderedDict([" + ", ".join(
+        f"('{m}', np.float64({0.01 * (i + 1)}))" for i, m in enumerate(regen_table.METRICS)
+    )
+    log.write_text(f"x test result: {result}])\nx test result: {result.replace('0.05', '0.06')}])\n")
+    compare = tmp_path / "compare.csv"
+    compare.write_text("model," + ",".join(regen_table.METRICS) + "\nSASRec," + ",".join(["0.05"] * 6) + "\n")
+    out = tmp_path / "table"
+    argv = [f"--out={out}", f"--csv_row=base={compare}:SASRec", f"--log_row=regen={log}:-1"]
+    assert regen_table.main(argv) == 0
+    rows = (tmp_path / "table.csv").read_text().splitlines()
+    assert rows[2].startswith("regen,0.01,0.02,0.03,0.04,0.06,0.06")  # the last test result, ndcg@10 changed
+    assert (
+        "| regen | 0.0100 | 0.0200 | 0.0300 | 0.0400 | 0.0600 | 0.0600 | +20.0% | -60.0% |" in capsys.readouterr().out
+    )
 
 
 def test_scale_recall_and_dataset_copies(tmp_path):
