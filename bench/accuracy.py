@@ -307,7 +307,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             log(f"skip {run.label}: {why}")
             continue
         results[run.label] = []
-        for seed, backbone_result in zip(seeds, results.get(run.backbone) or [None] * len(seeds)):
+        for index, (seed, backbone_result) in enumerate(zip(seeds, results.get(run.backbone) or [None] * len(seeds))):
             settings = settings_of(run, seed, overrides, dataset)
             if backbone_result:
                 settings["backbone_settings"] = backbone_result["settings"]
@@ -342,6 +342,9 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                     }
                     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
                     regen_config["personalise"] = False  # DR4SR+ trains the row's model, not the regenerator
+                    sasrec = (results.get("SASRec") or [None] * len(seeds))[index]
+                    if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
+                        regen_config["regen_item_embedding"] = sasrec["saved_model_file"]  # the reference's start
                     name, files, config = regenerated_run(
                         regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control"),
                         config_dict=config,

@@ -84,6 +84,7 @@ def test_bad_arguments_give_clear_errors(tiny, capsys):
 
 def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backbone(tiny, tmp_path):
     runs = [
+        Run("SASRec", "SASRec"),
         Run("SASRec+regen", "SASRec", regenerated=True),
         Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
     ]
@@ -102,8 +103,10 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
         "regen_data_path": str(tmp_path / "regen"),
     }
     results, skipped = run_all(runs, "tiny", [1], settings, str(tmp_path / "store"), recording_run, lambda m: None)
-    assert not skipped and datasets == ["tiny-regen", "tiny-regen"]
-    assert (tmp_path / "regen" / "tiny-regen" / "manifest.json").is_file()
+    assert not skipped and datasets == ["tiny", "tiny-regen", "tiny-regen"]
+    manifest = json.loads((tmp_path / "regen" / "tiny-regen" / "manifest.json").read_text())
+    # the regenerator's item table starts from the SASRec row's checkpoint, as the reference's
+    assert manifest["settings"]["regen_item_embedding"] == results["SASRec"][0]["saved_model_file"]
     assert set(results["SASRec+regen+RAFT(pairs)"][0]["test_result"]) == set(results["SASRec+regen"][0]["test_result"])
 
 
