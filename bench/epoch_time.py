@@ -24,6 +24,7 @@ from recbole.data import data_preparation
 from recbole.utils import init_seed
 
 from bench.accuracy import preset
+from bench.speed import median_time, train_step
 from recbole_rag import Config, get_model, get_trainer
 from recbole_rag.data import load_dataset
 from recbole_rag.runtime import tune_cpu
@@ -67,18 +68,7 @@ def time_batches(model_name, overrides, dataset, batches, common, clock=time.per
             model.refresh_memory(config["eval_batch_size"])
             per_epoch_extra = clock() - start
     model.train()
-    times = []
-    for i, batch in enumerate(train_data):
-        if i > batches:
-            break
-        start = clock()
-        trainer.optimizer.zero_grad()
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        trainer.optimizer.step()
-        if i > 0:  # the first batch warms up
-            times.append(clock() - start)
-    per_batch = sorted(times)[len(times) // 2]
+    per_batch = median_time(train_step(model, trainer.optimizer), batches, train_data, clock)
     return per_batch, per_batch * len(train_data) + per_epoch_extra, len(train_data)
 
 

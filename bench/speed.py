@@ -32,16 +32,17 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def median_time(step, batches, data):
-    """Median seconds of ``step(batch)`` over ``batches`` batches, after one warm-up batch."""
+def median_time(step, batches, data, clock=time.perf_counter):
+    """Median seconds of ``step(batch)`` over ``batches`` batches, after one warm-up batch; the
+    timing helper of every bench script (``clock``: wall, or the process's CPU time)."""
     times = []
     for i, batch in enumerate(data):
         if i > batches:
             break
-        start = time.perf_counter()
+        start = clock()
         step(batch)
         if i > 0:
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     return float(np.median(times))
 
 
