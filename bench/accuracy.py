@@ -425,6 +425,12 @@ def build_parser():
     parser.add_argument("--raft_epochs", type=int, default=None, help="RaSeRec stage-2 epochs (default: the YAML's)")
     parser.add_argument("--seeds", default="2020", help="comma-separated seeds (default 2020)")
     parser.add_argument("--runs", default="", help="comma-separated labels of RUNS (default: all)")
+    parser.add_argument(
+        "--store_dir",
+        default=None,
+        help="where finished runs are stored and read back (default <out_dir>/<dataset>-accuracy); e.g. "
+        "results/<dataset>-full reuses the full table's rows run under the same settings",
+    )
     return parser
 
 
@@ -441,7 +447,11 @@ def main(argv=None):
             if getattr(args, name) is not None:
                 overrides[name] = getattr(args, name)
         results, skipped = run_all(
-            runs, args.dataset, seeds, overrides, os.path.join(args.out_dir, f"{args.dataset}-accuracy")
+            runs,
+            args.dataset,
+            seeds,
+            overrides,
+            args.store_dir or os.path.join(args.out_dir, f"{args.dataset}-accuracy"),
         )
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
