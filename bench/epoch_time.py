@@ -24,6 +24,7 @@ from recbole.data import data_preparation
 from recbole.utils import init_seed
 
 from bench.accuracy import preset
+from bench.report import write_report
 from bench.speed import median_time, train_step
 from recbole_rag import Config, get_model, get_trainer
 from recbole_rag.data import load_dataset
@@ -104,20 +105,20 @@ def main(argv=None):
             f"ratio to RecBole SASRec {per_batch / base:.2f}",
             flush=True,
         )
-    os.makedirs(args.out_dir, exist_ok=True)
     suffix = "" if args.variants == "encoder" else f"-{args.variants}"
-    path = os.path.join(args.out_dir, f"{args.dataset}-epoch-time{suffix}.md")
-    with open(path, "w") as f:
-        f.write(
-            f"# Training time per batch on {args.dataset} (batch {args.train_batch_size}, "
-            f"median of {args.batches} batches, {torch.get_num_threads()} threads, {args.clock} clock)\n\n"
-        )
-        command = f"python -m bench.epoch_time --dataset={args.dataset} --variants={args.variants}"
-        f.write(f"{command} --batches={args.batches}\n\n")
-        f.write("| model | s/batch | est. s/epoch | ratio to RecBole SASRec |\n|---|---|---|---|\n")
-        for label, per_batch, per_epoch, _, ratio in rows:
-            f.write(f"| {label} | {per_batch:.3f} | {per_epoch:.0f} | {ratio:.2f} |\n")
-    print(f"written to {path}")
+    base = os.path.join(args.out_dir, f"{args.dataset}-epoch-time{suffix}")
+    command = f"python -m bench.epoch_time --dataset={args.dataset} --variants={args.variants} --batches={args.batches}"
+    write_report(
+        base,
+        f"Training time per batch on {args.dataset} (batch {args.train_batch_size}, median of {args.batches} "
+        f"batches, {args.clock} clock)",
+        ["model", "s/batch", "est. s/epoch", "ratio to RecBole SASRec"],
+        [(label, f"{b:.3f}", f"{e:.0f}", f"{r:.2f}") for label, b, e, _, r in rows],
+        csv_header=["model", "s_per_batch", "s_per_epoch", "batches_per_epoch", "ratio"],
+        csv_rows=rows,
+        notes=[f"`{command}`"],
+    )
+    print(f"written to {base}.md and .csv")
     return 0
 
 

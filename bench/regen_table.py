@@ -10,8 +10,9 @@ from a comparison CSV, with the change of each metric over the first row; writes
 
 import argparse
 import csv
-import os
 import re
+
+from bench.report import write_report
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 _PAIR = re.compile(r"\('([a-z]+@\d+)', (?:np\.float64\()?([0-9.e-]+)\)?\)")
@@ -48,21 +49,22 @@ def main(argv=None):
         rows[label] = from_log(path, int(index))
     labels = args.order.split(",") if args.order else list(rows)
     base = rows[labels[0]]
-    header = ["model"] + METRICS + [f"{m} vs {labels[0]}" for m in ("ndcg@10", "recall@10")]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    with open(args.out + ".csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["model"] + METRICS + [f"{m}_change_pct" for m in METRICS])
-        for label in labels:
-            values = rows[label]
-            changes = [(values[m] - base[m]) / base[m] * 100 for m in METRICS]
-            writer.writerow([label] + [values[m] for m in METRICS] + [round(c, 2) for c in changes])
-            cells = [f"{values[m]:.4f}" for m in METRICS] + [f"{changes[4]:+.1f}%", f"{changes[1]:+.1f}%"]
-            lines.append("| " + " | ".join([label] + cells) + " |")
-    table = "\n".join(lines)
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-        f.write(table + "\n")
+    changes = {label: [(rows[label][m] - base[m]) / base[m] * 100 for m in METRICS] for label in labels}
+    table = write_report(
+        args.out,
+        "Regeneration: test results, change over the first row",
+        ["model"] + METRICS + [f"{m} vs {labels[0]}" for m in ("ndcg@10", "recall@10")],
+        [
+            [label]
+            + [f"{rows[label][m]:.4f}" for m in METRICS]
+            + [f"{changes[label][4]:+.1f}%", f"{changes[label][1]:+.1f}%"]
+            for label in labels
+        ],
+        csv_header=["model"] + METRICS + [f"{m}_change_pct" for m in METRICS],
+        csv_rows=[
+            [label] + [rows[label][m] for m in METRICS] + [round(c, 2) for c in changes[label]] for label in labels
+        ],
+    )
     print(table)
     return 0
 
