@@ -72,8 +72,10 @@ def test_raserec_on_milvus_ranks_as_on_faiss_and_reloads_its_bank(tiny, tmp_path
     on_milvus = run_recbole_rag("RaSeRec", "tiny", config_dict=milvus)
     for metric, value in on_faiss["test_result"].items():
         assert on_milvus["test_result"][metric] == pytest.approx(value, abs=1e-4), metric
+    other = run_recbole_rag("RaSeRec", "tiny", config_dict={**milvus, "seed": 7})  # another run, the same uri
     _, model, _, train, valid, _ = load_data_and_model(on_milvus["saved_model_file"])
     assert type(model.memory).__name__ == "MilvusMemoryBank"  # the stored collection, cut to its training pairs
+    assert model.memory.collection != load_data_and_model(other["saved_model_file"])[1].memory.collection
     assert len(model.memory) == len(train.dataset.inter_feat) + len(valid.dataset.inter_feat)  # + validation
 
 

@@ -69,6 +69,7 @@ def test_resuming_restores_the_scorer(tiny, tmp_path):
     "model, overrides, message",
     [
         ("RaSeRec", {}, "RaSeRec with loss_type CE is not one"),
+        ("Caser", {}, "Caser with loss_type CE is not one"),
         ("SASRec", {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, "BPR"),
         ("SASRec", {"personalise_interval": None}, "personalise needs personalise_interval: add --config_files"),
     ],

@@ -169,6 +169,10 @@ def test_bad_regenerator_settings_are_refused(tiny):
     ]:
         with pytest.raises(ConfigError, match=message):
             run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, key: value})
+    with pytest.raises(ConfigError, match="regen_max_len must be an integer >= 3"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_max_len": 2})
+    with pytest.raises(ConfigError, match="does not take resume_path"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, **REGEN, "resume_path": "x.pth"})
     with pytest.raises(CheckpointError, match="No checkpoint file at 'missing.pth'"):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, **REGEN, "regen_item_embedding": "missing.pth"})
 
@@ -241,7 +245,7 @@ def test_source_masked_training_needs_every_target_in_the_source(tiny):
     assert within_sources(sources.numpy(), mined).tolist() == [True, False]  # the trainer drops the second
 
 
-def test_item_embeddings_start_from_a_backbones_checkpoint(tiny, monkeypatch):
+def test_item_embeddings_start_from_a_backbones_checkpoint(tiny, tmp_path, monkeypatch):
     sasrec = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
     state = torch.load(sasrec["saved_model_file"], weights_only=True)["state_dict"]
     config = Config("Regenerator", "tiny", config_dict={**tiny, **REGEN})
@@ -253,6 +257,12 @@ def test_item_embeddings_start_from_a_backbones_checkpoint(tiny, monkeypatch):
         model.load_item_embedding({"item_embedding.weight": torch.zeros(model.n_items, 3)}, "ckpt")
     with pytest.raises(CheckpointError, match="has no item_embedding.weight"):
         model.load_item_embedding({}, "ckpt")
+    copy = tmp_path / "copy.pth"  # the same item table in another file: a saved set is still reused
+    copy.write_bytes(open(sasrec["saved_model_file"], "rb").read())
+    assert writer.item_table_fingerprint(str(copy)) == writer.item_table_fingerprint(sasrec["saved_model_file"])
+    state["item_embedding.weight"] = state["item_embedding.weight"] + 1
+    torch.save({"state_dict": state}, tmp_path / "other.pth")
+    assert writer.item_table_fingerprint(str(tmp_path / "other.pth")) != writer.item_table_fingerprint(str(copy))
     loaded = []
     monkeypatch.setattr(type(model), "load_item_embedding", lambda self, state, path: loaded.append(path))
     settings = {**tiny, **REGEN, "regen_item_embedding": sasrec["saved_model_file"], "epochs": 0}

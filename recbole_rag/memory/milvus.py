@@ -114,7 +114,10 @@ class MilvusMemoryBank:
             field_name="vector", index_type=name, metric_type=MILVUS_METRICS[self.metric], params=build(self.params)
         )
         with quiet_lite_server():
-            self.client.create_collection(self.collection, schema=schema, index_params=index)
+            # Strong: a search right after an insert or a delete sees it (a server's default does not)
+            self.client.create_collection(
+                self.collection, schema=schema, index_params=index, consistency_level="Strong"
+            )
 
     def _check_dimension(self):
         fields = self.client.describe_collection(self.collection)["fields"]

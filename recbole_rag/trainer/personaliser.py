@@ -39,6 +39,8 @@ SETTINGS = (
     "personalise_tau",
     "personalise_grad_clip",
 )
+# RecBole models whose CE loss is forward(item_seq, item_seq_len) . item_embedding and nothing else.
+RECBOLE_MODELS = ("SASRec", "GRU4Rec", "NARM", "STAMP", "SRGNN")
 PATTERN_USER_PREFIX = "pattern-"  # regenerated sets write each mined pattern under such a user id
 
 
@@ -70,12 +72,12 @@ def check_personalisable(config, model):
     """A one-line error unless ``model`` trains with cross-entropy over all items from
     ``forward(item_seq, item_seq_len) . item_embedding`` with nothing else but DuoRec's term."""
     duorec_family = isinstance(model, DuoRec) and type(model).calculate_loss is DuoRec.calculate_loss
-    recbole_model = type(model).__module__.startswith("recbole.model.sequential_recommender")
+    recbole_model = type(model).__name__ in RECBOLE_MODELS and type(model).__module__.startswith("recbole.model")
     if not (duorec_family or recbole_model) or config["loss_type"] != "CE" or not hasattr(model, "item_embedding"):
         raise ConfigError(
             f"personalise (DR4SR+) wraps a sequential model trained with loss_type CE whose scores are its "
-            f"sequence vector . item_embedding (SASRec, GRU4Rec, DuoRec, ...); {config['model']} with loss_type "
-            f"{config['loss_type']} is not one."
+            f"sequence vector . item_embedding ({', '.join(RECBOLE_MODELS)}, DuoRec); {config['model']} with "
+            f"loss_type {config['loss_type']} is not one."
         )
     missing = [key for key in SETTINGS if config[key] is None]
     if missing:
@@ -129,7 +131,12 @@ class PersonaliserMixin:
         return self.train_rows[rows].to(self.device)
 
     def meta_step(self):
-        """One scorer step on the implicit hyper-gradient (module docstring)."""
+        """One scorer step on the implicit hyper-gradient (module docstring). cuDNN's RNNs have
+        no second derivative (GRU4Rec on a GPU): they run without cuDNN here, as the reference."""
+        with torch.backends.cudnn.flags(enabled=False):
+            self._meta_step()
+
+    def _meta_step(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         ce, _, extra = loss_parts(self.model, self._random_batch())
         outer = ce.mean() + extra

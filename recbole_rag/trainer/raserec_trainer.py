@@ -70,13 +70,19 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
     return bank
 
 
-def stored_milvus_bank(model, n_train):
-    """The run's Milvus collection cut back to its ``n_train`` training pairs, or None when it
-    holds fewer (gone, or another run's)."""
+def stored_milvus_bank(model, feat, config):
+    """The run's Milvus collection cut back to its training pairs, or None when it holds fewer
+    (gone); with a frozen backbone its first keys are checked to be this model's vectors."""
     bank = MilvusMemoryBank(**model.milvus_settings())
-    if len(bank) < n_train:
+    if len(bank) < len(feat):
         return None
-    bank.truncate(n_train)
+    bank.truncate(len(feat))
+    if config["freeze_backbone"]:
+        sample = pair_layout(feat, config)[0][:256]
+        if not np.allclose(bank.entries(np.arange(len(sample)))[0], model.encode(feat[sample]), atol=1e-4):
+            raise CheckpointError(
+                f"Milvus collection '{bank.collection}' was built from another backbone or training set."
+            )
     return bank
 
 
@@ -95,7 +101,7 @@ def restore_test_memory(model, config, train_dataset, valid_dataset):
         )
     if config["memory_source"] == "patterns":
         model.memory, _ = build_pattern_memory(model, train_dataset, config)
-    elif model.memory_backend() == "milvus" and (bank := stored_milvus_bank(model, len(feat))):
+    elif model.memory_backend() == "milvus" and (bank := stored_milvus_bank(model, feat, config)):
         model.memory = bank  # the training pairs the collection holds; pairs a test added are dropped
     elif model.memory_file and os.path.isfile(model.memory_file):
         order = pair_layout(feat, config)[0]

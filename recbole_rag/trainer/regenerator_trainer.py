@@ -9,6 +9,7 @@ from recbole.data.interaction import Interaction
 from recbole.utils import set_color
 
 from recbole_rag.data import load_dataset
+from recbole_rag.errors import ConfigError
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_INDEX, PATTERN_ITEMS
 from recbole_rag.regeneration import inference
 from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, sequence_stats, training_sequences
@@ -57,6 +58,12 @@ class RegeneratorTrainer(Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         c, start = self.config, time.perf_counter()
+        for key in ("resume_path", "pretrained_path"):
+            if c[key]:
+                raise ConfigError(
+                    f"the Regenerator trains in one go and does not take {key}; its item table can start "
+                    "from a backbone's checkpoint with regen_item_embedding."
+                )
         find_regenerated(c)  # a saved set with other settings stops the run here, before training
         users, items, offsets = training_sequences(train_data.dataset, c)
         patterns = mine_patterns(
@@ -90,8 +97,6 @@ class RegeneratorTrainer(Trainer):
         lengths = (pairs[self.model.ITEM_SEQ] > 0).sum(1)
         # the reference's cosine schedule over the epochs (its code steps it per batch: see docs/dr4sr.md)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.epochs, 1))
-        for _ in range(self.start_epoch):
-            schedule.step()
         for epoch in range(self.start_epoch, self.epochs):
             batches = [pairs[rows] for rows in length_batches(lengths, c["train_batch_size"])]
             epoch_start = time.perf_counter()

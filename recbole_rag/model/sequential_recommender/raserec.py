@@ -8,6 +8,7 @@ trained with cross-entropy over all items. RaSeRecTrainer runs both stages and b
 
 import os
 import re
+import time
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ class RaSeRec(DuoRec):
         if config["attn_tau"] <= 0:
             raise ConfigError(f"attn_tau must be > 0, got {config['attn_tau']}.")
         self.config = config
+        self.memory_collection = None  # the milvus backend's collection for this run (milvus_settings)
         self.check_memory_settings()
         self.alpha, self.retrieval_k = config["alpha"], config["retrieval_k"]
         self.freeze_backbone = config["freeze_backbone"]
@@ -65,7 +67,7 @@ class RaSeRec(DuoRec):
         self.stage = "pretrain"
         self.memory_file = None  # the saved training bank (RaSeRecTrainer.build_memory)
         # saved in checkpoints: a run resumes its stage; a loaded RAFT model finds its bank
-        self.other_parameter_name = ["stage", "memory_file"]
+        self.other_parameter_name = ["stage", "memory_file", "memory_collection"]
 
     # --- memory -------------------------------------------------------------------------------
     def memory_settings(self):
@@ -82,13 +84,21 @@ class RaSeRec(DuoRec):
 
     def milvus_settings(self):
         """Where the milvus backend keeps the bank: ``memory_uri`` (default: a Milvus Lite file in
-        the checkpoint folder) and ``memory_collection`` (default: raserec_<dataset>)."""
+        the checkpoint folder) and ``memory_collection`` (default: one of this run's own,
+        raserec_<dataset>_<time>_<pid>, which its checkpoints name so a test reopens that one)."""
         c = self.config
         uri = c["memory_uri"] or os.path.join(c["checkpoint_dir"], "raserec-memory.db")
         if "://" not in uri:
             os.makedirs(os.path.dirname(os.path.abspath(uri)), exist_ok=True)
-        collection = c["memory_collection"] or "raserec_" + re.sub(r"\W", "_", str(c["dataset"]))
-        return {**self.memory_settings(), "uri": uri, "collection": collection, "token": c["memory_token"] or ""}
+        if self.memory_collection is None:
+            dataset = re.sub(r"\W", "_", str(c["dataset"]))
+            self.memory_collection = c["memory_collection"] or f"raserec_{dataset}_{time.time_ns()}_{os.getpid()}"
+        return {
+            **self.memory_settings(),
+            "uri": uri,
+            "collection": self.memory_collection,
+            "token": c["memory_token"] or "",
+        }
 
     def memory_backend(self):
         """The backend ``memory_backend`` resolves to (``auto``: torch on CUDA with a flat index)."""

@@ -38,9 +38,14 @@ class Regenerator(SequentialRecommender):
         super().__init__(config, dataset)
         if not 0.0 <= config["regen_balance"] <= 1.0:
             raise ConfigError(f"regen_balance must be in [0, 1], got {config['regen_balance']}.")
-        for key in ("regen_per_user", "regen_conditions", "regen_max_len", "regen_source_steps"):
-            if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < 1:
-                raise ConfigError(f"{key} must be an integer >= 1, got {config[key]!r}.")
+        for key, least in (
+            ("regen_per_user", 1),
+            ("regen_conditions", 1),
+            ("regen_max_len", 3),
+            ("regen_source_steps", 1),
+        ):
+            if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < least:
+                raise ConfigError(f"{key} must be an integer >= {least}, got {config[key]!r}.")
         if config["regen_inference"] not in INFERENCE_MODES:
             raise ConfigError(
                 f"regen_inference must be one of {', '.join(INFERENCE_MODES)}, got {config['regen_inference']!r}."
