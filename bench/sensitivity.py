@@ -11,6 +11,7 @@ at alpha = ``--alpha``, alpha swept at K = ``--k``. Every run is stored as in be
 """
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -83,13 +84,15 @@ def plot(rows, backbone, path, title):
         fig.savefig(tmp_path, dpi=110)
 
 
+@contextlib.contextmanager
 def share_neighbour_retrieval(max_k):
-    """Retrieve each training pair's top-``max_k`` memories once for the whole grid.
+    """While the block runs, retrieve each training pair's top-``max_k`` memories once for the
+    whole grid.
 
     With a frozen backbone RAFT first retrieves the top-K neighbours of every training pair from
     the exact (flat) bank; the top-K of that search are the first K of its top-``max_k``, so
-    settings that share the bank share one retrieval, sliced to their K. Applies to this
-    process only, and only where the bank is a flat one.
+    settings that share the bank share one retrieval, sliced to their K. Only where the bank is a
+    flat faiss one; RaSeRec's own retrieval is back when the block ends.
     """
     from recbole_rag.memory import MemoryBank
     from recbole_rag.model.sequential_recommender.raserec import RaSeRec
@@ -108,6 +111,10 @@ def share_neighbour_retrieval(max_k):
         model.train_neighbours = shared[bank_id][:, : model.retrieval_k]
 
     RaSeRec.cache_training_neighbours = cache_training_neighbours
+    try:
+        yield
+    finally:
+        RaSeRec.cache_training_neighbours = retrieve
 
 
 def build_parser():
@@ -154,8 +161,8 @@ def main(argv=None):
         raft = {**overrides, "pretrained_path": checkpoint, "memory_path": bank, "raft_epochs": args.raft_epochs}
         grid = settings_grid(ks, alphas, args.k, args.alpha)
         runs = [Run(label, "RaSeRec", {"retrieval_k": kk, "alpha": a}) for label, kk, a in grid]
-        share_neighbour_retrieval(max(kk for _, kk, _ in grid))
-        results, _ = run_all(runs, args.dataset, [args.seed], raft, store)
+        with share_neighbour_retrieval(max(kk for _, kk, _ in grid)):
+            results, _ = run_all(runs, args.dataset, [args.seed], raft, store)
     except RecBoleRagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
