@@ -352,7 +352,6 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
                     }
                     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
-                    regen_config["personalise"] = False  # DR4SR+ trains the row's model, not the regenerator
                     sasrec = (results.get("SASRec") or [None] * len(seeds))[index]
                     if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
                         regen_config["regen_item_embedding"] = sasrec["saved_model_file"]  # the reference's start

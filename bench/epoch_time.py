@@ -30,10 +30,11 @@ from recbole_rag import Config, get_model, get_trainer
 from recbole_rag.data import load_dataset
 from recbole_rag.runtime import tune_cpu
 
-_CATEGORICAL = {"semantic_source": "categorical", "user_semantics": "items"}
+# SRA-CL's semantic vectors from the item file's categories: no sentence model to load
+CATEGORICAL_SEMANTICS = {"semantic_source": "categorical", "user_semantics": "items"}
 _PRESET = {
     **preset("sracl-authors"),
-    **_CATEGORICAL,
+    **CATEGORICAL_SEMANTICS,
     "semantic_text_fields": None,
     "item_text_histories": 0,
     "prefix_semantics": "items",
@@ -46,9 +47,9 @@ VARIANTS = {
     ],
     "sracl": [
         ("SASRec (RecBole)", "SASRec", {}),
-        ("SRA-CL off (the backbone)", "SRACL", {**_CATEGORICAL, "cross_weight": 0, "intra_weight": 0}),
-        ("SRA-CL defaults (cross_view memory)", "SRACL", _CATEGORICAL),
-        ("SRA-CL cross_view encode", "SRACL", {**_CATEGORICAL, "cross_view": "encode"}),
+        ("SRA-CL off (the backbone)", "SRACL", {**CATEGORICAL_SEMANTICS, "cross_weight": 0, "intra_weight": 0}),
+        ("SRA-CL defaults (cross_view memory)", "SRACL", CATEGORICAL_SEMANTICS),
+        ("SRA-CL cross_view encode", "SRACL", {**CATEGORICAL_SEMANTICS, "cross_view": "encode"}),
         ("SRA-CL preset sracl-authors (length 20)", "SRACL", _PRESET),
     ],
 }

@@ -15,11 +15,11 @@ import traceback
 import torch
 
 from bench.accuracy import preset
+from bench.epoch_time import CATEGORICAL_SEMANTICS
 from bench.report import machine, table_parser, write_report
 from recbole_rag import run_recbole_rag
 from recbole_rag.overrides import parse_overrides
 
-_CATEGORICAL = {"semantic_source": "categorical", "user_semantics": "items"}  # no sentence model needed
 # (label, model, overrides): every model and the settings whose code paths differ on a device.
 RUNS = [
     ("SASRec (RecBole)", "SASRec", {}),
@@ -27,8 +27,8 @@ RUNS = [
     ("DuoRec", "DuoRec", {}),
     ("RaSeRec: stage 1 + one RAFT epoch (frozen backbone, cached neighbours)", "RaSeRec", {}),
     ("RaSeRec, backbone fine-tuned (a bank search every step)", "RaSeRec", {"freeze_backbone": False}),
-    ("SRA-CL, defaults", "SRACL", _CATEGORICAL),
-    ("SRA-CL, cross_view encode", "SRACL", {**_CATEGORICAL, "cross_view": "encode"}),
+    ("SRA-CL, defaults", "SRACL", CATEGORICAL_SEMANTICS),
+    ("SRA-CL, cross_view encode", "SRACL", {**CATEGORICAL_SEMANTICS, "cross_view": "encode"}),
     ("Regenerator (DR4SR)", "Regenerator", {"regen_data_path": None}),
     ("SASRec with DR4SR+'s personaliser", "SASRec", {**preset("dr4sr-plus"), "personalise_warmup_epochs": 0}),
 ]

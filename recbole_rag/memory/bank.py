@@ -43,6 +43,19 @@ def exclusion_ranges(exclude):
     return np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
 
 
+def check_bank_settings(index_type, metric, index_types=INDEX_TYPES, backend=None):
+    """One-line errors for an index type a bank's backend lacks, or a metric none has: the check
+    every backend (faiss here, memory/device.py, memory/milvus.py) makes of its settings."""
+    if index_type not in index_types:
+        if backend:
+            raise ConfigError(
+                f"memory_index must be one of {', '.join(index_types)} for the {backend} backend, got {index_type!r}"
+            )
+        raise ConfigError(f"memory index_type must be one of {', '.join(index_types)}, got {index_type!r}")
+    if metric not in METRICS:
+        raise ConfigError(f"memory metric must be one of {', '.join(METRICS)}, got {metric!r}")
+
+
 def checked_pairs(keys, values, dim):
     """(keys (n, dim) float32, values (n,) int64) to add, or a ValueError naming what is wrong."""
     keys = _as_matrix(keys, dim, "keys")
@@ -99,10 +112,7 @@ class MemoryBank:
         hnsw_m: int = 32,
         ef_search: int = 64,
     ) -> None:
-        if index_type not in INDEX_TYPES:
-            raise ConfigError(f"memory index_type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
-        if metric not in METRICS:
-            raise ConfigError(f"memory metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        check_bank_settings(index_type, metric)
         self.dim, self.index_type, self.metric = int(dim), index_type, metric
         self.params = {"nlist": int(nlist), "nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search)}
         self.index = self._new_index()

@@ -13,16 +13,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recbole_rag.errors import ConfigError
-from recbole_rag.memory.bank import METRICS, MemoryBank, checked_pairs, search_plan
+from recbole_rag.memory.bank import MemoryBank, check_bank_settings, checked_pairs, search_plan
 
 SEARCH_ROWS = 512  # queries scored at a time: (SEARCH_ROWS, n) scores in memory
 
 
 class DeviceMemoryBank:
     def __init__(self, dim: int, metric: str = "ip", device: str | torch.device = "cpu", **_faiss_settings) -> None:
-        if metric not in METRICS:
-            raise ConfigError(f"memory metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        check_bank_settings("flat", metric)
         self.dim, self.metric, self.index_type, self.device = int(dim), metric, "flat", torch.device(device)
         self._keys = torch.zeros(0, self.dim, device=self.device)
         self._values = torch.zeros(0, dtype=torch.long, device=self.device)

@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from recbole_rag.errors import ConfigError
-from recbole_rag.memory.bank import METRICS, _as_matrix, checked_pairs, search_plan
+from recbole_rag.memory.bank import _as_matrix, check_bank_settings, checked_pairs, search_plan
 
 # Our index types -> Milvus's, and the build / search parameters each takes from ours.
 INDEXES = {
@@ -81,12 +81,7 @@ class MilvusMemoryBank:
         token: str = "",
         overwrite: bool = False,
     ) -> None:
-        if index_type not in INDEXES:
-            raise ConfigError(
-                f"memory_index must be one of {', '.join(INDEXES)} for the milvus backend, got {index_type!r}"
-            )
-        if metric not in METRICS:
-            raise ConfigError(f"memory metric must be one of {', '.join(METRICS)}, got {metric!r}")
+        check_bank_settings(index_type, metric, INDEXES, "milvus")
         self.dim, self.index_type, self.metric = int(dim), index_type, metric
         self.uri, self.collection = str(uri), str(collection)
         self.params = {"nlist": int(nlist), "nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search)}

@@ -81,6 +81,14 @@ def placements(length, window=None):
     return [(0, *rest) for rest in itertools.combinations(range(1, window), length - 1)]
 
 
+def placed_windows(items, sequence_of, offsets):
+    """(windows (n, len(offsets)), the sequence holding each): the items at ``offsets`` from
+    every start whose placement stays inside one sequence."""
+    starts = np.arange(max(len(items) - offsets[-1], 0))
+    starts = starts[sequence_of[starts] == sequence_of[starts + offsets[-1]]]
+    return np.stack([items[starts + j] for j in offsets], 1), sequence_of[starts]
+
+
 def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3, window=None):
     """Frequent sub-sequences of length min_len..max_len (see ``Patterns``), gapped within
     ``window`` positions or, with ``window=None``, consecutive.
@@ -102,13 +110,8 @@ def mine_patterns(items, offsets, min_support=2, min_len=2, max_len=3, window=No
     sequence_of = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     found = []  # per length: (windows of kept patterns, support, occurrences)
     for length in range(min_len, max_len + 1):
-        windows, holders = [], []
-        for offs in placements(length, window):
-            starts = np.arange(max(len(items) - offs[-1], 0))
-            starts = starts[sequence_of[starts] == sequence_of[starts + offs[-1]]]  # inside one sequence
-            windows.append(np.stack([items[starts + j] for j in offs], 1))
-            holders.append(sequence_of[starts])
-        windows, holders = np.concatenate(windows), np.concatenate(holders)
+        placed = [placed_windows(items, sequence_of, offs) for offs in placements(length, window)]
+        windows, holders = (np.concatenate(part) for part in zip(*placed))
         if not len(windows):
             continue
         unique, pattern_of = np.unique(windows, axis=0, return_inverse=True)
@@ -136,9 +139,7 @@ def sequence_stats(sequences, items, offsets):
     lengths = sorted({len(q) for q in sequences})
     novel = 0
     for length in lengths:
-        starts = np.arange(max(len(items) - length + 1, 0))
-        starts = starts[sequence_of[starts] == sequence_of[starts + length - 1]]
-        seen = {w.tobytes() for w in np.stack([items[starts + j] for j in range(length)], 1)}
+        seen = {w.tobytes() for w in placed_windows(items, sequence_of, placements(length)[0])[0]}
         novel += sum(np.asarray(q, np.int64).tobytes() not in seen for q in sequences if len(q) == length)
     counts = {length: sum(len(q) == length for q in sequences) for length in lengths}
     return {"lengths": counts, "novel_share": round(novel / max(len(sequences), 1), 4)}

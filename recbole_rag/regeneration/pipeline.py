@@ -24,9 +24,12 @@ from recbole_rag.regeneration.writer import find_regenerated, regen_folder
 
 def regenerate(dataset, config_file_list=None, config_dict=None, control=False):
     """Folder of ``<dataset>-regen`` (``control``: of its control, ``<dataset>-regen-control``, the
-    original rows plus as many again): a saved one whose manifest matches, else written now."""
+    original rows plus as many again): a saved one whose manifest matches, else written now.
+    DR4SR+ (``personalise``, e.g. from --config_files=dr4sr-plus) is for the model trained on the
+    set, never for the regenerator."""
+    config_dict = {**(config_dict or {}), "personalise": False}
     if control:
-        config_dict = {**(config_dict or {}), "regen_control": True}
+        config_dict["regen_control"] = True
     config = Config("Regenerator", dataset, config_file_list, config_dict)
     folder = find_regenerated(config, control)
     if folder:
@@ -59,8 +62,7 @@ def run_pipeline(
     results = []
     if baseline:
         results.append(run_recbole_rag(backbone, dataset, config_file_list, config_dict))
-    # DR4SR+ (personalise, e.g. --config_files=dr4sr-plus) trains the backbone; the other stages never
-    regen_overrides = {**{k: v for k, v in config_dict.items() if k != "epochs"}, "personalise": False}
+    regen_overrides = {k: v for k, v in config_dict.items() if k != "epochs"}
     if regen_epochs:
         regen_overrides["epochs"] = regen_epochs
     if baseline and results[0]["saved_model_file"] and not regen_overrides.get("regen_item_embedding"):
@@ -81,7 +83,7 @@ def run_pipeline(
                 **overrides,
                 "pretrained_path": trained["saved_model_file"],
                 "memory_source": source,
-                "personalise": False,
+                "personalise": False,  # DR4SR+ trains the backbone stage only
                 # a pattern bank stays patterns only: no validation pairs are added before testing
                 "memory_update": source == "pairs" and overrides.get("memory_update", True),
             },

@@ -168,34 +168,37 @@ def split_rows(dataset, config):
     )
 
 
-def regenerated_rows(dataset, users, patterns, times):
-    """Rows q[:j] -> q[j] of each regenerated pattern q (0-padded) of each user (internal ids)."""
-    item_tokens, user_tokens = dataset.field2id_token[dataset.iid_field], dataset.field2id_token[dataset.uid_field]
+def transition_rows(dataset, entries):
+    """Rows s[:j] -> s[j] (j >= 1) of (user token, item ids s, base time, time step) entries;
+    row j is timestamped base + j * step."""
+    item_tokens = dataset.field2id_token[dataset.iid_field]
     rows = ([], [], [], [])
-    for user, user_patterns, t in zip(users, patterns, times):
-        for pattern in user_patterns:
-            pattern = pattern[pattern > 0]
-            for j in range(1, len(pattern)):
-                rows[0].append(user_tokens[user])
-                rows[1].append(" ".join(item_tokens[pattern[:j]]))
-                rows[2].append(item_tokens[pattern[j]])
-                rows[3].append(t + 1.0)
+    for user, sequence, base, step in entries:
+        for j in range(1, len(sequence)):
+            rows[0].append(user)
+            rows[1].append(" ".join(item_tokens[sequence[:j]]))
+            rows[2].append(item_tokens[sequence[j]])
+            rows[3].append(base + j * step)
     return rows
+
+
+def regenerated_rows(dataset, users, patterns, times):
+    """Rows q[:j] -> q[j] of each regenerated pattern q (0-padded) of each user (internal ids),
+    under the user's id, timestamped just after its last training item."""
+    user_tokens = dataset.field2id_token[dataset.uid_field]
+    entries = (
+        (user_tokens[user], pattern[pattern > 0], t + 1.0, 0.0)
+        for user, user_patterns, t in zip(users, patterns, times)
+        for pattern in user_patterns
+    )
+    return transition_rows(dataset, entries)
 
 
 def sequence_rows(dataset, sequences, prefix):
     """Rows s[:j] -> s[j] of each sequence s (internal ids) under a user id of its own,
     ``<prefix>-<i>``, timestamped by position."""
-    item_tokens = dataset.field2id_token[dataset.iid_field]
-    rows = ([], [], [], [])
-    for i, sequence in enumerate(sequences):
-        sequence = np.asarray(sequence)
-        for j in range(1, len(sequence)):
-            rows[0].append(f"{prefix}-{i}")
-            rows[1].append(" ".join(item_tokens[sequence[:j]]))
-            rows[2].append(item_tokens[sequence[j]])
-            rows[3].append(float(j))
-    return rows
+    entries = ((f"{prefix}-{i}", np.asarray(sequence), 0.0, 1.0) for i, sequence in enumerate(sequences))
+    return transition_rows(dataset, entries)
 
 
 def resampled_rows(rows, n, seed):

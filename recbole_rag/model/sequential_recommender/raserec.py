@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from recbole_rag.errors import ConfigError
 from recbole_rag.memory import MemoryBank
+from recbole_rag.memory.bank import check_bank_settings
 from recbole_rag.memory.device import DeviceMemoryBank
 from recbole_rag.memory.milvus import INDEXES as MILVUS_INDEXES
 from recbole_rag.memory.milvus import MilvusMemoryBank, connect
@@ -136,15 +137,10 @@ class RaSeRec(DuoRec):
             if self.config["memory_index"] != "flat":
                 index = self.config["memory_index"]
                 raise ConfigError(f"memory_backend: torch searches exactly: memory_index must be flat, got {index!r}.")
-            MemoryBank(**self.memory_settings())  # the metric
+            check_bank_settings("flat", self.config["memory_metric"])
             return
         settings = self.milvus_settings()
-        if settings["index_type"] not in MILVUS_INDEXES:
-            raise ConfigError(
-                f"memory_index must be one of {', '.join(MILVUS_INDEXES)} for the milvus backend, "
-                f"got {settings['index_type']!r}"
-            )
-        MemoryBank(**self.memory_settings())  # the metric
+        check_bank_settings(settings["index_type"], settings["metric"], MILVUS_INDEXES, "milvus")
         connect(settings["uri"], settings["token"]).close()
 
     @torch.no_grad()
