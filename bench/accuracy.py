@@ -352,6 +352,12 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
                     }
                     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
+                    # the regenerator's own checkpoints, so a stopped pre-training goes on where it was
+                    regen_config["checkpoint_dir"] = os.path.join(row_dir, "regenerator")
+                    regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
+                    if regen_resume:
+                        regen_config["resume_path"] = regen_resume
+                        log(f"resume the regenerator of {run.label} seed {seed} from {regen_resume}")
                     sasrec = (results.get("SASRec") or [None] * len(seeds))[index]
                     if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
                         regen_config["regen_item_embedding"] = sasrec["saved_model_file"]  # the reference's start

@@ -1,5 +1,7 @@
 import csv
+import glob
 import json
+import os
 
 import pytest
 
@@ -111,6 +113,9 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
         results["SASRec"][0]["saved_model_file"]
     )
     assert set(results["SASRec+regen+RAFT(pairs)"][0]["test_result"]) == set(results["SASRec+regen"][0]["test_result"])
+    # the regenerator keeps its per-epoch state beside the row, where a rerun resumes it
+    row_dir = results["SASRec+regen"][0]["path"][: -len(".json")]
+    assert glob.glob(os.path.join(row_dir, "regenerator", "*-last.pth"))
 
 
 def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):

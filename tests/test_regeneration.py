@@ -9,6 +9,7 @@ import pytest
 import torch
 from recbole.data import data_preparation
 from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
 
 from conftest import SMALL, write_tiny_dataset
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
@@ -171,7 +172,9 @@ def test_bad_regenerator_settings_are_refused(tiny):
             run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, key: value})
     with pytest.raises(ConfigError, match="regen_max_len must be an integer >= 3"):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_max_len": 2})
-    with pytest.raises(ConfigError, match="does not take resume_path"):
+    with pytest.raises(ConfigError, match="does not take pretrained_path"):
+        run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, **REGEN, "pretrained_path": "x.pth"})
+    with pytest.raises(CheckpointError, match="No checkpoint file at 'x.pth'"):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, **REGEN, "resume_path": "x.pth"})
     with pytest.raises(CheckpointError, match="No checkpoint file at 'missing.pth'"):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, **REGEN, "regen_item_embedding": "missing.pth"})
@@ -268,6 +271,36 @@ def test_item_embeddings_start_from_a_backbones_checkpoint(tiny, tmp_path, monke
     settings = {**tiny, **REGEN, "regen_item_embedding": sasrec["saved_model_file"], "epochs": 0}
     run_recbole_rag("Regenerator", "tiny", config_dict=settings)
     assert loaded == [sasrec["saved_model_file"]]
+
+
+def test_a_stopped_pre_training_resumes_to_the_weights_of_an_unbroken_one(tiny, tmp_path, monkeypatch):
+    settings = {**tiny, **REGEN, "epochs": 3, "regen_data_path": str(tmp_path / "out")}
+    config = Config("Regenerator", "tiny", config_dict={**settings, "checkpoint_dir": str(tmp_path / "a")})
+    train = _splits(config)[0]
+    monkeypatch.setattr(writer, "write_regenerated", lambda *args: str(tmp_path / "out"))  # weights only
+    init_seed(config["seed"], True)
+    whole = RegeneratorTrainer(config, get_model("Regenerator")(config, train.dataset))
+    whole.fit(train, None)
+    config = Config("Regenerator", "tiny", config_dict={**settings, "checkpoint_dir": str(tmp_path / "b")})
+    init_seed(config["seed"], True)
+    stopped = RegeneratorTrainer(config, get_model("Regenerator")(config, train.dataset))
+    train_epoch = stopped._train_epoch
+
+    def stop_at_epoch_2(batches, epoch, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return train_epoch(batches, epoch, **kwargs)
+
+    stopped._train_epoch = stop_at_epoch_2
+    with pytest.raises(KeyboardInterrupt):
+        stopped.fit(train, None)
+    [last] = (tmp_path / "b").glob("*-last.pth")
+    config = Config("Regenerator", "tiny", config_dict={**settings, "resume_path": str(last)})
+    resumed = RegeneratorTrainer(config, get_model("Regenerator")(config, train.dataset))
+    resumed.fit(train, None)
+    assert resumed.start_epoch == 2 and resumed.model.tau == whole.model.tau < 1.0
+    for name, weight in whole.model.state_dict().items():
+        assert torch.equal(weight, resumed.model.state_dict()[name]), name
 
 
 def test_registry_gives_the_regenerator_trainer():

@@ -1,6 +1,7 @@
 """RegeneratorTrainer: mine patterns -> pre-train the regenerator on <sequence, pattern> pairs ->
 hybrid inference -> write ``<dataset>-regen`` (``recbole_rag.regeneration.writer``)."""
 
+import math
 import time
 
 import numpy as np
@@ -24,6 +25,12 @@ def length_batches(lengths, batch_size):
     by_length = torch.argsort(lengths.float() + jitter)
     batches = list(torch.split(by_length, batch_size))
     return [batches[i] for i in torch.randperm(len(batches))]
+
+
+def cosine_lr(base, epoch, epochs):
+    """The reference's cosine schedule over the epochs (its code steps it per batch: see
+    docs/dr4sr.md), in closed form, so a resumed run sets the rate of any epoch directly."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * epoch / max(epochs, 1)))
 
 
 def last_items(items, offsets, max_len):
@@ -58,12 +65,11 @@ class RegeneratorTrainer(Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         c, start = self.config, time.perf_counter()
-        for key in ("resume_path", "pretrained_path"):
-            if c[key]:
-                raise ConfigError(
-                    f"the Regenerator trains in one go and does not take {key}; its item table can start "
-                    "from a backbone's checkpoint with regen_item_embedding."
-                )
+        if c["pretrained_path"]:
+            raise ConfigError(
+                "the Regenerator does not take pretrained_path: its item table starts from a backbone's "
+                "checkpoint with regen_item_embedding, and resume_path continues a stopped pre-training."
+            )
         find_regenerated(c)  # a saved set with other settings stops the run here, before training
         users, items, offsets = training_sequences(train_data.dataset, c)
         patterns = mine_patterns(
@@ -79,7 +85,11 @@ class RegeneratorTrainer(Trainer):
             f"sequences in {time.perf_counter() - start:.1f}s"
         )
         self.model.set_patterns(patterns.items)
-        if c["regen_item_embedding"]:
+        self.know_items(train_data.dataset)
+        if c["resume_path"]:  # the weights, optimizer, epoch and random states of the stopped run
+            self.resume_checkpoint(c["resume_path"])
+            self.restore_random_states(train_data)
+        elif c["regen_item_embedding"]:
             path = c["regen_item_embedding"]
             checkpoint = load_checkpoint(path)
             check_same_items(checkpoint, train_data.dataset, path)
@@ -95,16 +105,17 @@ class RegeneratorTrainer(Trainer):
             }
         )
         lengths = (pairs[self.model.ITEM_SEQ] > 0).sum(1)
-        # the reference's cosine schedule over the epochs (its code steps it per batch: see docs/dr4sr.md)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(self.epochs, 1))
         for epoch in range(self.start_epoch, self.epochs):
+            for group in self.optimizer.param_groups:
+                group["lr"] = cosine_lr(self.learning_rate, epoch, self.epochs)
             batches = [pairs[rows] for rows in length_batches(lengths, c["train_batch_size"])]
             epoch_start = time.perf_counter()
             loss = self._train_epoch(batches, epoch, show_progress=show_progress)
-            schedule.step()
             self.train_loss_dict[epoch] = loss
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch, epoch_start, time.perf_counter(), loss))
+            if saved:  # each epoch's state, so resume_path continues a stopped pre-training
+                self._save_last(epoch, train_data)
         if saved:
             self._save_checkpoint(self.epochs - 1, verbose=verbose)
         valid_score, valid_result = self._valid_epoch(valid_data, show_progress) if valid_data else (None, None)

@@ -178,9 +178,7 @@ class SafeCheckpointMixin:
                 self.resume_checkpoint(self.config["resume_path"])
             elif self.config["pretrained_path"]:
                 self.load_pretrained(self.config["pretrained_path"])
-        if self._pending_random_states is not None:
-            _set_random_states(self._pending_random_states, train_data)
-            self._pending_random_states = None
+        self.restore_random_states(train_data)
         self.stopped_early = False
 
         def after_validation(epoch_idx, valid_score):
@@ -191,6 +189,12 @@ class SafeCheckpointMixin:
                 callback_fn(epoch_idx, valid_score)
 
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_validation)
+
+    def restore_random_states(self, train_data):
+        """The random states a resumed ``-last`` checkpoint saved, set once training starts."""
+        if self._pending_random_states is not None:
+            _set_random_states(self._pending_random_states, train_data)
+            self._pending_random_states = None
 
     def know_items(self, dataset):
         self.train_dataset, self.train_items = dataset, item_vocabulary(dataset)

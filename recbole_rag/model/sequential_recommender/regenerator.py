@@ -65,6 +65,7 @@ class Regenerator(SequentialRecommender):
         self.n_conditions = config["regen_conditions"]
         self.entropy_weight = config["regen_entropy_weight"]
         self.tau = TAU_START
+        self.other_parameter_name = ["tau"]  # the Gumbel temperature's decay goes on after a resume
         self.embedding = nn.Embedding(self.n_items + 2, hidden, padding_idx=0)
         self.position = nn.Embedding(max(self.max_seq_length, self.max_len + 1, self.pattern_max_len + 1), hidden)
         self.dropout = nn.Dropout(config["hidden_dropout_prob"])
