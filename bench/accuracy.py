@@ -223,10 +223,29 @@ def merged_defaults(defaults):
     return merged
 
 
+# Defaults a run reads only under another setting (the ivf lists under memory_index: ivf): left
+# out of the comparison when it does not hold or the row sets the key itself, so changing such a
+# default keeps the results it could not have changed.
+READ_ONLY_UNDER = {
+    "memory_nlist": ("memory_index", "ivf"),
+    "memory_nprobe": ("memory_index", "ivf"),
+}
+
+
+def used_defaults(defaults, overrides):
+    """``defaults`` without those ``overrides`` replace or the run never reads."""
+    out = dict(defaults)
+    for key, (switch, value) in READ_ONLY_UNDER.items():
+        if key in overrides or overrides.get(switch, defaults.get(switch)) != value:
+            out.pop(key, None)
+    return out
+
+
 def effective(settings):
     """``settings`` with its YAML defaults merged: what the run computed with, whichever
     properties files held each default (a backbone's settings too)."""
-    out = {**settings, "defaults": merged_defaults(settings.get("defaults") or {})}
+    merged = merged_defaults(settings.get("defaults") or {})
+    out = {**settings, "defaults": used_defaults(merged, settings.get("overrides") or {})}
     if settings.get("backbone_settings"):
         out["backbone_settings"] = effective(settings["backbone_settings"])
     return json.dumps(out, sort_keys=True, default=str)

@@ -5,11 +5,12 @@
 
 Bank: synthetic 64-d keys drawn around 1,000 Gaussian cluster centres (user vectors cluster by
 taste; uniform data would make every index look alike), 200 held-out queries from the same
-mixture. Per size and index (flat = exact, ivf = IVF-Flat nlist 1024 nprobe 16, hnsw = HNSW M 32
-efSearch 64; MemoryBank's defaults): build (``add``) time, query latency at K=10 (one query at a
-time, median; and per query in a batch of 200), recall@10 against the flat index, and the
-resident memory the bank added. An HNSW build whose time, extrapolated from the size before,
-exceeds ``--hnsw_budget_s`` is skipped and its extrapolated build time given as such.
+mixture. Per size and index (flat = exact, ivf = IVF-Flat with the lists and probes MemoryBank
+chooses from the size, hnsw = HNSW M 32 efSearch 64; MemoryBank's defaults): build (``add``)
+time, query latency at K=10 (one query at a time, median; and per query in a batch of 200),
+recall@10 against the flat index, and the resident memory the bank added. An HNSW build whose
+time, extrapolated from the size before, exceeds ``--hnsw_budget_s`` is skipped and its
+extrapolated build time given as such.
 
 Training: seconds per batch (median of a few batches) x batches per epoch for RecBole's SASRec
 and our DuoRec on ml-100k, amazon-beauty and Beauty copied 2x and 4x (disjoint copies of its
@@ -48,10 +49,14 @@ def clustered(n, seed, centres, spread=0.3):
 def build_bank(index_type, n, centres, spread):
     """A MemoryBank of n keys added in chunks (data made on the fly); (bank, seconds, MiB)."""
     from recbole_rag.memory import MemoryBank
+    from recbole_rag.memory.bank import auto_nlist
 
     gc.collect()
     before = rss_mib()
-    bank = MemoryBank(DIM, index_type=index_type, metric="ip")
+    # added in chunks (the data is made on the fly), so the lists are set from n as a bank added
+    # in one go sets them itself; nprobe follows from nlist
+    nlist = auto_nlist(n) if index_type == "ivf" else None
+    bank = MemoryBank(DIM, index_type=index_type, metric="ip", nlist=nlist)
     seconds = 0.0
     for start in range(0, n, CHUNK):
         keys = clustered(min(CHUNK, n - start), start + 1, centres, spread)
@@ -104,6 +109,7 @@ def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
                     log(rows[-1])
                     continue
             bank, build_s, mib = build_bank(index_type, n, centres, spread)
+            settings = f"nlist {bank.params['nlist']}, nprobe {bank.params['nprobe']}" if index_type == "ivf" else ""
             one_ms, batch_ms = latency(bank, queries)
             ids = bank.search(queries, K)[3]
             if truth is None:
@@ -118,7 +124,7 @@ def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
                     recall=recall_at_k(ids, truth),
                     memory_mib=mib,
                     status="measured",
-                    note="",
+                    note=settings,
                 )
             )
             log(rows[-1])
@@ -307,8 +313,10 @@ def write_results(bank_rows, train_rows, out_dir, spread=0.3, name="scale"):
     notes = [
         f"Bank: clustered Gaussian 64-d keys ({N_CENTRES} centres, spread {spread}), {N_QUERIES} held-out "
         f"queries, K={K}, "
-        "inner product; memory = resident memory the bank added (MemoryBank keeps the keys beside the index, "
-        "so a flat bank holds them twice)."
+        "inner product; memory = resident memory the bank added (the flat bank keeps its keys beside the "
+        "index, so it holds them twice; ivf and hnsw hold each key once). ivf: lists and probes as the bank "
+        "chooses them from its size when unset (nlist ~ 4 sqrt(n), nprobe ~ sqrt(nlist) / 2; an HNSW graph "
+        "over the centroids from 4096 lists)."
     ]
     if train_rows:
         train_table = markdown_table(

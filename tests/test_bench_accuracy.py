@@ -204,3 +204,22 @@ def test_a_default_moved_to_another_yaml_file_keeps_the_stored_result(tmp_path):
     assert accuracy.stored_result_path(str(tmp_path), merged) == stored
     changed = {**merged, "defaults": {"overall.yaml": {"epochs": 5}, "base.yaml": {"hidden_size": 32, "n_layers": 2}}}
     assert accuracy.stored_result_path(str(tmp_path), changed) == accuracy.result_path(str(tmp_path), changed)
+
+
+def test_a_changed_ivf_default_keeps_results_that_never_read_it(tmp_path):
+    def settings(nlist, overrides):
+        defaults = {"RaSeRec.yaml": {"memory_index": "flat", "memory_nlist": nlist, "memory_nprobe": None}}
+        run = {"label": "R", "model": "RaSeRec", "backbone": None, "seed": 1}
+        return {**run, "overrides": overrides, "defaults": defaults}
+
+    for overrides in ({}, {"memory_index": "ivf", "memory_nlist": 128}):  # flat; ivf with its own lists
+        before = settings(1024, overrides)
+        stored = accuracy.result_path(str(tmp_path), before)
+        with open(stored, "w", encoding="utf-8") as f:
+            json.dump({"settings": before, "test_result": {}}, f)
+        assert accuracy.stored_result_path(str(tmp_path), settings(None, overrides)) == stored
+    on_defaults = settings(1024, {"memory_index": "ivf"})  # an ivf run on the default lists runs again
+    with open(accuracy.result_path(str(tmp_path), on_defaults), "w", encoding="utf-8") as f:
+        json.dump({"settings": on_defaults, "test_result": {}}, f)
+    changed = settings(None, {"memory_index": "ivf"})
+    assert accuracy.stored_result_path(str(tmp_path), changed) == accuracy.result_path(str(tmp_path), changed)

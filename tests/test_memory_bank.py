@@ -142,3 +142,65 @@ def test_non_finite_vectors_and_non_integer_k_are_refused():
     assert bank.search(keys[:1], np.int64(3))[3].shape == (1, 3)  # a numpy integer is an integer
     with pytest.raises(ValueError, match="k must be an integer, got 2.5"):
         bank.search(keys[:1], 2.5)
+
+
+def test_ivf_lists_and_probes_follow_the_banks_size_unless_set():
+    from recbole_rag.memory.bank import auto_nlist, auto_nprobe
+
+    assert [auto_nlist(n) for n in (10**5, 10**6, 10**7)] == [1024, 4096, 16384]
+    assert auto_nlist(2000) == 32 and auto_nlist(10) == 1  # >= 39 keys per list to train on
+    assert [auto_nprobe(n) for n in (1, 1024, 16384)] == [1, 16, 64]
+    bank, _ = _bank("ivf", n=2000)
+    assert bank.params["nlist"] == bank.index.nlist == 32 and bank.params["nprobe"] == bank.index.nprobe == 16
+    set_by_user, _ = _bank("ivf", n=2000, nlist=8, nprobe=2)
+    assert (set_by_user.index.nlist, set_by_user.index.nprobe) == (8, 2)
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine"])
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_approximate_banks_hold_each_key_once_and_give_it_back(index_type, metric, tmp_path):
+    bank, keys = _bank(index_type, n=600, metric=metric)
+    assert bank._keys[0].size == 0 and len(bank._keys) == 1  # nothing beside the index
+    ids = np.array([[5, -1], [599, 0]])
+    found, values = bank.entries(ids)
+    np.testing.assert_allclose(found[0, 0], keys[5], rtol=1e-6)
+    np.testing.assert_allclose(found[1], keys[[599, 0]], rtol=1e-6)
+    assert not found[0, 1].any() and values.tolist() == [[5 % 17 + 1, 0], [599 % 17 + 1, 1]]
+    bank.save(tmp_path / "bank.npz")
+    with np.load(tmp_path / "bank.npz") as saved:
+        assert "keys" not in saved  # once on disk too
+    loaded = MemoryBank.load(tmp_path / "bank.npz")
+    np.testing.assert_allclose(loaded.keys, keys, rtol=1e-6)
+    for a, b in zip(bank.search(keys[:4], 3), loaded.search(keys[:4], 3)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_bank_file_of_the_first_format_loads(tmp_path):
+    import json
+
+    import faiss
+
+    bank, keys = _bank("ivf", n=600, metric="cosine", nlist=8, nprobe=8)
+    fresh = MemoryBank(8, "ivf", "cosine", nlist=8, nprobe=8)  # as version 1 wrote it: no direct map
+    fresh.index.set_direct_map_type(faiss.DirectMap.NoMap)
+    fresh.add(keys, np.arange(600) % 17 + 1)
+    meta = {"version": 1, "dim": 8, "index_type": "ivf", "metric": "cosine", **fresh.params}
+    index = faiss.serialize_index(fresh.index)
+    np.savez(tmp_path / "v1.npz", index=index, keys=keys, values=fresh.values, meta=np.array(json.dumps(meta)))
+    loaded = MemoryBank.load(tmp_path / "v1.npz")
+    np.testing.assert_allclose(loaded.entries(np.arange(600))[0], keys, rtol=1e-6)
+    np.testing.assert_array_equal(loaded.search(keys[:5], 3)[3], bank.search(keys[:5], 3)[3])
+
+
+def test_a_large_ivf_finds_its_lists_through_an_hnsw_graph(monkeypatch):
+    import faiss
+
+    from recbole_rag.memory import bank as bank_module
+
+    monkeypatch.setattr(bank_module, "HNSW_QUANTIZER_MIN_LISTS", 8)
+    graph, keys = _bank("ivf", n=2000, nlist=16, nprobe=16)
+    assert isinstance(faiss.downcast_index(graph.index.quantizer), faiss.IndexHNSW)
+    exact, _ = _bank(n=2000)
+    _, _, _, want = exact.search(keys[:20], 5)
+    _, _, _, got = graph.search(keys[:20], 5)  # every list probed: the exact neighbours
+    np.testing.assert_array_equal(got, want)

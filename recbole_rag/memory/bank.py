@@ -1,15 +1,19 @@
 """MemoryBank: <user-sequence vector, next item> pairs in a faiss index.
 
 Small verbs on one object, like faiss itself: ``add``, ``search``, ``save``, ``load``, ``len``.
-Keys are kept beside the index as given (``search`` returns the retrieved key vectors, which the
-retrieval-augmented attention attends over; with ``metric='cosine'`` only the index sees them
-L2-normalised), values are item ids. Entry ids are 0, 1, 2, ... in
-insertion order, so a caller can exclude a query's own entry.
+``search`` returns the retrieved key vectors as given (the retrieval-augmented attention attends
+over them; with ``metric='cosine'`` only the index sees them L2-normalised), values are item ids.
+Entry ids are 0, 1, 2, ... in insertion order, so a caller can exclude a query's own entry.
+
+The approximate indexes (``ivf``, ``hnsw``) hold each key once: ``entries`` reads it back from
+the index (times its norm under cosine). The flat index keeps the keys as given beside it, so the
+exact path returns them bit for bit; ``memory_backend: torch`` is the flat bank held once.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import operator
 import os
 import zipfile
@@ -22,7 +26,26 @@ from recbole_rag.files import atomic_path
 
 INDEX_TYPES = ("flat", "ivf", "hnsw")
 METRICS = ("ip", "cosine")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: every index type saved its keys beside the index
+# ivf with at least this many lists finds a key's lists with an HNSW graph over the centroids, not
+# a scan of them, and trains its k-means on at most TRAIN_POINTS_PER_LIST keys per list
+HNSW_QUANTIZER_MIN_LISTS = 4096
+TRAIN_POINTS_PER_LIST = 64
+
+
+def auto_nlist(n):
+    """IVF lists for a bank of ``n`` keys when ``nlist`` is not set: the power of two nearest
+    4 * sqrt(n) (faiss's guideline is 4-16 * sqrt(n)), at most n / 39 (k-means wants >= 39
+    points per centroid). 10^5 -> 1024, 10^6 -> 4096, 10^7 -> 16384."""
+    by_size = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+    by_points = 2 ** int(math.log2(max(n // 39, 1)))
+    return max(1, min(by_size, by_points))
+
+
+def auto_nprobe(nlist):
+    """Lists searched per query when ``nprobe`` is not set: sqrt(nlist) / 2, at least 16 (the
+    setting that gave recall@10 >= 0.99 at nlist 1024 in results/scale.md), at most nlist."""
+    return min(nlist, max(16, int(math.sqrt(nlist)) // 2))
 
 
 def _as_matrix(array, dim, what):
@@ -94,12 +117,17 @@ def _joined(chunks):
     return chunks[0]
 
 
+def _optional_int(value):
+    return None if value is None else int(value)
+
+
 class MemoryBank:
     """faiss-backed memory of (key vector, item id) pairs.
 
     index_type: ``flat`` (exact inner product, default), ``ivf`` (IVF-Flat; trained on the first
-    ``add`` of at least ``nlist`` keys) or ``hnsw``. metric: ``ip`` or ``cosine`` (keys and
-    queries L2-normalised).
+    ``add``, of at least ``nlist`` keys) or ``hnsw``. metric: ``ip`` or ``cosine`` (keys and
+    queries L2-normalised). ``nlist`` / ``nprobe`` None (the default): chosen from the size of
+    the first ``add`` (``auto_nlist``, ``auto_nprobe``).
     """
 
     def __init__(
@@ -107,23 +135,37 @@ class MemoryBank:
         dim: int,
         index_type: str = "flat",
         metric: str = "ip",
-        nlist: int = 1024,
-        nprobe: int = 16,
+        nlist: int | None = None,
+        nprobe: int | None = None,
         hnsw_m: int = 32,
         ef_search: int = 64,
     ) -> None:
         check_bank_settings(index_type, metric)
         self.dim, self.index_type, self.metric = int(dim), index_type, metric
-        self.params = {"nlist": int(nlist), "nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search)}
+        self.params = {
+            "nlist": _optional_int(nlist),
+            "nprobe": _optional_int(nprobe),
+            "hnsw_m": int(hnsw_m),
+            "ef_search": int(ef_search),
+        }
         self.index = self._new_index()
-        # added chunks, joined on first read: repeated add() stays linear, not quadratic
+        # added chunks, joined on first read: repeated add() stays linear, not quadratic; the
+        # approximate indexes keep no keys here (see the module's docstring), only their norms
         self._keys = [np.zeros((0, self.dim), dtype=np.float32)]
+        self._norms = [np.zeros(0, dtype=np.float32)]
         self._values = [np.zeros(0, dtype=np.int64)]
 
     @property
+    def holds_keys(self):
+        """Whether the keys are kept beside the index (flat) or read back from it."""
+        return self.index_type == "flat"
+
+    @property
     def keys(self):
-        """(n, dim) key vectors, as added."""
-        return _joined(self._keys)
+        """(n, dim) key vectors, as added (for ivf / hnsw a copy read back from the index)."""
+        if self.holds_keys:
+            return _joined(self._keys)
+        return self.entries(np.arange(len(self)))[0]
 
     @keys.setter
     def keys(self, keys):
@@ -146,9 +188,32 @@ class MemoryBank:
             index = faiss.IndexHNSWFlat(self.dim, self.params["hnsw_m"], ip)
             index.hnsw.efSearch = self.params["ef_search"]
             return index
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, self.params["nlist"], ip)
-        index.nprobe = self.params["nprobe"]
+        nlist = self.params["nlist"] or 1  # auto: replaced on the first add (_plan_ivf)
+        if nlist >= HNSW_QUANTIZER_MIN_LISTS:
+            quantizer = faiss.IndexHNSWFlat(self.dim, 32, ip)
+        else:
+            quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, ip)  # faiss's wrapper keeps the quantizer alive
+        if nlist >= HNSW_QUANTIZER_MIN_LISTS:
+            index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
+        index.set_direct_map_type(faiss.DirectMap.Array)  # entries() reads keys back by id
+        self._set_nprobe(index)
         return index
+
+    def _set_nprobe(self, index):
+        nprobe = self.params["nprobe"] or auto_nprobe(index.nlist)
+        index.nprobe = nprobe
+        quantizer = faiss.downcast_index(index.quantizer)
+        if isinstance(quantizer, faiss.IndexHNSW):  # the graph search must see nprobe lists
+            quantizer.hnsw.efSearch = max(2 * nprobe, 64)
+
+    def _plan_ivf(self, n):
+        """An untrained ivf bank's first add of ``n`` keys settles ``nlist`` / ``nprobe``."""
+        if self.params["nlist"] is None:
+            self.params["nlist"] = auto_nlist(n)
+            self.index = self._new_index()
+        if self.params["nprobe"] is None:
+            self.params["nprobe"] = self.index.nprobe
 
     def _for_index(self, vectors):
         if self.metric == "cosine":
@@ -163,6 +228,7 @@ class MemoryBank:
         """Append pairs; returns the ids given to them. Works at any time, no retraining."""
         keys, values = checked_pairs(keys, values, self.dim)
         if not self.index.is_trained:
+            self._plan_ivf(len(keys))
             if len(keys) < self.params["nlist"]:
                 raise ValueError(
                     f"an ivf bank is trained on its first add, which needs >= nlist="
@@ -171,7 +237,10 @@ class MemoryBank:
             self.index.train(self._for_index(keys))
         first = len(self)
         self.index.add(self._for_index(keys))
-        self._keys.append(keys)
+        if self.holds_keys:
+            self._keys.append(keys)
+        elif self.metric == "cosine":
+            self._norms.append(np.linalg.norm(keys, axis=1).astype(np.float32))
         self._values.append(values)
         return np.arange(first, len(self))
 
@@ -206,11 +275,20 @@ class MemoryBank:
         """Keys (..., dim) and values (...) of entry ids (any shape); id -1 gives a zero key and 0."""
         ids = np.asarray(ids)
         found = np.maximum(ids, 0)
-        keys = np.where((ids >= 0)[..., None], self.keys[found], 0.0).astype(np.float32)
-        return keys, np.where(ids >= 0, self.values[found], 0)
+        if self.holds_keys:
+            keys = self.keys[found]
+        elif len(self):
+            keys = self.index.reconstruct_batch(found.reshape(-1)).reshape(*ids.shape, self.dim)
+            if self.metric == "cosine":
+                keys *= _joined(self._norms)[found][..., None]
+        else:
+            keys = np.zeros((*ids.shape, self.dim), np.float32)
+        keys = np.where((ids >= 0)[..., None], keys, 0.0).astype(np.float32)
+        return keys, np.where(ids >= 0, self.values[found], 0) if len(self) else np.zeros(ids.shape, np.int64)
 
     def save(self, path: str | os.PathLike) -> None:
-        """One .npz file (serialized faiss index, keys, values, settings), written atomically."""
+        """One .npz file (serialized faiss index, values, settings; the flat bank's keys, the
+        others' norms under cosine), written atomically."""
         meta = {
             "version": FORMAT_VERSION,
             "dim": self.dim,
@@ -218,13 +296,14 @@ class MemoryBank:
             "metric": self.metric,
             **self.params,
         }
+        held = {"keys": self.keys} if self.holds_keys else {"norms": _joined(self._norms)}
         with atomic_path(path, ".npz") as tmp_path:
             np.savez(
                 tmp_path,
                 index=faiss.serialize_index(self.index),
-                keys=self.keys,
                 values=self.values,
                 meta=np.array(json.dumps(meta)),
+                **held,
             )
 
     @classmethod
@@ -244,7 +323,14 @@ class MemoryBank:
                     meta["ef_search"],
                 )
                 bank.index = faiss.deserialize_index(data["index"])
-                bank.keys, bank.values = data["keys"], data["values"]
+                bank.values = data["values"]
+                if bank.holds_keys:
+                    bank.keys = data["keys"]
+                elif meta["metric"] == "cosine":  # version 1 kept the keys, version 2 their norms
+                    norms = data["norms"] if "norms" in data else np.linalg.norm(data["keys"], axis=1)
+                    bank._norms = [norms.astype(np.float32)]
+                if bank.index_type == "ivf":
+                    bank.index.make_direct_map()  # version 1 files were written without one
         except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, RuntimeError) as err:
             raise CheckpointError(
                 f"'{path}' is not a memory bank saved by MemoryBank.save (truncated or "

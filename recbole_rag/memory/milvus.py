@@ -18,7 +18,14 @@ import logging
 import numpy as np
 
 from recbole_rag.errors import ConfigError
-from recbole_rag.memory.bank import _as_matrix, check_bank_settings, checked_pairs, search_plan
+from recbole_rag.memory.bank import (
+    _as_matrix,
+    auto_nlist,
+    auto_nprobe,
+    check_bank_settings,
+    checked_pairs,
+    search_plan,
+)
 
 # Our index types -> Milvus's, and the build / search parameters each takes from ours.
 INDEXES = {
@@ -30,6 +37,7 @@ MILVUS_METRICS = {"ip": "IP", "cosine": "COSINE"}
 INSERT_ROWS = 10_000  # rows per insert request
 SEARCH_ROWS = 1_024  # queries per search request
 FIELDS = ["vector", "item"]
+DEFAULT_NLIST = 1024  # ivf lists of a collection made before its size is known
 
 
 @contextlib.contextmanager
@@ -74,8 +82,8 @@ class MilvusMemoryBank:
         metric: str = "ip",
         uri: str = "memory.db",
         collection: str = "raserec_memory",
-        nlist: int = 1024,
-        nprobe: int = 16,
+        nlist: int | None = None,
+        nprobe: int | None = None,
         hnsw_m: int = 32,
         ef_search: int = 64,
         token: str = "",
@@ -84,7 +92,9 @@ class MilvusMemoryBank:
         check_bank_settings(index_type, metric, INDEXES, "milvus")
         self.dim, self.index_type, self.metric = int(dim), index_type, metric
         self.uri, self.collection = str(uri), str(collection)
-        self.params = {"nlist": int(nlist), "nprobe": int(nprobe), "hnsw_m": int(hnsw_m), "ef_search": int(ef_search)}
+        nlist = DEFAULT_NLIST if nlist is None else int(nlist)  # build() sets it from the bank's size
+        nprobe = auto_nprobe(nlist) if nprobe is None else int(nprobe)
+        self.params = {"nlist": nlist, "nprobe": nprobe, "hnsw_m": int(hnsw_m), "ef_search": int(ef_search)}
         self.client = connect(uri, token)
         if overwrite and self.client.has_collection(self.collection):
             self.client.drop_collection(self.collection)
@@ -201,6 +211,8 @@ class MilvusMemoryBank:
     def build(cls, keys, values, collection, **settings) -> MilvusMemoryBank:
         """A new bank of these pairs under ``collection``, written under a temporary name and
         renamed when whole (an existing collection of that name is replaced only then)."""
+        if settings.get("nlist") is None:
+            settings["nlist"] = auto_nlist(len(keys))
         building = cls(collection=f"{collection}__building", overwrite=True, **settings)
         building.add(keys, values)
         if building.client.has_collection(collection):

@@ -61,7 +61,8 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
             "at a new file to rebuild it."
         )
     sample = order[:256]
-    same_keys = not same_backbone or np.allclose(bank.keys[: len(sample)], model.encode(feat[sample]), atol=1e-4)
+    first_keys = bank.entries(np.arange(len(sample)))[0]
+    same_keys = not same_backbone or np.allclose(first_keys, model.encode(feat[sample]), atol=1e-4)
     if not same_keys or not np.array_equal(bank.values[: len(sample)], feat[config["ITEM_ID_FIELD"]][sample].numpy()):
         raise CheckpointError(
             f"memory bank '{path}' was built from another backbone or training set: point "
@@ -164,7 +165,7 @@ class RaSeRecTrainer(Trainer):
                 f"retrieval_k={c['retrieval_k']} is larger than the memory bank ({n_pairs} "
                 "training pairs, one is each query's own): lower retrieval_k."
             )
-        if c["memory_index"] == "ivf" and c["memory_nlist"] > n_pairs:
+        if c["memory_index"] == "ivf" and c["memory_nlist"] is not None and c["memory_nlist"] > n_pairs:
             raise ConfigError(
                 f"memory_index=ivf with memory_nlist={c['memory_nlist']} needs at least that many "
                 f"training pairs, this training set has {n_pairs}: lower memory_nlist."
