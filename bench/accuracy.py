@@ -379,6 +379,12 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         log(f"resume the regenerator of {run.label} seed {seed} from {regen_resume}")
                     sasrec = (results.get("SASRec") or [None] * len(seeds))[index]
                     if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
+                        if not os.path.isfile(sasrec["saved_model_file"]):
+                            raise ConfigError(
+                                f"{run.label}'s regenerator starts from SASRec's checkpoint "
+                                f"'{sasrec['saved_model_file']}', which is not there (a stored row's path "
+                                f"is relative to where it ran): run from there, or delete {sasrec['path']}."
+                            )
                         regen_config["regen_item_embedding"] = sasrec["saved_model_file"]  # the reference's start
                     name, files, config = regenerated_run(
                         regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control"),

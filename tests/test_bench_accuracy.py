@@ -223,3 +223,18 @@ def test_a_changed_ivf_default_keeps_results_that_never_read_it(tmp_path):
         json.dump({"settings": on_defaults, "test_result": {}}, f)
     changed = settings(None, {"memory_index": "ivf"})
     assert accuracy.stored_result_path(str(tmp_path), changed) == accuracy.result_path(str(tmp_path), changed)
+
+
+def test_a_regenerated_row_whose_sasrec_checkpoint_is_gone_says_so(tmp_path):
+    def sasrec_elsewhere(model, dataset, config_dict=None, **kwargs):
+        return {
+            "test_result": dict.fromkeys(accuracy.METRICS, 0.02),
+            "best_valid_result": {},
+            "train_time_s": 1.0,
+            "epochs_run": 1,
+            "saved_model_file": "ran/elsewhere/SASRec.pth",
+        }
+
+    runs = [Run("SASRec", "SASRec"), Run("SASRec+regen", "SASRec", regenerated=True)]
+    with pytest.raises(ConfigError, match=r"starts from SASRec's checkpoint 'ran/elsewhere/SASRec.pth', which is not"):
+        run_all(runs, "tiny", [1], {}, str(tmp_path / "store"), sasrec_elsewhere, print)
