@@ -190,3 +190,15 @@ def test_curves_refuse_bad_run_specs_and_logs_without_valid_results(tmp_path, ca
     assert "no log file" in capsys.readouterr().err
     assert curves.main([f"a={empty}", out]) == 2
     assert "holds no valid result with ndcg@10" in capsys.readouterr().err
+
+
+def test_speed_times_raserecs_inference_on_the_exact_and_an_ivf_bank(tiny):
+    measured = {
+        label: speed.measure(model, "tiny", {**tiny, "retrieval_k": 3}, 2)
+        for label, model in (("SASRec (RecBole)", "SASRec"), ("RaSeRec", "RaSeRec"))
+    }
+    rows = {row[0]: row for row in speed.report_rows(measured)}
+    ivf = next(label for label in rows if label.startswith("RaSeRec stage 2, IVF bank (nlist "))
+    assert rows[ivf][4] == measured["RaSeRec"]["raft_ivf_infer_s_per_1000_users"] > 0
+    assert "x the backbone's inference" in rows[ivf][-1]
+    assert "x the backbone's inference" in rows["RaSeRec stage 2 (RAFT, neighbours cached)"][-1]
