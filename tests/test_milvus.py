@@ -61,6 +61,9 @@ def test_bad_milvus_input_is_one_line(tmp_path):
     MilvusMemoryBank(4, uri=str(tmp_path / "bank.db"), collection="c")
     with pytest.raises(ConfigError, match="holds vectors of dim 4, this bank needs 8: set memory_collection"):
         MilvusMemoryBank(8, uri=str(tmp_path / "bank.db"), collection="c")
+    with pytest.raises(ConfigError, match="has a FLAT index on IP, this bank needs IVF_FLAT on COSINE"):
+        MilvusMemoryBank(4, "ivf", "cosine", uri=str(tmp_path / "bank.db"), collection="c")
+    assert len(MilvusMemoryBank(4, uri=str(tmp_path / "bank.db"), collection="c")) == 0  # its own settings: reopened
     with pytest.raises(ConfigError, match="memory_index must be one of flat, ivf, hnsw for the milvus backend"):
         MilvusMemoryBank(4, index_type="annoy", uri=str(tmp_path / "bank.db"))
 

@@ -99,7 +99,7 @@ class MilvusMemoryBank:
         if overwrite and self.client.has_collection(self.collection):
             self.client.drop_collection(self.collection)
         if self.client.has_collection(self.collection):
-            self._check_dimension()
+            self._check_stored()
             self.client.load_collection(self.collection)  # a stored collection is searched from memory
             self._size = self._count()
         else:
@@ -124,14 +124,25 @@ class MilvusMemoryBank:
                 self.collection, schema=schema, index_params=index, consistency_level="Strong"
             )
 
-    def _check_dimension(self):
+    def _check_stored(self):
+        """An existing collection must be of this bank's dimension, index type and metric."""
+        where = f"Milvus collection '{self.collection}' at '{self.uri}'"
+        remedy = "set memory_collection to another name (or drop that collection)."
         fields = self.client.describe_collection(self.collection)["fields"]
         dims = [f.get("params", {}).get("dim") for f in fields if f["name"] == "vector"]
         if not dims or int(dims[0]) != self.dim:
             held = dims[0] if dims else "?"
+            raise ConfigError(f"{where} holds vectors of dim {held}, this bank needs {self.dim}: {remedy}")
+        stored = [
+            self.client.describe_index(self.collection, index_name=n) for n in self.client.list_indexes(self.collection)
+        ]
+        held = {(i.get("index_type"), i.get("metric_type")) for i in stored if i.get("field_name") == "vector"}
+        wanted = (INDEXES[self.index_type][0], MILVUS_METRICS[self.metric])
+        if held and wanted not in held:
+            index, metric = sorted(held)[0]
             raise ConfigError(
-                f"Milvus collection '{self.collection}' at '{self.uri}' holds vectors of dim {held}, this bank "
-                f"needs {self.dim}: set memory_collection to another name (or drop that collection)."
+                f"{where} has a {index} index on {metric}, this bank needs {wanted[0]} on {wanted[1]} "
+                f"(memory_index {self.index_type}, memory_metric {self.metric}): {remedy}"
             )
 
     def _count(self):
