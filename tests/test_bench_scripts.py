@@ -202,3 +202,21 @@ def test_speed_times_raserecs_inference_on_the_exact_and_an_ivf_bank(tiny):
     assert rows[ivf][4] == measured["RaSeRec"]["raft_ivf_infer_s_per_1000_users"] > 0
     assert "x the backbone's inference" in rows[ivf][-1]
     assert "x the backbone's inference" in rows["RaSeRec stage 2 (RAFT, neighbours cached)"][-1]
+
+
+def test_search_bounds_reports_what_exact_pruning_leaves(tmp_path, capsys):
+    from bench import search_bounds
+    from recbole_rag.memory import MemoryBank
+
+    rng = np.random.default_rng(0)
+    keys = rng.normal(size=(400, 8)).astype(np.float32)
+    keys[1] = keys[0]  # one exact duplicate
+    bank = MemoryBank(8, metric="cosine")
+    bank.add(keys, np.arange(400))
+    bank.save(tmp_path / "bank.npz")
+    search_bounds.main([f"--bank={tmp_path / 'bank.npz'}", "--queries=20", "--k=5", "--clusters=4,8"])
+    out = capsys.readouterr().out
+    assert "cluster bound, 8 clusters:" in out and "exact duplicates: 1 of 400 keys" in out
+    with pytest.raises(SystemExit):
+        search_bounds.main([f"--bank={tmp_path / 'bank.npz'}", "--k=400"])
+    assert "--k must be in [1, 399]" in capsys.readouterr().err
