@@ -1,7 +1,7 @@
 """Scale: the memory bank at 10^5..10^7 entries, and training time against dataset size.
 
     python -m bench.scale [--sizes=100000,1000000,10000000] [--data_path=../shared/datasets]
-                          [--hnsw_budget_s=300] [--factors=2,4] [--skip_training]
+                          [--hnsw_budget_s=300] [--indexes=flat,ivf,hnsw] [--factors=2,4] [--skip_training]
 
 Bank: synthetic 64-d keys drawn around 1,000 Gaussian cluster centres (user vectors cluster by
 taste; uniform data would make every index look alike), 200 held-out queries from the same
@@ -84,14 +84,14 @@ def recall_at_k(ids, truth):
     return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, truth)]))
 
 
-def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print):
+def bench_banks(sizes, hnsw_budget_s, spread=0.3, log=print, indexes=INDEXES):
     rows = []
     centres = np.random.default_rng(0).standard_normal((N_CENTRES, DIM), dtype=np.float32)
     queries = clustered(N_QUERIES, 12345, centres, spread)
     hnsw_last = None  # (seconds per entry, entries) of the last HNSW build, for the extrapolation
     for n in sizes:
         truth = None
-        for index_type in INDEXES:
+        for index_type in indexes:
             if index_type == "hnsw" and hnsw_last is not None:
                 rate, built_n = hnsw_last
                 estimate = rate * n * math.log(n) / math.log(built_n)
@@ -349,6 +349,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--sizes", default="100000,1000000,10000000")
     parser.add_argument("--hnsw_budget_s", type=float, default=300.0)
+    parser.add_argument("--indexes", default=",".join(INDEXES), help="flat (the exact answer) and any of ivf, hnsw")
     parser.add_argument("--data_path", default="../shared/datasets", help="folder holding amazon-beauty/")
     parser.add_argument("--factors", default="2,4", help="copies of amazon-beauty to time training on")
     parser.add_argument("--batches", type=int, default=5)
@@ -363,10 +364,13 @@ def main(argv=None):
     except ValueError:
         parser.error("--sizes and --factors take comma-separated numbers, e.g. --sizes=1e5,1e6")
     if not sizes or min(sizes) < 2 * 1024:
-        parser.error("every size must be >= 2048 (the ivf index trains 1024 lists on its first add)")
+        parser.error("every size must be >= 2048 (the indexes need keys to train on and to search)")
+    indexes = [i.strip() for i in args.indexes.split(",") if i.strip()]
+    if indexes[:1] != ["flat"] or not set(indexes) <= set(INDEXES) or len(set(indexes)) != len(indexes):
+        parser.error(f"--indexes must start with flat (the exact answer) and name each of {', '.join(INDEXES)} once")
     import recbole_rag  # noqa: F401  (compat shims before RecBole)
 
-    bank_rows = bench_banks(sizes, args.hnsw_budget_s, args.spread)
+    bank_rows = bench_banks(sizes, args.hnsw_budget_s, args.spread, indexes=indexes)
     train_rows = [] if args.skip_training else bench_training(args.data_path, factors, args.batches)
     print(write_results(bank_rows, train_rows, args.out_dir, args.spread, args.name))
 

@@ -73,6 +73,8 @@ def test_sensitivity_bad_arguments(argv, message, capsys):
         (speed, ["--batches=0"]),
         (scale, ["--sizes=100"]),
         (scale, ["--sizes=1e5,x"]),
+        (scale, ["--indexes=ivf"]),
+        (scale, ["--indexes=flat,annoy"]),
     ],
 )
 def test_speed_and_scale_bad_arguments(module, argv):
