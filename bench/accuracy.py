@@ -174,9 +174,17 @@ def available(run):
     return None
 
 
+# Overrides only a row on regenerated data reads (where that data is written): left out of the
+# other rows' settings, so giving them keeps those rows' stored results (e.g. SASRec's).
+REGENERATED_ONLY = ("regen_data_path",)
+
+
 def settings_of(run, seed, overrides, dataset):
     """What a stored result was run under: the row, seed and overrides, and the plug-in's YAML
     defaults for its model and dataset, so that a changed default is a new result, not a stale one."""
+    overrides = {**overrides, **run.overrides}
+    if not run.regenerated:
+        overrides = {k: v for k, v in overrides.items() if k not in REGENERATED_ONLY}
     defaults = {}
     for path in property_files(run.model, dataset):
         with open(path, encoding="utf-8") as f:
@@ -186,7 +194,7 @@ def settings_of(run, seed, overrides, dataset):
         "model": run.model,
         "backbone": run.backbone,
         "seed": seed,
-        "overrides": {**overrides, **run.overrides},
+        "overrides": overrides,
         "defaults": defaults,
     }
 

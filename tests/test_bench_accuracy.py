@@ -238,3 +238,10 @@ def test_a_regenerated_row_whose_sasrec_checkpoint_is_gone_says_so(tmp_path):
     runs = [Run("SASRec", "SASRec"), Run("SASRec+regen", "SASRec", regenerated=True)]
     with pytest.raises(ConfigError, match=r"starts from SASRec's checkpoint 'ran/elsewhere/SASRec.pth', which is not"):
         run_all(runs, "tiny", [1], {}, str(tmp_path / "store"), sasrec_elsewhere, print)
+
+
+def test_where_regenerated_data_goes_leaves_other_rows_settings_alone():
+    plain, regenerated = Run("SASRec", "SASRec"), Run("SASRec+regen", "SASRec", regenerated=True)
+    given = {"epochs": 3, "regen_data_path": "out"}
+    assert accuracy.settings_of(plain, 1, given, "tiny") == accuracy.settings_of(plain, 1, {"epochs": 3}, "tiny")
+    assert accuracy.settings_of(regenerated, 1, given, "tiny")["overrides"]["regen_data_path"] == "out"
