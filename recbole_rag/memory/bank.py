@@ -189,12 +189,10 @@ class MemoryBank:
             index.hnsw.efSearch = self.params["ef_search"]
             return index
         nlist = self.params["nlist"] or 1  # auto: replaced on the first add (_plan_ivf)
-        if nlist >= HNSW_QUANTIZER_MIN_LISTS:
-            quantizer = faiss.IndexHNSWFlat(self.dim, 32, ip)
-        else:
-            quantizer = faiss.IndexFlatIP(self.dim)
+        large = nlist >= HNSW_QUANTIZER_MIN_LISTS
+        quantizer = faiss.IndexHNSWFlat(self.dim, 32, ip) if large else faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, ip)  # faiss's wrapper keeps the quantizer alive
-        if nlist >= HNSW_QUANTIZER_MIN_LISTS:
+        if large:
             index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
         index.set_direct_map_type(faiss.DirectMap.Array)  # entries() reads keys back by id
         self._set_nprobe(index)
@@ -274,17 +272,17 @@ class MemoryBank:
     def entries(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys (..., dim) and values (...) of entry ids (any shape); id -1 gives a zero key and 0."""
         ids = np.asarray(ids)
+        if not len(self):
+            return np.zeros((*ids.shape, self.dim), np.float32), np.zeros(ids.shape, np.int64)
         found = np.maximum(ids, 0)
         if self.holds_keys:
             keys = self.keys[found]
-        elif len(self):
+        else:
             keys = self.index.reconstruct_batch(found.reshape(-1)).reshape(*ids.shape, self.dim)
             if self.metric == "cosine":
                 keys *= _joined(self._norms)[found][..., None]
-        else:
-            keys = np.zeros((*ids.shape, self.dim), np.float32)
         keys = np.where((ids >= 0)[..., None], keys, 0.0).astype(np.float32)
-        return keys, np.where(ids >= 0, self.values[found], 0) if len(self) else np.zeros(ids.shape, np.int64)
+        return keys, np.where(ids >= 0, self.values[found], 0)
 
     def save(self, path: str | os.PathLike) -> None:
         """One .npz file (serialized faiss index, values, settings; the flat bank's keys, the
