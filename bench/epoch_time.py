@@ -44,6 +44,8 @@ VARIANTS = {
         ("SASRec (RecBole)", "SASRec", {}),
         ("DuoRec contrast=none (our encoder = SASRec)", "DuoRec", {"contrast": "none"}),
         ("DuoRec", "DuoRec", {}),
+        # RecBole's own mixed precision (torch.autocast: bfloat16 matmuls and element-wise ops on CPU)
+        ("DuoRec, enable_amp (bfloat16)", "DuoRec", {"enable_amp": True}),
     ],
     "sracl": [
         ("SASRec (RecBole)", "SASRec", {}),
@@ -70,7 +72,7 @@ def time_batches(model_name, overrides, dataset, batches, common, clock=time.per
             model.refresh_memory(config["eval_batch_size"])
             per_epoch_extra = clock() - start
     model.train()
-    per_batch = median_time(train_step(model, trainer.optimizer), batches, train_data, clock)
+    per_batch = median_time(train_step(model, trainer.optimizer, config["enable_amp"]), batches, train_data, clock)
     return per_batch, per_batch * len(train_data) + per_epoch_extra, len(train_data)
 
 

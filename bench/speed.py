@@ -18,6 +18,7 @@ import resource
 import time
 
 import numpy as np
+import torch
 
 from bench.report import write_report
 from recbole_rag.memory import MemoryBank
@@ -47,10 +48,16 @@ def median_time(step, batches, data, clock=time.perf_counter):
     return float(np.median(times))
 
 
-def train_step(model, optimizer):
+def train_step(model, optimizer, amp=False):
+    """One training step as RecBole's trainer takes it (autocast when ``enable_amp``: bfloat16
+    on CPU)."""
+    device = next(model.parameters()).device.type
+
     def step(batch):
         optimizer.zero_grad()
-        model.calculate_loss(batch).backward()
+        with torch.autocast(device_type=device, enabled=amp):
+            loss = model.calculate_loss(batch)
+        loss.backward()
         optimizer.step()
 
     return step

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from bench import curves, epoch_time, gpu_smoke, mining_time, regen_table, scale, sensitivity, speed
 from bench.sensitivity import settings_grid
@@ -222,3 +223,16 @@ def test_search_bounds_reports_what_exact_pruning_leaves(tmp_path, capsys):
     with pytest.raises(SystemExit):
         search_bounds.main([f"--bank={tmp_path / 'bank.npz'}", "--k=400"])
     assert "--k must be in [1, 399]" in capsys.readouterr().err
+
+
+def test_train_step_runs_the_model_in_bfloat16_under_enable_amp(tiny):
+    _, model, trainer, train, _ = speed.setup("DuoRec", "tiny", tiny)
+    batch = next(iter(train))
+    dtypes = []
+    model.encoder.layers[0].ffn_in.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    before = model.item_embedding.weight.detach().clone()
+    speed.train_step(model, trainer.optimizer, amp=True)(batch)
+    speed.train_step(model, trainer.optimizer)(batch)
+    assert dtypes == [torch.bfloat16, torch.float32]
+    assert model.item_embedding.weight.dtype == torch.float32
+    assert not torch.equal(model.item_embedding.weight, before)
