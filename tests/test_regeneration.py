@@ -167,6 +167,7 @@ def test_bad_regenerator_settings_are_refused(tiny):
         ("regen_data", "all", "regen_data must be one of reference, regenerated"),
         ("regen_conditions", 0, "regen_conditions must be an integer >= 1"),
         ("regen_entropy_weight", -1.0, "regen_entropy_weight must be >= 0"),
+        ("regen_view_balance", -0.5, "regen_view_balance must be >= 0"),
     ]:
         with pytest.raises(ConfigError, match=message):
             run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, key: value})
@@ -236,6 +237,24 @@ def test_the_diversity_promoter_picks_views_by_gumbel_softmax_and_trains_them(ti
     for part in (model.condition_views, model.condition_encoder, model.condition_head):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
     assert model.pattern_head.weight.grad is None  # the selection head trains only for our inference
+
+
+def test_view_balance_subtracts_the_entropy_of_the_batchs_mean_pick(tiny):
+    model, _ = _trained_regenerator({**tiny, "regen_conditions": 3})
+    model.train()
+    sources = torch.tensor([[1, 2, 3, 0], [3, 4, 5, 6], [2, 4, 6, 0]])
+    batch = Interaction({model.ITEM_SEQ: sources, PATTERN_ITEMS: torch.tensor([[1, 2, 0], [4, 5, 6], [2, 6, 0]])})
+    picks, pick = [], model.condition_weights
+    model.condition_weights = lambda prefix: picks.append(pick(prefix)) or picks[-1]
+    losses = []
+    for balance in (0.0, 2.0):
+        model.view_balance, model.tau = balance, 1.0
+        torch.manual_seed(0)
+        losses.append(model.calculate_loss(batch))
+    assert torch.equal(picks[0], picks[1])
+    mean = picks[1].mean(0)
+    assert float(-(mean * mean.log()).sum()) > 0.1
+    assert torch.allclose(losses[1], losses[0] + 2.0 * (mean * mean.log()).sum(), atol=1e-5)
 
 
 def test_source_masked_training_needs_every_target_in_the_source(tiny):

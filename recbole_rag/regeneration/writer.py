@@ -51,6 +51,7 @@ REGEN_KEYS = (
     "regen_data",
     "regen_conditions",
     "regen_entropy_weight",
+    "regen_view_balance",
     "regen_source_mask",
     "regen_source_steps",
     "regen_max_len",

@@ -10,6 +10,9 @@ As the reference code (github.com/USTC-StarTeam/DR4SR, ``2.Pretrain_regenerator.
   picks a soft mixture of the K views (Gumbel-softmax, temperature from 1 down to 0.1), and an
   entropy term (weight ``regen_entropy_weight``) pushes each pick toward one view, so the K views
   specialise; at inference each view k decodes one output (``memory(k)``);
+* ``regen_view_balance`` (ours, 0 = the reference): minus the entropy of the batch's mean pick,
+  weighted, so the one-hot picks spread over the K views instead of all landing on one (on
+  Beauty the reference's loss leaves every pattern on the same view: docs/dr4sr.md);
 * with ``regen_source_mask``, every decoding step's logits are restricted to the source's items
   (and EOS) during training.
 
@@ -33,6 +36,11 @@ DATA_MODES = ("reference", "regenerated")  # what the regenerated dataset adds (
 TAU_START, TAU_DECAY, TAU_FLOOR = 1.0, 0.995, 0.1
 
 
+def entropy(weights):
+    """Entropy of each distribution along the last axis."""
+    return -(weights * torch.log(weights + 1e-12)).sum(-1)
+
+
 class Regenerator(SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -52,8 +60,9 @@ class Regenerator(SequentialRecommender):
             )
         if config["regen_data"] not in DATA_MODES:
             raise ConfigError(f"regen_data must be one of {', '.join(DATA_MODES)}, got {config['regen_data']!r}.")
-        if config["regen_entropy_weight"] < 0:
-            raise ConfigError(f"regen_entropy_weight must be >= 0, got {config['regen_entropy_weight']}.")
+        for key in ("regen_entropy_weight", "regen_view_balance"):
+            if config[key] < 0:
+                raise ConfigError(f"{key} must be >= 0, got {config[key]}.")
         hidden, self.hidden = config["hidden_size"], config["hidden_size"]
         self.initializer_range = config["initializer_range"]
         self.bos, self.eos = self.n_items, self.n_items + 1
@@ -64,6 +73,7 @@ class Regenerator(SequentialRecommender):
         self.source_mask = config["regen_source_mask"]
         self.n_conditions = config["regen_conditions"]
         self.entropy_weight = config["regen_entropy_weight"]
+        self.view_balance = config["regen_view_balance"]
         self.tau = TAU_START
         self.other_parameter_name = ["tau"]  # the Gumbel temperature's decay goes on after a resume
         self.embedding = nn.Embedding(self.n_items + 2, hidden, padding_idx=0)
@@ -173,8 +183,8 @@ class Regenerator(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         """Next-token cross-entropy of <sequence, pattern> pairs (teacher forcing), plus the
-        condition picks' entropy (diversity promoter) and, for our inference mode, the selection
-        head's cross-entropy."""
+        condition picks' entropy (diversity promoter), minus the mean pick's (view balance) and,
+        for our inference mode, the selection head's cross-entropy."""
         item_seq = interaction[self.ITEM_SEQ]
         memory, padding = self.encode(item_seq)
         pattern = interaction[PATTERN_ITEMS]  # (B, pattern_max_len), 0-padded
@@ -189,8 +199,9 @@ class Regenerator(SequentialRecommender):
             weights = self.condition_weights(prefix)  # (B, K)
             views = self.condition_views(memory).unflatten(-1, (self.n_conditions, self.hidden))
             conditioned = (weights[:, None, :, None] * views).sum(2)
-            entropy = -(weights * torch.log(weights + 1e-12)).sum(-1).mean()
-            loss = loss + self.entropy_weight * entropy
+            loss = loss + self.entropy_weight * entropy(weights).mean()
+            if self.view_balance:  # spread the picks: the batch's mean pick as even as it can be
+                loss = loss - self.view_balance * entropy(weights.mean(0))
         logits = self.decode(conditioned, padding, prefix)
         if self.source_mask:
             logits = logits.masked_fill(~self.source_tokens(item_seq).unsqueeze(1), float("-inf"))
