@@ -171,6 +171,9 @@ def test_bad_regenerator_settings_are_refused(tiny):
     ]:
         with pytest.raises(ConfigError, match=message):
             run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, key: value})
+    for value in (-1, 25):
+        with pytest.raises(ConfigError, match=r"regen_min_len must be an integer from 0 to regen_max_len - 1 \(24\)"):
+            run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_min_len": value})
     with pytest.raises(ConfigError, match="regen_max_len must be an integer >= 3"):
         run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, "regen_max_len": 2})
     with pytest.raises(ConfigError, match="does not take pretrained_path"):
@@ -237,6 +240,21 @@ def test_the_diversity_promoter_picks_views_by_gumbel_softmax_and_trains_them(ti
     for part in (model.condition_views, model.condition_encoder, model.condition_head):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
     assert model.pattern_head.weight.grad is None  # the selection head trains only for our inference
+
+
+def test_min_len_bars_eos_until_that_many_items(tiny):
+    model, _ = _trained_regenerator({**tiny, "regen_conditions": 2, "regen_max_len": 8})
+    with torch.no_grad():
+        model.embedding.weight[model.eos] = 0.0
+        model.embedding.weight[model.eos, 0] = 1e4  # EOS wins every step it is allowed
+        model.transformer.decoder.norm.bias[0] = 1.0
+        model.transformer.decoder.norm.weight[0] = 0.0
+    sources = torch.randint(1, model.n_items, (5, 10))
+    memory, padding = model.eval().encode(sources)
+    for min_len in (0, 3):
+        model.min_len = min_len
+        decoded = inference.decode_view(model, memory, padding, sources, 1)
+        assert ((decoded > 0).sum(1) == min_len).all()
 
 
 def test_view_balance_subtracts_the_entropy_of_the_batchs_mean_pick(tiny):

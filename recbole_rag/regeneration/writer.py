@@ -55,6 +55,7 @@ REGEN_KEYS = (
     "regen_source_mask",
     "regen_source_steps",
     "regen_max_len",
+    "regen_min_len",
     "regen_item_embedding",
     "MAX_ITEM_LIST_LENGTH",
     "user_inter_num_interval",

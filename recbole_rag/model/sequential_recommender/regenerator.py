@@ -54,6 +54,12 @@ class Regenerator(SequentialRecommender):
         ):
             if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < least:
                 raise ConfigError(f"{key} must be an integer >= {least}, got {config[key]!r}.")
+        min_len = config["regen_min_len"]
+        if not isinstance(min_len, int) or isinstance(min_len, bool) or not 0 <= min_len < config["regen_max_len"]:
+            raise ConfigError(
+                f"regen_min_len must be an integer from 0 to regen_max_len - 1 ({config['regen_max_len'] - 1}), "
+                f"got {min_len!r}."
+            )
         if config["regen_inference"] not in INFERENCE_MODES:
             raise ConfigError(
                 f"regen_inference must be one of {', '.join(INFERENCE_MODES)}, got {config['regen_inference']!r}."
@@ -70,6 +76,7 @@ class Regenerator(SequentialRecommender):
         self.inference_mode = config["regen_inference"]
         self.max_len = config["regen_max_len"] if self.inference_mode == "reference" else self.pattern_max_len
         self.source_steps = config["regen_source_steps"]
+        self.min_len = config["regen_min_len"]
         self.source_mask = config["regen_source_mask"]
         self.n_conditions = config["regen_conditions"]
         self.entropy_weight = config["regen_entropy_weight"]
