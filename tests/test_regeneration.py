@@ -340,6 +340,23 @@ def test_a_stopped_pre_training_resumes_to_the_weights_of_an_unbroken_one(tiny, 
         assert torch.equal(weight, resumed.model.state_dict()[name]), name
 
 
+def test_a_finished_pre_training_resumed_decodes_again_without_training(tiny, tmp_path, monkeypatch):
+    settings = {**tiny, **REGEN, "epochs": 2, "checkpoint_dir": str(tmp_path / "saved")}
+    run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_data_path": str(tmp_path / "a")})
+    [last] = (tmp_path / "saved").glob("*-last.pth")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(RegeneratorTrainer, "_train_epoch", no_training)
+    again = {"regen_data_path": str(tmp_path / "b"), "regen_min_len": 3, "resume_path": str(last)}
+    run_recbole_rag("Regenerator", "tiny", config_dict={**settings, **again})
+    with open(tmp_path / "b" / "tiny-regen" / writer.MANIFEST) as f:
+        manifest = json.load(f)
+    lengths = manifest["counts"]["regenerated_stats"]["lengths"]
+    assert manifest["settings"]["regen_min_len"] == 3 and lengths and min(map(int, lengths)) >= 3
+
+
 def test_registry_gives_the_regenerator_trainer():
     assert get_trainer(None, "Regenerator") is RegeneratorTrainer
 
