@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 import torch
@@ -99,6 +100,16 @@ def test_a_last_checkpoint_whose_best_file_is_gone_is_refused(tiny):
     os.remove(part["saved_model_file"])
     with pytest.raises(CheckpointError, match="best checkpoint .* is gone"):
         run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "resume_path": last_file_of(part["saved_model_file"])})
+
+
+def test_a_run_folder_moved_elsewhere_resumes_from_the_best_file_beside_its_last(tiny, tmp_path):
+    part = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1})
+    moved = tmp_path / "moved"
+    shutil.move(os.path.dirname(part["saved_model_file"]), moved)
+    last = moved / os.path.basename(last_file_of(part["saved_model_file"]))
+    resumed = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 2, "resume_path": str(last)})
+    assert resumed["epochs_run"] == 2
+    assert resumed["saved_model_file"] == str(moved / os.path.basename(part["saved_model_file"]))
 
 
 def test_pretrained_path_starts_a_recbole_model_from_its_weights_at_epoch_0(tiny):

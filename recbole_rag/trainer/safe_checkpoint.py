@@ -266,7 +266,10 @@ class SafeCheckpointMixin:
             check_same_items(checkpoint, self.train_dataset, resume_file)
         check_fits(self.model, checkpoint, resume_file)
         best_file = checkpoint.get("best_file")  # a -last checkpoint names its run's best file
-        if best_file and not os.path.isfile(best_file):
+        beside = best_file and os.path.join(os.path.dirname(resume_file), os.path.basename(best_file))
+        if beside and os.path.isfile(beside):  # the best file sits beside its -last: a moved run folder resumes
+            best_file = beside
+        elif best_file and not os.path.isfile(best_file):
             raise CheckpointError(
                 f"'{resume_file}' continues the run whose best checkpoint is "
                 f"'{best_file}', which is gone: start that run again."
