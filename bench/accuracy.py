@@ -31,7 +31,7 @@ from recbole_rag.cli import parse_overrides
 from recbole_rag.config import presets, property_files
 from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError
 from recbole_rag.files import atomic_path
-from recbole_rag.regeneration.pipeline import regenerate, regenerated_run
+from recbole_rag.regeneration.pipeline import regenerate, regenerated_run, regenerator_key
 from recbole_rag.registry import get_model
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
@@ -306,6 +306,11 @@ def newest(folder, pattern):
     return max(found, key=os.path.getmtime) if found else None
 
 
+def regenerator_dir(store_dir, dataset, seed, regen_config):
+    """``<store_dir>/regenerator-seed<seed>-<hash of its pre-training settings>``."""
+    return os.path.join(store_dir, f"regenerator-seed{seed}-{regenerator_key(dataset, config_dict=regen_config)}")
+
+
 def last_checkpoint_in(folder):
     """The newest per-epoch checkpoint (``*-last.pth``) a stopped run left in ``folder``, or None."""
     return newest(folder, "*-last.pth")
@@ -379,12 +384,6 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
                     }
                     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
-                    # the regenerator's own checkpoints, so a stopped pre-training goes on where it was
-                    regen_config["checkpoint_dir"] = os.path.join(row_dir, "regenerator")
-                    regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
-                    if regen_resume:
-                        regen_config["resume_path"] = regen_resume
-                        log(f"resume the regenerator of {run.label} seed {seed} from {regen_resume}")
                     sasrec = (results.get("SASRec") or [None] * len(seeds))[index]
                     if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
                         if not os.path.isfile(sasrec["saved_model_file"]):
@@ -394,6 +393,14 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                                 f"is relative to where it ran): run from there, or delete {sasrec['path']}."
                             )
                         regen_config["regen_item_embedding"] = sasrec["saved_model_file"]  # the reference's start
+                    # the regenerator's checkpoints, one folder per pre-training that every row on its
+                    # set shares, so a stopped pre-training goes on where it was and a set deleted
+                    # since is decoded again from the trained regenerator, not trained again
+                    regen_config["checkpoint_dir"] = regenerator_dir(store_dir, dataset, seed, regen_config)
+                    regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
+                    if regen_resume:
+                        regen_config["resume_path"] = regen_resume
+                        log(f"resume the regenerator of {run.label} seed {seed} from {regen_resume}")
                     name, files, config = regenerated_run(
                         regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control"),
                         config_dict=config,

@@ -2,6 +2,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 
 import pytest
 
@@ -113,9 +114,17 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
         results["SASRec"][0]["saved_model_file"]
     )
     assert set(results["SASRec+regen+RAFT(pairs)"][0]["test_result"]) == set(results["SASRec+regen"][0]["test_result"])
-    # the regenerator keeps its per-epoch state beside the row, where a rerun resumes it
-    row_dir = results["SASRec+regen"][0]["path"][: -len(".json")]
-    assert glob.glob(os.path.join(row_dir, "regenerator", "*-last.pth"))
+    # the regenerator keeps its per-epoch state in one folder of the store, named by its pre-training
+    (regenerator_dir,) = glob.glob(str(tmp_path / "store" / "regenerator-seed1-*"))
+    assert glob.glob(os.path.join(regenerator_dir, "*-last.pth"))
+    # with the set gone, the control row decodes it again from that regenerator: no second pre-training
+    shutil.rmtree(tmp_path / "regen")
+    logged = []
+    control = [Run("SASRec", "SASRec"), Run("SASRec+regen-control", "SASRec", regenerated="control")]
+    run_all(control, "tiny", [1], settings, str(tmp_path / "store"), run_recbole_rag, logged.append)
+    assert any(m.startswith("resume the regenerator") and regenerator_dir in m for m in logged)
+    assert (tmp_path / "regen" / "tiny-regen-control" / "manifest.json").is_file()
+    assert glob.glob(str(tmp_path / "store" / "regenerator-seed1-*")) == [regenerator_dir]
 
 
 def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):

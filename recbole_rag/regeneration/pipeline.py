@@ -19,7 +19,7 @@ from recbole_rag.errors import ConfigError, command
 from recbole_rag.memory.builders import check_memory_source
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag, write_comparison
-from recbole_rag.regeneration.writer import find_regenerated, regen_folder
+from recbole_rag.regeneration.writer import find_regenerated, pretraining_key, regen_folder
 
 
 def regenerate(dataset, config_file_list=None, config_dict=None, control=False):
@@ -37,6 +37,11 @@ def regenerate(dataset, config_file_list=None, config_dict=None, control=False):
         return folder
     run_recbole_rag("Regenerator", dataset, config_file_list, config_dict)
     return regen_folder(config, control)
+
+
+def regenerator_key(dataset, config_file_list=None, config_dict=None):
+    """The hash that names a regenerator's pre-training (recbole_rag.regeneration.writer)."""
+    return pretraining_key(Config("Regenerator", dataset, config_file_list, {**(config_dict or {}), "personalise": False}))
 
 
 def regenerated_run(folder, config_file_list=None, config_dict=None):

@@ -117,6 +117,19 @@ def expected_manifest(config, control=False):
     }
 
 
+# Settings read only when decoding: a trained regenerator decodes again under other values.
+DECODING_KEYS = ("regen_data", "regen_max_len", "regen_min_len", "regen_source_steps")
+
+
+def pretraining_key(config):
+    """A short hash of what the regenerator's pre-training depends on (source, settings, item
+    table), so runs that need the same regenerator find its checkpoints in one place."""
+    manifest = expected_manifest(config)
+    manifest["settings"] = {k: v for k, v in manifest["settings"].items() if k not in DECODING_KEYS}
+    del manifest["control"]
+    return hashlib.sha1(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
 def find_regenerated(config, control=False):
     """The folder of a saved regenerated set (or its control) made from this source with these
     settings, or None when there is none. A folder whose manifest differs stops with what
