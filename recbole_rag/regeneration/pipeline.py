@@ -41,7 +41,8 @@ def regenerate(dataset, config_file_list=None, config_dict=None, control=False):
 
 def regenerator_key(dataset, config_file_list=None, config_dict=None):
     """The hash that names a regenerator's pre-training (recbole_rag.regeneration.writer)."""
-    return pretraining_key(Config("Regenerator", dataset, config_file_list, {**(config_dict or {}), "personalise": False}))
+    config_dict = {**(config_dict or {}), "personalise": False}
+    return pretraining_key(Config("Regenerator", dataset, config_file_list, config_dict))
 
 
 def regenerated_run(folder, config_file_list=None, config_dict=None):
