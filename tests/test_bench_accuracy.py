@@ -125,6 +125,13 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     assert any(m.startswith("resume the regenerator") and regenerator_dir in m for m in logged)
     assert (tmp_path / "regen" / "tiny-regen-control" / "manifest.json").is_file()
     assert glob.glob(str(tmp_path / "store" / "regenerator-seed1-*")) == [regenerator_dir]
+    # a row that decodes otherwise reuses the regenerator too, and writes its set beside the other
+    longer = [Run("SASRec", "SASRec"), Run("SASRec+regen(min_len=3)", "SASRec", {"regen_min_len": 3}, regenerated=True)]
+    results, _ = run_all(longer, "tiny", [1], settings, str(tmp_path / "store"), recording_run, logged.append)
+    assert datasets[-1] == "tiny-regen" and sum(m.startswith("resume the regenerator") for m in logged) == 2
+    variant = json.loads((tmp_path / "regen" / "regen_min_len=3" / "tiny-regen" / "manifest.json").read_text())
+    assert variant["settings"]["regen_min_len"] == 3
+    assert json.loads((tmp_path / "regen" / "tiny-regen-control" / "manifest.json").read_text())["control"]
 
 
 def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):
