@@ -64,6 +64,7 @@ _PATTERN_BANK = {"memory_source": "patterns", "memory_update": False}  # a patte
 RUNS = [
     Run("SASRec", "SASRec"),
     Run("DuoRec", "DuoRec"),
+    Run("DuoRec (bfloat16)", "DuoRec", {"enable_amp": True}),  # RecBole's autocast; on CPU, bfloat16
     Run("RaSeRec@SASRec", "RaSeRec", backbone="SASRec"),
     Run("RaSeRec@DuoRec", "RaSeRec", backbone="DuoRec"),
     Run("SASRec+regen", "SASRec", regenerated=True),

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from recbole.data import data_preparation
 
-from recbole_rag import Config, get_model
+from recbole_rag import Config, get_model, get_trainer
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError
 from recbole_rag.model.layers import SASRecEncoder, dropout, keep_mask
@@ -115,3 +115,15 @@ def test_duorec_full_sort_agrees_with_predict(tiny):
 def test_duorec_bad_settings(tiny, overrides, message):
     with pytest.raises(ConfigError, match=message):
         _duorec(tiny, **overrides)
+
+
+def test_enable_amp_trains_duorec_in_bfloat16_and_keeps_fp32_weights(tiny):
+    config = Config("DuoRec", "tiny", config_dict={**tiny, "enable_amp": True})
+    train, _, _ = data_preparation(config, load_dataset(config))
+    model = get_model("DuoRec")(config, train.dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], "DuoRec")(config, model)
+    dtypes = set()
+    model.encoder.layers[0].ffn_in.register_forward_hook(lambda module, args, out: dtypes.add(out.dtype))
+    loss = trainer._train_epoch(train, 0)  # RecBole's training loop: autocast on the run's device
+    assert dtypes == {torch.bfloat16} and torch.isfinite(torch.tensor(loss)).all()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
