@@ -168,6 +168,7 @@ def test_bad_regenerator_settings_are_refused(tiny):
         ("regen_conditions", 0, "regen_conditions must be an integer >= 1"),
         ("regen_entropy_weight", -1.0, "regen_entropy_weight must be >= 0"),
         ("regen_view_balance", -0.5, "regen_view_balance must be >= 0"),
+        ("regen_lr_schedule", "step", "regen_lr_schedule must be one of epoch, batch"),
     ]:
         with pytest.raises(ConfigError, match=message):
             run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, key: value})
@@ -355,6 +356,29 @@ def test_a_finished_pre_training_resumed_decodes_again_without_training(tiny, tm
         manifest = json.load(f)
     lengths = manifest["counts"]["regenerated_stats"]["lengths"]
     assert manifest["settings"]["regen_min_len"] == 3 and lengths and min(map(int, lengths)) >= 3
+
+
+@pytest.mark.parametrize("schedule", ["epoch", "batch"])
+def test_the_learning_rate_follows_the_cosine_per_epoch_or_as_the_reference_per_batch(tiny, tmp_path, schedule):
+    settings = {**tiny, **REGEN, "epochs": 3, "train_batch_size": 8, "regen_lr_schedule": schedule}
+    config = Config("Regenerator", "tiny", config_dict={**settings, "regen_data_path": str(tmp_path)})
+    train = _splits(config)[0]
+    trainer = RegeneratorTrainer(config, get_model("Regenerator")(config, train.dataset))
+    rates = []
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, *_: rates.append(optimizer.param_groups[0]["lr"]))
+    trainer.fit(train, None, saved=False)
+    steps = len(rates) // 3
+    assert steps > 3 and len(rates) == 3 * steps
+    if schedule == "epoch":
+        assert rates == [pytest.approx(0.001 * (1 + np.cos(np.pi * e / 3)) / 2) for e in range(3) for _ in range(steps)]
+    else:  # the reference's torch scheduler, stepped after every batch
+        reference = torch.optim.lr_scheduler.CosineAnnealingLR(torch.optim.Adam([torch.zeros(1)], lr=0.001), T_max=3)
+        expected = []
+        for _ in rates:
+            expected.append(reference.get_last_lr()[0])
+            reference.optimizer.step()
+            reference.step()
+        assert rates == pytest.approx(expected) and min(rates) < 1e-5 and rates.count(rates[0]) < len(rates)
 
 
 def test_registry_gives_the_regenerator_trainer():

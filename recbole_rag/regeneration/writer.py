@@ -63,6 +63,7 @@ REGEN_KEYS = (
     "seed",
     "epochs",
     "learning_rate",
+    "regen_lr_schedule",
     "train_batch_size",
     "hidden_size",
     "n_layers",

@@ -1,6 +1,7 @@
 """RegeneratorTrainer: mine patterns -> pre-train the regenerator on <sequence, pattern> pairs ->
 hybrid inference -> write ``<dataset>-regen`` (``recbole_rag.regeneration.writer``)."""
 
+import itertools
 import math
 import time
 
@@ -63,6 +64,21 @@ class RegeneratorTrainer(Trainer):
             params, lr=self.learning_rate, betas=(0.9, 0.98), eps=1e-9, weight_decay=self.weight_decay
         )
 
+    def _set_lr(self, lr):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _batch_schedule(self, first_step):
+        """The model's loss that first sets the rate of the reference's per-batch schedule: its
+        CosineAnnealingLR(T_max=epochs) stepped every batch is this closed form at the global step."""
+        steps = itertools.count(first_step)
+
+        def loss(interaction):
+            self._set_lr(cosine_lr(self.learning_rate, next(steps), self.epochs))
+            return self.model.calculate_loss(interaction)
+
+        return loss
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         c, start = self.config, time.perf_counter()
         if c["pretrained_path"]:
@@ -106,11 +122,11 @@ class RegeneratorTrainer(Trainer):
         )
         lengths = (pairs[self.model.ITEM_SEQ] > 0).sum(1)
         for epoch in range(self.start_epoch, self.epochs):
-            for group in self.optimizer.param_groups:
-                group["lr"] = cosine_lr(self.learning_rate, epoch, self.epochs)
+            self._set_lr(cosine_lr(self.learning_rate, epoch, self.epochs))
             batches = [pairs[rows] for rows in length_batches(lengths, c["train_batch_size"])]
             epoch_start = time.perf_counter()
-            loss = self._train_epoch(batches, epoch, show_progress=show_progress)
+            loss_func = self._batch_schedule(epoch * len(batches)) if c["regen_lr_schedule"] == "batch" else None
+            loss = self._train_epoch(batches, epoch, loss_func=loss_func, show_progress=show_progress)
             self.train_loss_dict[epoch] = loss
             if verbose:
                 self.logger.info(self._generate_train_loss_output(epoch, epoch_start, time.perf_counter(), loss))

@@ -32,6 +32,7 @@ from recbole_rag.errors import CheckpointError, ConfigError
 PATTERN_ITEMS, PATTERN_INDEX = "pattern_items", "pattern_index"
 INFERENCE_MODES = ("reference", "ours")
 DATA_MODES = ("reference", "regenerated")  # what the regenerated dataset adds (regeneration/writer.py)
+LR_SCHEDULES = ("epoch", "batch")  # the cosine stepped per epoch (ours) or per batch (the reference)
 # The reference's Gumbel-softmax temperature: 1 at the start, x0.995 per training step, floor 0.1.
 TAU_START, TAU_DECAY, TAU_FLOOR = 1.0, 0.995, 0.1
 
@@ -66,6 +67,10 @@ class Regenerator(SequentialRecommender):
             )
         if config["regen_data"] not in DATA_MODES:
             raise ConfigError(f"regen_data must be one of {', '.join(DATA_MODES)}, got {config['regen_data']!r}.")
+        if config["regen_lr_schedule"] not in LR_SCHEDULES:
+            raise ConfigError(
+                f"regen_lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {config['regen_lr_schedule']!r}."
+            )
         for key in ("regen_entropy_weight", "regen_view_balance"):
             if config[key] < 0:
                 raise ConfigError(f"{key} must be >= 0, got {config[key]}.")
