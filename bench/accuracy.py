@@ -254,9 +254,13 @@ def used_defaults(defaults, overrides):
 
 def effective(settings):
     """``settings`` with its YAML defaults merged: what the run computed with, whichever
-    properties files held each default (a backbone's settings too)."""
+    properties files held each default (a backbone's settings too), and ``data_path`` as the
+    folder it names, so ``../shared/datasets`` and its absolute path find the same result."""
     merged = merged_defaults(settings.get("defaults") or {})
-    out = {**settings, "defaults": used_defaults(merged, settings.get("overrides") or {})}
+    overrides = dict(settings.get("overrides") or {})
+    if overrides.get("data_path"):
+        overrides["data_path"] = os.path.realpath(overrides["data_path"])
+    out = {**settings, "overrides": overrides, "defaults": used_defaults(merged, overrides)}
     if settings.get("backbone_settings"):
         out["backbone_settings"] = effective(settings["backbone_settings"])
     return json.dumps(out, sort_keys=True, default=str)

@@ -222,6 +222,20 @@ def test_a_default_moved_to_another_yaml_file_keeps_the_stored_result(tmp_path):
     assert accuracy.stored_result_path(str(tmp_path), changed) == accuracy.result_path(str(tmp_path), changed)
 
 
+def test_a_data_path_written_another_way_keeps_the_stored_result(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    run = {"label": "A", "model": "SASRec", "backbone": None, "seed": 1, "defaults": {}}
+    relative = {**run, "overrides": {"data_path": "data"}}
+    stored = accuracy.result_path(str(tmp_path), relative)
+    with open(stored, "w", encoding="utf-8") as f:
+        json.dump({"settings": relative, "test_result": {}}, f)
+    absolute = {**run, "overrides": {"data_path": str(tmp_path / "data") + "/"}}
+    assert accuracy.stored_result_path(str(tmp_path), absolute) == stored
+    other = {**run, "overrides": {"data_path": str(tmp_path)}}
+    assert accuracy.stored_result_path(str(tmp_path), other) == accuracy.result_path(str(tmp_path), other)
+
+
 def test_a_changed_ivf_default_keeps_results_that_never_read_it(tmp_path):
     def settings(nlist, overrides):
         defaults = {"RaSeRec.yaml": {"memory_index": "flat", "memory_nlist": nlist, "memory_nprobe": None}}
