@@ -8,9 +8,9 @@ from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError
 from recbole_rag.trainer import load_checkpoint
-from recbole_rag.trainer.personaliser import personalised
+from recbole_rag.trainer.personaliser import in_rows, personalised
 
-FAST = {"personalise_warmup_epochs": 1, "personalise_interval": 2}
+FAST = {"personalise_warmup_epochs": 1, "personalise_interval": 2, "personalise_unit": "rows"}
 
 
 def _trainer(tiny, model="SASRec", **overrides):
@@ -65,6 +65,24 @@ def test_resuming_restores_the_scorer(tiny, tmp_path):
     assert trainer.steps_after_warmup == saved["steps_after_warmup"] > 0
 
 
+def test_the_reference_sequence_batches_become_rows_and_steps():
+    # 30 batches of 256 sequences of 2.5 rows each = 19,200 rows = 75 steps of 256; 640 rows per meta batch
+    assert in_rows(30, 256, 2.5, 256) == (75, 640)
+    assert in_rows(30, 256, 1.0, 512) == (15, 256)
+    assert in_rows(1, 1, 0.1, 256) == (1, 1)
+
+
+def test_sequence_units_follow_the_training_rows_per_user(tiny):
+    trainer, train = _trainer(tiny, personalise_unit="sequences", personalise_interval=20, personalise_batch_size=8)
+    trainer.config["epochs"] = 0
+    trainer.fit(train, show_progress=False)
+    rows = train.dataset.inter_feat
+    per_user = len(rows) / len(set(rows["user_id"].tolist()))
+    assert per_user > 1.5  # tiny's users have several rows each, so the conversion shows
+    assert trainer.meta_batch_size == round(8 * per_user) and len(trainer._random_batch()) == trainer.meta_batch_size
+    assert trainer.interval == round(20 * 8 * per_user / train.batch_size) > 1
+
+
 @pytest.mark.parametrize(
     "model, overrides, message",
     [
@@ -72,6 +90,8 @@ def test_resuming_restores_the_scorer(tiny, tmp_path):
         ("Caser", {}, "Caser with loss_type CE is not one"),
         ("SASRec", {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, "BPR"),
         ("SASRec", {"personalise_interval": None}, "personalise needs personalise_interval: add --config_files"),
+        ("SASRec", {"personalise_unit": "users"}, "personalise_unit must be one of sequences, rows, got 'users'"),
+        ("SASRec", {"personalise_batch_size": 0}, "personalise_batch_size must be >= 1, got 0"),
     ],
 )
 def test_what_the_personaliser_cannot_wrap_stops_before_training(tiny, model, overrides, message):

@@ -522,7 +522,7 @@ def test_the_pipeline_runs_all_stages_in_one_call(regenerated, tmp_path):
 
 def test_dr4sr_plus_in_the_pipeline_personalises_the_backbone_only(regenerated, tmp_path):
     settings, _ = regenerated
-    overrides = {**settings, "personalise_warmup_epochs": 0, "personalise_interval": 2}
+    overrides = {**settings, "personalise_warmup_epochs": 0, "personalise_interval": 2, "personalise_unit": "rows"}
     results, _ = pipeline.run_pipeline(
         "SASRec",
         "tiny",

@@ -11,9 +11,17 @@ below, the reference code's values, ``model/metamodel.py`` and ``utils/utils.py`
   cross-entropy (a contrastive term, DuoRec's, stays unweighted);
 * every ``personalise_interval`` steps the scorer takes one step on an implicit hyper-gradient:
   the unweighted loss of a fresh training batch (the reference's choice) through the inverse
-  Hessian of the weighted loss, approximated by ``personalise_neumann_steps`` terms of a Neumann
-  series with step ``personalise_neumann_lr`` (AuxiLearn's method, as the reference); SGD with
-  ``personalise_lr``, momentum, weight decay, gradient norm clipped to ``personalise_grad_clip``.
+  Hessian of the weighted loss of another, approximated by ``personalise_neumann_steps`` terms of
+  a Neumann series with step ``personalise_neumann_lr`` (AuxiLearn's method, as the reference);
+  SGD with ``personalise_lr``, momentum, weight decay, gradient norm clipped to
+  ``personalise_grad_clip``.
+
+The reference's batches (``personalise_batch_size``, its training and meta batches alike) are
+whole sequences, each trained at every position; a RecBole row is one target. With
+``personalise_unit: sequences`` the interval counts such batches and the meta batches hold as
+many rows as that many sequences do (the training set's rows per sequence), so a scorer step
+sees as much data, and comes as often per epoch, as the reference's; ``rows`` takes both as
+RecBole steps and rows.
 
 The scorer is training machinery: checkpoints carry its state for resuming, and the model they
 hold is the plain model (inference is unchanged).
@@ -38,7 +46,10 @@ SETTINGS = (
     "personalise_weight_decay",
     "personalise_tau",
     "personalise_grad_clip",
+    "personalise_batch_size",
+    "personalise_unit",
 )
+UNITS = ("sequences", "rows")
 # RecBole models whose CE loss is forward(item_seq, item_seq_len) . item_embedding and nothing else.
 RECBOLE_MODELS = ("SASRec", "GRU4Rec", "NARM", "STAMP", "SRGNN")
 PATTERN_USER_PREFIX = "pattern-"  # regenerated sets write each mined pattern under such a user id
@@ -50,6 +61,9 @@ class RowScorer(nn.Module):
     def __init__(self, hidden_size, tau):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, 2))
+        for layer in (self.mlp[0], self.mlp[2]):  # the reference's normal_initialization
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
         self.tau = tau
 
     def forward(self, representation):
@@ -84,6 +98,18 @@ def check_personalisable(config, model):
         raise ConfigError(
             f"personalise needs {', '.join(missing)}: add --config_files=dr4sr-plus (the reference's values)."
         )
+    if config["personalise_unit"] not in UNITS:
+        raise ConfigError(f"personalise_unit must be one of {', '.join(UNITS)}, got {config['personalise_unit']!r}.")
+    for key in ("personalise_interval", "personalise_batch_size"):
+        if config[key] < 1:
+            raise ConfigError(f"{key} must be >= 1, got {config[key]}.")
+
+
+def in_rows(interval, batch_size, rows_per_sequence, train_batch_size):
+    """The reference's interval (batches of ``batch_size`` whole sequences) and meta batch size
+    (sequences) -> (steps of ``train_batch_size`` rows, rows)."""
+    rows = batch_size * rows_per_sequence
+    return max(1, round(interval * rows / train_batch_size)), max(1, round(rows))
 
 
 class PersonaliserMixin:
@@ -93,7 +119,8 @@ class PersonaliserMixin:
         super().__init__(config, model)
         check_personalisable(config, model)
         c = {key: config[key] for key in SETTINGS}
-        self.warmup_epochs, self.interval = c["personalise_warmup_epochs"], c["personalise_interval"]
+        self.warmup_epochs, self.unit = c["personalise_warmup_epochs"], c["personalise_unit"]
+        self.interval, self.meta_batch_size = c["personalise_interval"], c["personalise_batch_size"]
         self.neumann_steps, self.neumann_lr = c["personalise_neumann_steps"], c["personalise_neumann_lr"]
         self.grad_clip = c["personalise_grad_clip"]
         hidden = model.item_embedding.weight.shape[1]
@@ -115,6 +142,15 @@ class PersonaliserMixin:
             np.char.startswith(np.asarray(tokens, dtype=str), PATTERN_USER_PREFIX), device=self.device
         )
         self.train_rows = dataset.inter_feat
+        if self.unit == "sequences":
+            per_sequence = len(self.train_rows) / len(torch.unique(self.train_rows[dataset.uid_field]))
+            self.interval, self.meta_batch_size = in_rows(
+                self.interval, self.meta_batch_size, per_sequence, train_data.batch_size
+            )
+            self.logger.info(
+                f"DR4SR+: {per_sequence:.2f} training rows per sequence: a scorer step every {self.interval} "
+                f"steps, on batches of {self.meta_batch_size} rows"
+            )
         return super().fit(train_data, *args, **kwargs)
 
     def row_weights(self, interaction, representation):
@@ -127,7 +163,7 @@ class PersonaliserMixin:
         return (self.row_weights(interaction, representation) * ce).mean() + extra
 
     def _random_batch(self):
-        rows = torch.randint(len(self.train_rows), (self.config["train_batch_size"],))
+        rows = torch.randint(len(self.train_rows), (self.meta_batch_size,))
         return self.train_rows[rows].to(self.device)
 
     def meta_step(self):
