@@ -144,8 +144,9 @@ class PersonaliserMixin:
         self.train_rows = dataset.inter_feat
         if self.unit == "sequences":
             per_sequence = len(self.train_rows) / len(torch.unique(self.train_rows[dataset.uid_field]))
+            c = self.config
             self.interval, self.meta_batch_size = in_rows(
-                self.interval, self.meta_batch_size, per_sequence, train_data.batch_size
+                c["personalise_interval"], c["personalise_batch_size"], per_sequence, train_data.batch_size
             )
             self.logger.info(
                 f"DR4SR+: {per_sequence:.2f} training rows per sequence: a scorer step every {self.interval} "
