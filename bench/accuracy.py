@@ -7,7 +7,9 @@ Each run goes through ``run_recbole_rag`` (RecBole's data, split and evaluator).
 result is a JSON file under ``results/<dataset>-accuracy/`` named by label, seed and a hash of its
 settings, so a rerun with the same settings skips it; its checkpoints and its log (``.log``, every
 attempt appended) lie beside it under the same name, and a run stopped midway continues from its
-last epoch's checkpoint (recbole_rag.trainer.safe_checkpoint) when the command is run again.
+last epoch's checkpoint (recbole_rag.trainer.safe_checkpoint) when the command is run again
+(its settings, written at its start as ``.settings.json``, find it again under the same settings
+spelt otherwise, e.g. ``--data_path`` relative or absolute).
 Writes ``results/<dataset>-accuracy.md`` and ``.csv``: the mean (and sample standard deviation,
 with several seeds) of each metric. The hash covers the plug-in's YAML defaults too: change one
 and the runs it touches run again.
@@ -207,8 +209,16 @@ def file_label(label):
     return "".join(c if c.isalnum() or c in "@+-_=." else "_" for c in label)
 
 
+HASH_LENGTH = 10  # hex digits of the settings hash in a stored row's name
+
+
+def row_pattern(label, seed):
+    """Glob pattern of the stored rows of ``label`` and ``seed`` (any settings hash), without suffix."""
+    return f"{file_label(label)}-seed{seed}-" + "?" * HASH_LENGTH
+
+
 def result_path(store_dir, settings):
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:HASH_LENGTH]
     return os.path.join(store_dir, f"{file_label(settings['label'])}-seed{settings['seed']}-{digest}.json")
 
 
@@ -266,21 +276,30 @@ def effective(settings):
     return json.dumps(out, sort_keys=True, default=str)
 
 
+STARTED = ".settings.json"  # beside a row's folder from its start: its settings, for resuming
+
+
 def stored_result_path(store_dir, settings):
     """The stored result of ``settings``: the file their hash names, else a stored file of the same
     label and seed whose settings are the same once each side's YAML defaults are merged (so
-    moving a default from one properties file to another keeps the results stored before);
-    else the file their hash names, to be written."""
+    moving a default from one properties file to another keeps the results stored before), else
+    the result file of a started row (its ``STARTED`` file) with the same settings, so that it
+    resumes; else the file their hash names, to be written."""
     path = result_path(store_dir, settings)
     if os.path.isfile(path):
         return path
     want = effective(settings)
-    pattern = f"{file_label(settings['label'])}-seed{settings['seed']}-*.json"
-    for other in sorted(glob.glob(os.path.join(glob.escape(store_dir), pattern))):
+    prefix = os.path.join(glob.escape(store_dir), row_pattern(settings["label"], settings["seed"]))
+    for other in sorted(glob.glob(prefix + ".json")):
         with open(other, encoding="utf-8") as f:
             stored = json.load(f)
         if "settings" in stored and effective(stored["settings"]) == want:
             return other
+    if not os.path.isfile(path[: -len(".json")] + STARTED):
+        for started in sorted(glob.glob(prefix + STARTED)):
+            with open(started, encoding="utf-8") as f:
+                if effective(json.load(f)) == want:
+                    return started[: -len(STARTED)] + ".json"
     return path
 
 
@@ -368,6 +387,8 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                 log(f"done {run.label} seed {seed}: stored in {path}")
                 continue
             row_dir = path[: -len(".json")]
+            if not os.path.isfile(row_dir + STARTED):
+                _save_json(row_dir + STARTED, settings)
             config = {**settings["overrides"], "seed": seed, "checkpoint_dir": row_dir}
             resume = last_checkpoint_in(row_dir)
             if resume:

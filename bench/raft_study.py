@@ -27,7 +27,7 @@ import sys
 import numpy as np
 import torch
 
-from bench.accuracy import Run, file_label, newest, run_all
+from bench.accuracy import Run, newest, row_pattern, run_all
 from bench.report import machine, table_parser, write_report
 from recbole_rag.cli import parse_overrides
 from recbole_rag.errors import ConfigError, RecBoleRagError
@@ -44,7 +44,7 @@ VARIANTS = [  # (label, overrides, seed)
 
 def stored_result(store_dir, label, seed):
     """The newest stored result of ``label`` (bench/accuracy.py's file naming), checked."""
-    path = newest(store_dir, f"{file_label(label)}-seed{seed}-*.json")
+    path = newest(store_dir, row_pattern(label, seed) + ".json")
     if not path:
         raise ConfigError(f"no stored {label} (seed {seed}) in {store_dir}: run bench/full_table.py first.")
     with open(path, encoding="utf-8") as f:

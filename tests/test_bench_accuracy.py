@@ -275,3 +275,33 @@ def test_where_regenerated_data_goes_leaves_other_rows_settings_alone():
     given = {"epochs": 3, "regen_data_path": "out"}
     assert accuracy.settings_of(plain, 1, given, "tiny") == accuracy.settings_of(plain, 1, {"epochs": 3}, "tiny")
     assert accuracy.settings_of(regenerated, 1, given, "tiny")["overrides"]["regen_data_path"] == "out"
+
+
+def test_a_stopped_row_resumes_under_a_data_path_written_another_way(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    store = str(tmp_path / "store")
+    calls = []
+
+    def stopped(model, dataset, config_dict):  # a run killed after its first epoch's checkpoint
+        calls.append(config_dict)
+        os.makedirs(config_dict["checkpoint_dir"], exist_ok=True)
+        open(os.path.join(config_dict["checkpoint_dir"], "SASRec-x-last.pth"), "w").close()
+        raise KeyboardInterrupt
+
+    def finished(model, dataset, config_dict):
+        calls.append(config_dict)
+        metrics = {"ndcg@10": 0.1}
+        return {"test_result": metrics, "best_valid_result": metrics, "train_time_s": 1.0, "epochs_run": 2,
+                "saved_model_file": None}  # fmt: skip
+
+    runs = [Run("SASRec", "SASRec")]
+    with pytest.raises(KeyboardInterrupt):
+        run_all(runs, "tiny", [1], {"data_path": "data"}, store, stopped, lambda m: None)
+    assert len(glob.glob(os.path.join(store, "*" + accuracy.STARTED))) == 1  # no result, its settings
+    run_all(runs, "tiny", [1], {"data_path": str(tmp_path / "data") + "/"}, store, finished, lambda m: None)
+    assert calls[1]["checkpoint_dir"] == calls[0]["checkpoint_dir"]  # the same row, not a new one
+    assert calls[1]["resume_path"] == os.path.join(calls[0]["checkpoint_dir"], "SASRec-x-last.pth")
+    assert calls[1]["data_path"].startswith(str(tmp_path))  # resumed with the paths it was given now
+    run_all(runs, "tiny", [1], {"data_path": str(tmp_path)}, store, finished, lambda m: None)
+    assert calls[2]["checkpoint_dir"] != calls[0]["checkpoint_dir"] and "resume_path" not in calls[2]
