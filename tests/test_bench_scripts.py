@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bench import curves, epoch_time, gpu_smoke, mining_time, regen_table, scale, sensitivity, speed
+from bench.accuracy import row_pattern
 from bench.sensitivity import settings_grid
 from recbole_rag.model.sequential_recommender.raserec import RaSeRec
 
@@ -41,7 +42,7 @@ def test_sensitivity_trains_one_backbone_and_one_bank_for_every_setting(tiny, tm
     assert "run " not in capsys.readouterr().out
     # a row stopped mid-RAFT (its -last.pth kept, no result yet) continues from its checkpoint,
     # though the sweep's settings also name the backbone (pretrained_path)
-    stopped = glob.glob(str(out / "tiny-sensitivity" / "alpha=0.2-*.json"))[0]
+    (stopped,) = glob.glob(str(out / "tiny-sensitivity" / (row_pattern("alpha=0.2", 2020) + ".json")))
     os.remove(stopped)
     assert glob.glob(stopped[: -len(".json")] + "/*-last.pth")
     assert sensitivity.main(argv) == 0
