@@ -212,14 +212,19 @@ def file_label(label):
 HASH_LENGTH = 10  # hex digits of the settings hash in a stored row's name
 
 
+def row_name(label, seed, digest):
+    """A stored row's file name without suffix: label, seed and the hash of its settings."""
+    return f"{file_label(label)}-seed{seed}-{digest}"
+
+
 def row_pattern(label, seed):
     """Glob pattern of the stored rows of ``label`` and ``seed`` (any settings hash), without suffix."""
-    return f"{file_label(label)}-seed{seed}-" + "?" * HASH_LENGTH
+    return row_name(label, seed, "?" * HASH_LENGTH)
 
 
 def result_path(store_dir, settings):
     digest = hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:HASH_LENGTH]
-    return os.path.join(store_dir, f"{file_label(settings['label'])}-seed{settings['seed']}-{digest}.json")
+    return os.path.join(store_dir, row_name(settings["label"], settings["seed"], digest) + ".json")
 
 
 # Settings added to the YAML defaults after results were stored, with the value that computes
