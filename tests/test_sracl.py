@@ -467,3 +467,4 @@ def test_prefix_retrieval_embeds_no_user_texts(texts, tmp_path, monkeypatch):
     semantics = trainer.prepare_semantics(train.dataset)
     assert len(embedded) == model.n_items - 1  # item texts only: prefixes never read user vectors
     assert "users: items" in semantics.source
+    assert semantics.source.endswith("; cache prefix-cache.npz")  # relative to the working folder (tmp_path)

@@ -40,6 +40,12 @@ class Semantics:
     prefix_vectors: np.ndarray = None  # (training rows, dim) with prefix texts, else None
 
 
+def _shown_path(path):
+    """``path`` relative to the working directory when it lies under it: reports carry no home folders."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return path if relative.startswith("..") else relative
+
+
 def normalise(vectors):
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
@@ -188,6 +194,6 @@ def build_semantics(config, train_dataset, show_progress=False, user_texts=True,
         + (f" + {item_history_count} purchase histories" if item_history_count else "")
         + f"; users: {user_mode}"
         + ("; prefixes: text" if prefix_texts else "")
-        + f"; cache {cache}"
+        + f"; cache {_shown_path(cache)}"
     )
     return Semantics(source, item_vectors, user_vectors, histories, embedded, prefix_vectors)
