@@ -34,7 +34,7 @@ from recbole_rag.config import presets, property_files
 from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError
 from recbole_rag.files import atomic_path
 from recbole_rag.regeneration.pipeline import regenerate, regenerated_run, regenerator_key
-from recbole_rag.regeneration.writer import DECODING_KEYS
+from recbole_rag.regeneration.writer import REGEN_KEYS
 from recbole_rag.registry import get_model
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
@@ -73,6 +73,8 @@ RUNS = [
     Run("SASRec+regen-control", "SASRec", regenerated="control"),
     Run("SASRec+regen+DR4SR+", "SASRec", preset("dr4sr-plus"), regenerated=True),
     Run("SASRec+regen(min_len=3)", "SASRec", {"regen_min_len": 3}, regenerated=True),  # no EOS before 3 items
+    # a regenerator pre-trained (and its patterns used) only on patterns of 3+ items: longer outputs learned, not forced
+    Run("SASRec+regen(pattern_min_len=3)", "SASRec", {"pattern_min_len": 3}, regenerated=True),
     Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
     Run("SASRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "SASRec+regen", True),
     Run("SASRec+regen+DR4SR++RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen+DR4SR+", True),
@@ -430,10 +432,10 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                     # set shares, so a stopped pre-training goes on where it was and a set deleted
                     # since is decoded again from the trained regenerator, not trained again
                     regen_config["checkpoint_dir"] = regenerator_dir(store_dir, dataset, seed, regen_config)
-                    decoding = {k: regen_config[k] for k in DECODING_KEYS if k in run.overrides}
-                    if decoding:  # the same regenerator decoded otherwise: a set of its own, beside the other
+                    own = {k: regen_config[k] for k in REGEN_KEYS if k in run.overrides}
+                    if own:  # a set made (or decoded) otherwise: a folder of its own, beside the default set
                         base = regen_config.get("regen_data_path") or os.path.join(store_dir, "regen-data")
-                        variant = "-".join(f"{k}={v}" for k, v in sorted(decoding.items()))
+                        variant = "-".join(f"{k}={v}" for k, v in sorted(own.items()))
                         regen_config["regen_data_path"] = os.path.join(base, variant)
                     regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
                     if regen_resume:

@@ -132,6 +132,12 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     variant = json.loads((tmp_path / "regen" / "regen_min_len=3" / "tiny-regen" / "manifest.json").read_text())
     assert variant["settings"]["regen_min_len"] == 3
     assert json.loads((tmp_path / "regen" / "tiny-regen-control" / "manifest.json").read_text())["control"]
+    # a row that mines otherwise pre-trains a regenerator of its own and writes its set beside the others
+    mined = [Run("SASRec", "SASRec"), Run("regen(3+)", "SASRec", {"pattern_min_len": 3}, regenerated=True)]
+    run_all(mined, "tiny", [1], settings, str(tmp_path / "store"), run_recbole_rag, logged.append)
+    assert len(glob.glob(str(tmp_path / "store" / "regenerator-seed1-*"))) == 2
+    own = json.loads((tmp_path / "regen" / "pattern_min_len=3" / "tiny-regen" / "manifest.json").read_text())
+    assert own["settings"]["pattern_min_len"] == 3 and manifest["settings"]["pattern_min_len"] != 3
 
 
 def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):
