@@ -345,6 +345,8 @@ def test_a_finished_pre_training_resumed_decodes_again_without_training(tiny, tm
     settings = {**tiny, **REGEN, "epochs": 2, "checkpoint_dir": str(tmp_path / "saved")}
     run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_data_path": str(tmp_path / "a")})
     [last] = (tmp_path / "saved").glob("*-last.pth")
+    [model_file] = (path for path in (tmp_path / "saved").glob("*.pth") if path != last)
+    saved = model_file.read_bytes()
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
@@ -356,6 +358,7 @@ def test_a_finished_pre_training_resumed_decodes_again_without_training(tiny, tm
         manifest = json.load(f)
     lengths = manifest["counts"]["regenerated_stats"]["lengths"]
     assert manifest["settings"]["regen_min_len"] == 3 and lengths and min(map(int, lengths)) >= 3
+    assert model_file.read_bytes() == saved  # the trained model's file is left as it was
 
 
 @pytest.mark.parametrize("schedule", ["epoch", "batch"])

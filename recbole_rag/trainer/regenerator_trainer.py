@@ -3,6 +3,7 @@ hybrid inference -> write ``<dataset>-regen`` (``recbole_rag.regeneration.writer
 
 import itertools
 import math
+import os
 import time
 
 import numpy as np
@@ -132,8 +133,8 @@ class RegeneratorTrainer(Trainer):
                 self.logger.info(self._generate_train_loss_output(epoch, epoch_start, time.perf_counter(), loss))
             if saved:  # each epoch's state, so resume_path continues a stopped pre-training
                 self._save_last(epoch, train_data)
-        if saved:
-            self._save_checkpoint(self.epochs - 1, verbose=verbose)
+        if saved and (self.start_epoch < self.epochs or not os.path.isfile(self.saved_model_file)):
+            self._save_checkpoint(self.epochs - 1, verbose=verbose)  # a finished run resumed keeps its file
         valid_score, valid_result = self._valid_epoch(valid_data, show_progress) if valid_data else (None, None)
         self.best_valid_score, self.best_valid_result = valid_score, valid_result
 
