@@ -1,5 +1,8 @@
 """DR4SR+'s dataset personaliser (recbole_rag/trainer/personaliser.py) around plain sequential models."""
 
+import logging
+import re
+
 import pytest
 import torch
 from recbole.data import data_preparation
@@ -21,10 +24,15 @@ def _trainer(tiny, model="SASRec", **overrides):
     return trainer, train
 
 
-def test_a_personalised_run_trains_the_scorer_and_saves_a_plain_model(tiny):
-    result = run_recbole_rag("SASRec", "tiny", ["dr4sr-plus"], {**tiny, **FAST, "epochs": 3})
+def test_a_personalised_run_trains_the_scorer_and_saves_a_plain_model(tiny, caplog):
+    caplog.set_level(logging.INFO)
+    result = run_recbole_rag("SASRec", "tiny", ["dr4sr-plus"], {**tiny, **FAST, "epochs": 3, "state": "INFO"})
     checkpoint = load_checkpoint(result["saved_model_file"])
     assert checkpoint["personaliser"]["meta_steps_done"] > 0
+    # each weighted epoch (1 and 2, after one warm-up epoch) logs the weights it gave, all in (0, 1)
+    logged = re.findall(r"DR4SR\+ epoch (\d): row weights mean ([\d.]+), std ([\d.]+) over (\d+) rows", caplog.text)
+    assert [epoch for epoch, *_ in logged] == ["1", "2"]
+    assert all(0 < float(mean) < 1 and float(std) > 0 and int(n) > 0 for _, mean, std, n in logged)
     plain = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
     assert set(checkpoint["state_dict"]) == set(load_checkpoint(plain["saved_model_file"])["state_dict"])
 
@@ -39,7 +47,7 @@ def test_a_meta_step_moves_the_scorer_and_nothing_else(tiny, model):
     trainer.meta_step()
     assert any(not torch.equal(a, b) for a, b in zip(scorer, trainer.scorer.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))
-    loss = trainer.weighted_loss(next(iter(train)))
+    loss, _ = trainer.weighted_loss(next(iter(train)))
     loss.backward()
     assert trainer.model.item_embedding.weight.grad.abs().sum() > 0
 

@@ -134,6 +134,7 @@ class PersonaliserMixin:
         self.meta_steps_done, self.steps_after_warmup = 0, 0
         self.pattern_user = None  # (n_users,) bool, set from the training data in fit
         self.train_rows = None
+        self.weight_sums = torch.zeros(3, device=self.device)  # count, sum, sum of squares
 
     def fit(self, train_data, *args, **kwargs):
         dataset = train_data.dataset
@@ -161,7 +162,16 @@ class PersonaliserMixin:
 
     def weighted_loss(self, interaction):
         ce, representation, extra = loss_parts(self.model, interaction)
-        return (self.row_weights(interaction, representation) * ce).mean() + extra
+        weights = self.row_weights(interaction, representation)
+        return (weights * ce).mean() + extra, weights
+
+    def weight_summary(self):
+        """'mean m, std s over n rows' of the weights the scorer gave this epoch's training rows
+        (pattern rows, fixed at 1, left out): what the personaliser did, for the log."""
+        n, total, squares = self.weight_sums.tolist()
+        mean = total / max(n, 1)
+        std = max(squares / max(n, 1) - mean**2, 0.0) ** 0.5
+        return f"mean {mean:.4f}, std {std:.4f} over {int(n)} rows"
 
     def _random_batch(self):
         rows = torch.randint(len(self.train_rows), (self.meta_batch_size,))
@@ -179,7 +189,7 @@ class PersonaliserMixin:
         outer = ce.mean() + extra
         g_outer = torch.autograd.grad(outer, params, allow_unused=True)
         g_outer = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, g_outer)]
-        inner = self.weighted_loss(self._random_batch())
+        inner, _ = self.weighted_loss(self._random_batch())
         g_inner = torch.autograd.grad(inner, params, create_graph=True, allow_unused=True)
         kept = [i for i, g in enumerate(g_inner) if g is not None]
         g_inner = [g_inner[i] for i in kept]
@@ -201,12 +211,21 @@ class PersonaliserMixin:
         self.steps_after_warmup += 1
         if self.steps_after_warmup % self.interval == 0:
             self.meta_step()  # before this step's graph is built: the scorer changes in place
-        return self.weighted_loss(interaction)
+        loss, weights = self.weighted_loss(interaction)
+        scored = (~self.pattern_user[interaction[self.model.USER_ID]]).float()  # masked sums: no host sync
+        w = weights.detach().float()
+        self.weight_sums += torch.stack([scored.sum(), (w * scored).sum(), (w.square() * scored).sum()])
+        return loss
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if epoch_idx < self.warmup_epochs:
             return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
-        return super()._train_epoch(train_data, epoch_idx, self._personalised_loss, show_progress)
+        self.weight_sums.zero_()
+        loss = super()._train_epoch(train_data, epoch_idx, self._personalised_loss, show_progress)
+        self.logger.info(
+            f"DR4SR+ epoch {epoch_idx}: row weights {self.weight_summary()}; {self.meta_steps_done} scorer steps so far"
+        )
+        return loss
 
     def _state(self, epoch):
         state = super()._state(epoch)
