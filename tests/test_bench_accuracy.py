@@ -133,7 +133,8 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     assert variant["settings"]["regen_min_len"] == 3
     assert json.loads((tmp_path / "regen" / "tiny-regen-control" / "manifest.json").read_text())["control"]
     # a row that mines otherwise pre-trains a regenerator of its own and writes its set beside the others
-    mined = [Run("SASRec", "SASRec"), Run("regen(3+)", "SASRec", {"pattern_min_len": 3}, regenerated=True)]
+    # (its own `epochs` is the backbone's: it names neither the regenerator nor the set's folder)
+    mined = [Run("SASRec", "SASRec"), Run("regen(3+)", "SASRec", {"pattern_min_len": 3, "epochs": 1}, regenerated=True)]
     run_all(mined, "tiny", [1], settings, str(tmp_path / "store"), run_recbole_rag, logged.append)
     assert len(glob.glob(str(tmp_path / "store" / "regenerator-seed1-*"))) == 2
     own = json.loads((tmp_path / "regen" / "pattern_min_len=3" / "tiny-regen" / "manifest.json").read_text())

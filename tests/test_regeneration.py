@@ -361,6 +361,18 @@ def test_a_finished_pre_training_resumed_decodes_again_without_training(tiny, tm
     assert model_file.read_bytes() == saved  # the trained model's file is left as it was
 
 
+def test_a_finished_pre_training_killed_before_its_model_file_was_written_writes_it_on_resume(tiny, tmp_path):
+    settings = {**tiny, **REGEN, "epochs": 2, "checkpoint_dir": str(tmp_path / "saved")}
+    run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_data_path": str(tmp_path / "a")})
+    [last] = (tmp_path / "saved").glob("*-last.pth")
+    [model_file] = (path for path in (tmp_path / "saved").glob("*.pth") if path != last)
+    model_file.write_bytes(b"")  # the name was claimed, the process stopped before the weights went in
+    again = {"regen_data_path": str(tmp_path / "b"), "resume_path": str(last)}
+    run_recbole_rag("Regenerator", "tiny", config_dict={**settings, **again})
+    saved = torch.load(model_file, map_location="cpu", weights_only=False)
+    assert saved["state_dict"].keys() == torch.load(last, map_location="cpu", weights_only=False)["state_dict"].keys()
+
+
 @pytest.mark.parametrize("schedule", ["epoch", "batch"])
 def test_the_learning_rate_follows_the_cosine_per_epoch_or_as_the_reference_per_batch(tiny, tmp_path, schedule):
     settings = {**tiny, **REGEN, "epochs": 3, "train_batch_size": 8, "regen_lr_schedule": schedule}

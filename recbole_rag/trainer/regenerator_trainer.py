@@ -133,7 +133,8 @@ class RegeneratorTrainer(Trainer):
                 self.logger.info(self._generate_train_loss_output(epoch, epoch_start, time.perf_counter(), loss))
             if saved:  # each epoch's state, so resume_path continues a stopped pre-training
                 self._save_last(epoch, train_data)
-        if saved and (self.start_epoch < self.epochs or not os.path.isfile(self.saved_model_file)):
+        written = os.path.isfile(self.saved_model_file) and os.path.getsize(self.saved_model_file) > 0
+        if saved and (self.start_epoch < self.epochs or not written):  # empty: claimed, killed before its write
             self._save_checkpoint(self.epochs - 1, verbose=verbose)  # a finished run resumed keeps its file
         valid_score, valid_result = self._valid_epoch(valid_data, show_progress) if valid_data else (None, None)
         self.best_valid_score, self.best_valid_result = valid_score, valid_result
