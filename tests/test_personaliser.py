@@ -3,13 +3,15 @@
 import logging
 import re
 
+import numpy as np
 import pytest
 import torch
 from recbole.data import data_preparation
 
+from bench import personaliser_weights
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.trainer import load_checkpoint
 from recbole_rag.trainer.personaliser import in_rows, personalised
 
@@ -105,3 +107,21 @@ def test_sequence_units_follow_the_training_rows_per_user(tiny):
 def test_what_the_personaliser_cannot_wrap_stops_before_training(tiny, model, overrides, message):
     with pytest.raises(ConfigError, match=message):
         run_recbole_rag(model, "tiny", ["dr4sr-plus"], {**tiny, **overrides})
+
+
+def test_the_weights_probe_reads_the_saved_scorer_over_the_training_rows(tiny, tmp_path, capsys):
+    result = run_recbole_rag("SASRec", "tiny", ["dr4sr-plus"], {**tiny, **FAST, "epochs": 2})
+    checkpoint = load_checkpoint(result["saved_model_file"])
+    tau = checkpoint["config"]["personalise_tau"]
+    checkpoint["personaliser"]["scorer"]["mlp.2.bias"] = torch.tensor([2.0 * tau, 0.0])  # every row ~0.88
+    leaning = tmp_path / "leaning.pth"
+    torch.save(checkpoint, leaning)
+    stats = personaliser_weights.main([f"--checkpoint={leaning}"])
+    config = Config("SASRec", "tiny", config_dict=tiny)
+    train, _, _ = data_preparation(config, load_dataset(config))
+    assert stats["rows"] == len(train.dataset.inter_feat)  # no mined-pattern users in tiny: every row
+    assert 0.85 < stats["learned"].mean() < 0.9 and not np.allclose(stats["learned"], stats["noisy"])
+    assert "scorer's weights, no noise: mean 0.8" in capsys.readouterr().out
+    plain = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    with pytest.raises(CheckpointError, match="holds no DR4SR\\+ scorer: it was not saved by a personalise run"):
+        personaliser_weights.main([f"--checkpoint={plain['saved_model_file']}"])
