@@ -15,14 +15,13 @@ import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
 from recbole_rag.errors import CheckpointError
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.trainer import load_checkpoint
-from recbole_rag.trainer.personaliser import PATTERN_USER_PREFIX, RowScorer, loss_parts
+from recbole_rag.trainer.personaliser import RowScorer, loss_parts, pattern_users
 
 
 def _ranks(values):
@@ -39,8 +38,7 @@ def learned_weights(model_file, config_dict=None, batch_size=4096):
     scorer.load_state_dict(saved["scorer"])
     scorer.to(config["device"]).eval()
     dataset = train_data.dataset
-    tokens = np.asarray(dataset.field2id_token[dataset.uid_field], dtype=str)
-    pattern_user = torch.from_numpy(np.char.startswith(tokens, PATTERN_USER_PREFIX))
+    pattern_user = pattern_users(dataset)
     rows = dataset.inter_feat
     learned, noisy, losses = [], [], []
     with torch.no_grad():
@@ -48,8 +46,7 @@ def learned_weights(model_file, config_dict=None, batch_size=4096):
             batch = rows[start : start + batch_size]
             keep = ~pattern_user[batch[dataset.uid_field]]
             ce, representation, _ = loss_parts(model, batch.to(config["device"]))
-            logits = scorer.mlp(representation)
-            learned.append(F.softmax(logits / scorer.tau, dim=-1)[:, 0].cpu()[keep])
+            learned.append(scorer.probability(representation).cpu()[keep])
             noisy.append(scorer(representation).cpu()[keep])
             losses.append(ce.cpu()[keep])
     learned, noisy, losses = (torch.cat(x).double().numpy() for x in (learned, noisy, losses))

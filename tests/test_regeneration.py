@@ -25,6 +25,7 @@ from recbole_rag.regeneration.patterns import (
     sequence_stats,
     training_sequences,
 )
+from recbole_rag.trainer import load_checkpoint
 from recbole_rag.trainer.raserec_trainer import memory_layout
 from recbole_rag.trainer.regenerator_trainer import RegeneratorTrainer, within_sources
 
@@ -369,8 +370,7 @@ def test_a_finished_pre_training_killed_before_its_model_file_was_written_writes
     model_file.write_bytes(b"")  # the name was claimed, the process stopped before the weights went in
     again = {"regen_data_path": str(tmp_path / "b"), "resume_path": str(last)}
     run_recbole_rag("Regenerator", "tiny", config_dict={**settings, **again})
-    saved = torch.load(model_file, map_location="cpu", weights_only=False)
-    assert saved["state_dict"].keys() == torch.load(last, map_location="cpu", weights_only=False)["state_dict"].keys()
+    assert load_checkpoint(model_file)["state_dict"].keys() == load_checkpoint(last)["state_dict"].keys()
 
 
 @pytest.mark.parametrize("schedule", ["epoch", "batch"])

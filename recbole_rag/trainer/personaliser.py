@@ -69,6 +69,16 @@ class RowScorer(nn.Module):
     def forward(self, representation):
         return F.gumbel_softmax(self.mlp(representation), tau=self.tau, hard=False)[:, 0]
 
+    def probability(self, representation):
+        """The weight without the Gumbel noise: what the scorer itself has learned."""
+        return F.softmax(self.mlp(representation) / self.tau, dim=-1)[:, 0]
+
+
+def pattern_users(dataset):
+    """(n_users,) bool: the user ids under which a regenerated set writes its mined patterns."""
+    tokens = np.asarray(dataset.field2id_token[dataset.uid_field], dtype=str)
+    return torch.from_numpy(np.char.startswith(tokens, PATTERN_USER_PREFIX))
+
 
 def loss_parts(model, interaction):
     """(per-row cross-entropy (B,), sequence representation (B, H), unweighted extra term)."""
@@ -138,10 +148,7 @@ class PersonaliserMixin:
 
     def fit(self, train_data, *args, **kwargs):
         dataset = train_data.dataset
-        tokens = dataset.field2id_token[dataset.uid_field]
-        self.pattern_user = torch.tensor(
-            np.char.startswith(np.asarray(tokens, dtype=str), PATTERN_USER_PREFIX), device=self.device
-        )
+        self.pattern_user = pattern_users(dataset).to(self.device)
         self.train_rows = dataset.inter_feat
         if self.unit == "sequences":
             per_sequence = len(self.train_rows) / len(torch.unique(self.train_rows[dataset.uid_field]))
