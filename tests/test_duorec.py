@@ -59,10 +59,17 @@ def test_info_nce_equals_a_hand_computation():
     assert info_nce(z_i, z_j, 0.5, "cos").item() == pytest.approx(info_nce(*cos, 0.5).item(), rel=1e-6)
 
 
-def test_keep_mask_rate_and_inverted_dropout_expectation():
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.25, 0.1])  # 0.5 and 0.25 take the 8-bit path
+def test_keep_mask_rate_and_independence(p):
     torch.manual_seed(0)
-    mask = keep_mask((200, 500), 0.3, "cpu")
-    assert abs(mask.float().mean().item() - 0.7) < 0.01
+    mask = keep_mask((400, 500), p, "cpu").flatten().float()
+    assert abs(mask.mean().item() - (1 - p)) < 0.005
+    # neighbours share a random word: both kept as often as two independent draws
+    assert abs((mask[:-1] * mask[1:]).mean().item() - (1 - p) ** 2) < 0.005
+
+
+def test_inverted_dropout_expectation():
+    torch.manual_seed(0)
     x = torch.ones(200, 500)
     assert abs(dropout(x, 0.3, True).mean().item() - 1.0) < 0.02
     assert torch.equal(dropout(x, 0.3, False), x)

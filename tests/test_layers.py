@@ -48,3 +48,19 @@ def test_encoder_matches_a_padded_computation_of_the_same_blocks():
             x = layer(x, one)
         expected.append(x[-1])
     assert torch.allclose(encoder(seq, lengths), torch.stack(expected), atol=1e-5)
+
+
+def test_training_attention_path_equals_the_eval_path_without_its_dropout(monkeypatch):
+    """On CPU, training with attention dropout takes its own path (mask as a bias inside the
+    product); with the dropout itself switched off it must give SDPA's result, padding included."""
+    import recbole_rag.model.layers as layers
+
+    torch.manual_seed(0)
+    layer = TransformerLayer(16, 2, 32, 0.0, 0.5, "gelu", 1e-12)
+    packing = Packing(torch.tensor([7, 1, 4, 7, 3]), 7)
+    x = torch.randn(len(packing.index), 16)
+    expected = [layer.eval()(x, packing), layer(x, packing, last_only=True)]
+    monkeypatch.setattr(layers, "dropout", lambda x, p, training: x)
+    layer.train()
+    assert torch.allclose(layer(x, packing), expected[0], atol=1e-5)
+    assert torch.allclose(layer(x, packing, last_only=True), expected[1], atol=1e-5)
