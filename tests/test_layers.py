@@ -64,3 +64,44 @@ def test_training_attention_path_equals_the_eval_path_without_its_dropout(monkey
     layer.train()
     assert torch.allclose(layer(x, packing), expected[0], atol=1e-5)
     assert torch.allclose(layer(x, packing, last_only=True), expected[1], atol=1e-5)
+
+
+def test_attention_groups_split_a_long_outlier_from_short_sequences_and_cover_the_batch():
+    from recbole_rag.model.layers import attention_groups
+
+    assert attention_groups([50] * 300) == [(300, 50)]  # equal lengths: one group
+    lengths = sorted([3] * 500 + [5] * 200 + [50])
+    groups = attention_groups(lengths)
+    assert groups[-1] == (len(lengths), 50) and len(groups) > 1  # the 50 no longer pads the rest
+    ends = [end for end, _ in groups]
+    assert ends == sorted(ends) and all(lengths[end - 1] == longest for end, longest in groups)
+
+
+def test_grouped_attention_computes_what_one_padded_batch_does(monkeypatch):
+    """Sorting a batch by length and padding each length group on its own changes nothing: the
+    user vectors (back in the input order) and the gradients equal the one-group computation."""
+    import recbole_rag.model.layers as layers
+
+    torch.manual_seed(0)
+    encoder = SASRecEncoder(
+        30, 12, hidden_size=16, n_layers=2, n_heads=2, inner_size=32, hidden_dropout_prob=0.0, attn_dropout_prob=0.0
+    )
+    lengths = torch.tensor([2, 12, 1, 3, 2, 11, 3, 1, 2, 12, 3, 2] * 8)
+    seq = torch.randint(1, 30, (len(lengths), 12)) * (torch.arange(12) < lengths[:, None])
+    order, packing = layers.Packing.by_length(lengths)
+    assert order is not None and len(packing.groups) > 1  # this batch is grouped
+
+    def vectors_and_grads():
+        encoder.zero_grad()
+        out = encoder(seq, lengths)
+        (out * torch.arange(out.numel()).view(out.shape).sin()).sum().backward()
+        return out.detach(), [p.grad.clone() for p in encoder.parameters() if p.grad is not None]
+
+    for mode in (encoder.eval, encoder.train):  # SDPA path, then the CPU training path
+        mode()
+        grouped = vectors_and_grads()
+        with monkeypatch.context() as m:
+            m.setattr(layers, "attention_groups", lambda lengths: [(len(lengths), lengths[-1])])
+            single = vectors_and_grads()
+        assert torch.allclose(grouped[0], single[0], atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grouped[1], single[1]))

@@ -45,6 +45,8 @@ class Packing:
     Sequences are RecBole's: items left-aligned, zero padding after ``item_seq_len``. Every
     position-wise op (projections, feed-forward, norms, dropout) runs on the packed real items
     only; on short-sequence data such as Amazon's most of a padded batch is padding.
+    ``groups``: Packings of consecutive sequences that attention pads separately, each to its
+    own longest sequence (see ``by_length``); by default the whole batch.
     """
 
     def __init__(self, item_seq_len, length):
@@ -53,6 +55,31 @@ class Packing:
         self.real = torch.arange(length, device=lengths.device) < lengths[:, None]  # (batch, length)
         self.index = self.real.flatten().nonzero().squeeze(1)  # packed row -> padded position
         self.last = torch.cumsum(lengths, 0) - 1  # packed row of each sequence's last item
+        self.groups = [self]
+
+    @classmethod
+    def by_length(cls, item_seq_len):
+        """(order, packing) of the batch's sequences sorted by length (``order`` None when kept
+        as they are), with attention groups of similar lengths.
+
+        Attention pads every sequence to the batch's longest: one 50-item sequence among short
+        ones (as on Amazon data) makes the whole batch's attention 50 x 50. Groups cut that while
+        computing the same function; ``attention_groups`` picks them from the lengths.
+        """
+        lengths = item_seq_len.clamp(min=1)
+        if lengths.device.type != "cpu" or not len(lengths):  # an accelerator pads at little cost
+            return None, cls(item_seq_len, max(int(lengths.max()), 1) if len(lengths) else 1)
+        ends = attention_groups(sorted(lengths.tolist()))
+        if len(ends) == 1:
+            return None, cls(item_seq_len, ends[0][1])
+        order = torch.argsort(lengths, stable=True)
+        packing = cls(item_seq_len[order], ends[-1][1])
+        sorted_lengths = lengths[order]
+        packing.groups, start = [], 0
+        for end, length in ends:
+            packing.groups.append(cls(sorted_lengths[start:end], length))
+            start = end
+        return order, packing
 
     def pad(self, packed):
         """(n_real, d) -> (batch, length, d), zeros at padding."""
@@ -62,6 +89,37 @@ class Packing:
     def pack(self, padded):
         """(batch, length, d) -> (n_real, d)."""
         return padded.reshape(self.batch * self.length, -1)[self.index]
+
+
+GROUP_COST = 16384  # one more group's fixed cost, in units of one query-key pair (CPU, roughly)
+POSITION_COST = 24  # one padded position's projections and copies, in the same units
+
+
+def attention_groups(lengths):
+    """Sorted sequence lengths -> [(end, longest)]: consecutive groups (ending before ``end``)
+    that minimise the padded attention cost, sum over groups of n * L * (L + POSITION_COST) +
+    GROUP_COST. Exact dynamic programme over the distinct lengths (at most the maximum length)."""
+    distinct, ends = [], []  # each distinct length and the count of sequences up to it
+    for i, length in enumerate(lengths):
+        if distinct and distinct[-1] == length:
+            ends[-1] = i + 1
+        else:
+            distinct.append(length)
+            ends.append(i + 1)
+    best = [0.0] + [float("inf")] * len(distinct)  # best[j]: cost of the first j distinct lengths
+    cut = [0] * (len(distinct) + 1)
+    for j in range(1, len(distinct) + 1):
+        longest = distinct[j - 1]
+        per_sequence = longest * (longest + POSITION_COST)
+        for i in range(j):  # the last group holds distinct lengths i..j-1
+            cost = best[i] + (ends[j - 1] - (ends[i - 1] if i else 0)) * per_sequence + GROUP_COST
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(distinct)
+    while j:
+        groups.append((ends[j - 1], distinct[j - 1]))
+        j = cut[j]
+    return groups[::-1]
 
 
 class TransformerLayer(nn.Module):
@@ -86,25 +144,42 @@ class TransformerLayer(nn.Module):
 
     def attention(self, x, packing, last_only):
         """Causal self-attention of packed items x (n_real, hidden) -> (n_real, hidden), or
-        (batch, hidden) for each sequence's last item only."""
+        (batch, hidden) for each sequence's last item only. Projections run on every packed item
+        at once; the padded product runs per group of ``packing`` (sequences never attend across
+        groups, so the result is the same)."""
         hidden = x.shape[-1]
         weight, bias = self.qkv.weight, self.qkv.bias
+        rows = [len(group.index) for group in packing.groups]
         if last_only:
-            q = F.linear(x[packing.last], weight[:hidden], bias[:hidden])
+            queries = F.linear(x[packing.last], weight[:hidden], bias[:hidden]).split([g.batch for g in packing.groups])
+            keys_values = F.linear(x, weight[hidden:], bias[hidden:]).split(rows)
+            parts = zip(packing.groups, queries, keys_values)
+        else:
+            parts = ((group, None, qkv) for group, qkv in zip(packing.groups, self.qkv(x).split(rows)))
+        contexts = [self.group_attention(*part) for part in parts]
+        return contexts[0] if len(contexts) == 1 else torch.cat(contexts)
+
+    def group_attention(self, packing, q, projected):
+        """Attention within one group, padded to its longest sequence: ``q`` (batch, hidden) of
+        each last item with ``projected`` the packed keys and values, or ``q`` None with
+        ``projected`` the packed queries, keys and values of every item."""
+        hidden = projected.shape[-1] // (2 if q is not None else 3)
+        last_only = q is not None
+        if last_only:
             q = q.view(packing.batch, self.n_heads, 1, -1)  # (batch, heads, 1, head_dim)
-            kv = packing.pad(F.linear(x, weight[hidden:], bias[hidden:]))
+            kv = packing.pad(projected)
             k, v = kv.view(packing.batch, packing.length, 2, self.n_heads, -1).permute(2, 0, 3, 1, 4)
             mask = packing.real[:, None, None, :]
         else:
-            qkv = packing.pad(self.qkv(x)).view(packing.batch, packing.length, 3, self.n_heads, -1)
+            qkv = packing.pad(projected).view(packing.batch, packing.length, 3, self.n_heads, -1)
             q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (batch, heads, length, head_dim) each
-            mask = torch.ones(packing.length, packing.length, dtype=torch.bool, device=x.device).tril()
-        if self.training and self.attn_dropout > 0 and x.device.type == "cpu":
+            mask = torch.ones(packing.length, packing.length, dtype=torch.bool, device=q.device).tril()
+        if self.training and self.attn_dropout > 0 and q.device.type == "cpu":
             # SDPA's own dropout falls back to a slow path on CPU; do it with the cheap mask.
             # The mask as an additive bias inside the product (and the scale as its alpha): no
             # separate passes over the scores for them, forward or backward.
             batch, heads, n_queries, head_dim = q.shape
-            bias = torch.zeros(mask.shape, dtype=q.dtype, device=x.device).masked_fill(~mask, float("-inf"))
+            bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
             if bias.dim() == 4:  # last_only: one row of key padding per sequence
                 bias = bias.expand(batch, heads, 1, -1).reshape(batch * heads, 1, -1)
             q, k, v = (t.reshape(batch * heads, -1, head_dim) for t in (q, k, v))
@@ -189,12 +264,16 @@ class SASRecEncoder(nn.Module):
 
     def forward(self, item_seq, item_seq_len):
         """(batch, max_len) item ids, (batch,) lengths -> (batch, hidden) user vectors."""
-        packing = Packing(item_seq_len, max(int(item_seq_len.max()), 1))
+        order, packing = Packing.by_length(item_seq_len)
+        if order is not None:  # sorted by length for attention groups; put back at the end
+            item_seq = item_seq[order]
         padded_rows = packing.index // packing.length, packing.index % packing.length
         x = self.item_embedding(item_seq[padded_rows]) + self.position_embedding(padded_rows[1])
         x = dropout(self.embedding_norm(x), self.hidden_dropout, self.training)
         for layer in self.layers[:-1]:
             x = layer(x, packing)
         if not len(self.layers):
-            return x[packing.last]
-        return self.layers[-1](x, packing, last_only=True)
+            out = x[packing.last]
+        else:
+            out = self.layers[-1](x, packing, last_only=True)
+        return out if order is None else out[torch.argsort(order)]
