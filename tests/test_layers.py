@@ -105,3 +105,11 @@ def test_grouped_attention_computes_what_one_padded_batch_does(monkeypatch):
             single = vectors_and_grads()
         assert torch.allclose(grouped[0], single[0], atol=1e-5)
         assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grouped[1], single[1]))
+
+
+def test_autocast_keeps_one_group():
+    lengths = torch.tensor([3] * 40 + [50])
+    assert len(Packing.by_length(lengths)[1].groups) > 1
+    with torch.autocast("cpu"):
+        order, packing = Packing.by_length(lengths)
+    assert order is None and packing.groups == [packing] and packing.length == 50

@@ -67,7 +67,9 @@ class Packing:
         computing the same function; ``attention_groups`` picks them from the lengths.
         """
         lengths = item_seq_len.clamp(min=1)
-        if lengths.device.type != "cpu" or not len(lengths):  # an accelerator pads at little cost
+        # One group on an accelerator (padding costs little there) and under CPU autocast: in
+        # bfloat16, groups made DuoRec's steps slower (ml-100k 0.17 -> 0.22 s, 2 threads).
+        if lengths.device.type != "cpu" or torch.is_autocast_enabled("cpu") or not len(lengths):
             return None, cls(item_seq_len, max(int(lengths.max()), 1) if len(lengths) else 1)
         ends = attention_groups(sorted(lengths.tolist()))
         if len(ends) == 1:
