@@ -93,7 +93,7 @@ class Packing:
         return padded.reshape(self.batch * self.length, -1)[self.index]
 
 
-GROUP_COST = 16384  # one more group's fixed cost, in units of one query-key pair (CPU, roughly)
+GROUP_COST = 16384  # one more group's fixed cost, in units of one query-key pair (set by hand, not tuned)
 POSITION_COST = 24  # one padded position's projections and copies, in the same units
 
 
