@@ -68,6 +68,17 @@ def test_keep_mask_rate_and_independence(p):
     assert abs((mask[:-1] * mask[1:]).mean().item() - (1 - p) ** 2) < 0.005
 
 
+@pytest.mark.parametrize("p, per_word", [(0.5, 8), (0.25, 8), (0.3, 4)])
+def test_keep_mask_keeps_exactly_one_minus_p_of_the_uniform_values(monkeypatch, p, per_word):
+    """Every value a slice can take, once each: the kept share is exactly 1-p (to the grid)."""
+    bits = 64 // per_word
+    values = torch.arange(2**bits, dtype=torch.int64)  # each slice value once, as little-endian words
+    words = (values.view(-1, per_word) << (torch.arange(per_word) * bits)).sum(1)
+    monkeypatch.setattr(torch, "randint", lambda *args, **kwargs: words)
+    mask = keep_mask((2**bits,), p, "cpu")
+    assert mask.sum().item() == 2**bits - round(p * 2**bits)
+
+
 def test_inverted_dropout_expectation():
     torch.manual_seed(0)
     x = torch.ones(200, 500)
