@@ -1,11 +1,14 @@
 """Training time per batch: the plug-in's models vs RecBole's SASRec, side by side in one run.
 
     python -m bench.epoch_time --dataset=ml-100k [--variants=encoder|sracl] [--batches=30] \
-        [--data_path=...] [--clock=cpu] [--out_dir=results]
+        [--rounds=3] [--data_path=...] [--clock=cpu] [--out_dir=results]
 
 Same data, batch size and seed for every model, in one process with the run path's CPU tuning
 (recbole_rag/runtime.py); prints seconds per batch, the estimated epoch time and the ratio to
-RecBole's SASRec, and writes <out_dir>/<dataset>-epoch-time[-sracl].md. ``--variants=sracl`` times
+RecBole's SASRec, and writes <out_dir>/<dataset>-epoch-time[-sracl].md. Every model is built once
+and timed in ``--rounds`` interleaved rounds (each round times all of them in turn); a row reports
+the median over rounds, and its ratio is the median of the per-round ratios, so a slow spell of the
+machine moves the baseline and the model it is compared with together. ``--variants=sracl`` times
 SRA-CL's cross-sequence modes (per-epoch memory table vs neighbours encoded every step) and the
 sracl-authors preset; their semantic vectors come from the item file's categorical fields (what a
 step costs does not depend on where the vectors came from), and a memory mode's once-per-epoch
@@ -19,6 +22,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 from recbole.data import data_preparation
 from recbole.utils import init_seed
@@ -57,23 +61,46 @@ VARIANTS = {
 }
 
 
-def time_batches(model_name, overrides, dataset, batches, common, clock=time.perf_counter):
+def build_step(model_name, overrides, dataset, common):
+    """One model's training step and loader as the run path builds them, plus the once-per-epoch
+    work outside the steps (SRA-CL's memory table refresh, done once here), or None."""
     config = Config(model_name, dataset, config_dict={**common, **overrides})
     init_seed(config["seed"], True)
     train_data, _, _ = data_preparation(config, load_dataset(config))
     model = get_model(model_name)(config, train_data.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
-    per_epoch_extra = 0.0
+    per_epoch = None
     if hasattr(trainer, "prepare_semantics"):  # SRA-CL: neighbour tables once, before training
         trainer.prepare_semantics(train_data.dataset)
         trainer.optimizer = trainer._build_optimizer()
-        if model.cross_weight and model.cross_view == "memory":
-            start = clock()
-            model.refresh_memory(config["eval_batch_size"])
-            per_epoch_extra = clock() - start
+        if model.cross_weight and model.cross_view == "memory":  # the table the steps read
+            per_epoch = lambda: model.refresh_memory(config["eval_batch_size"])  # noqa: E731
+            per_epoch()
     model.train()
-    per_batch = median_time(train_step(model, trainer.optimizer, config["enable_amp"]), batches, train_data, clock)
-    return per_batch, per_batch * len(train_data) + per_epoch_extra, len(train_data)
+    return train_step(model, trainer.optimizer, config["enable_amp"]), train_data, per_epoch
+
+
+def time_rounds(built, batches, rounds, clock=time.perf_counter):
+    """Per model: median seconds per batch over ``rounds`` interleaved rounds, the median of its
+    per-round ratios to the first model, and the per-epoch extra (median over rounds)."""
+    per_batch = [[] for _ in built]
+    extra = [[] for _ in built]
+    for _ in range(rounds):
+        for i, (step, data, per_epoch) in enumerate(built):
+            per_batch[i].append(median_time(step, batches, data, clock))
+            if per_epoch is not None:
+                start = clock()
+                per_epoch()
+                extra[i].append(clock() - start)
+    base = per_batch[0]
+    return [
+        (
+            float(np.median(times)),
+            float(np.median([t / b for t, b in zip(times, base)])),
+            float(np.median(extras)) if extras else 0.0,
+        )
+        for times, extras in zip(per_batch, extra)
+    ]
 
 
 def main(argv=None):
@@ -82,10 +109,13 @@ def main(argv=None):
     parser.add_argument("--data_path", default="dataset/")
     parser.add_argument("--variants", choices=sorted(VARIANTS), default="encoder")
     parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--train_batch_size", type=int, default=256)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--out_dir", default="results")
     args = parser.parse_args(argv)
+    if min(args.batches, args.rounds, args.train_batch_size) < 1:
+        parser.error("--batches, --rounds and --train_batch_size must be >= 1")
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     tuning = tune_cpu()
     common = {
@@ -98,23 +128,29 @@ def main(argv=None):
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, anomaly detection "
         f"{torch.is_anomaly_enabled()}, {args.clock} clock, CPU tuning {tuning}"
     )
-    rows, base = [], None
-    for label, model_name, overrides in VARIANTS[args.variants]:
-        per_batch, per_epoch, n = time_batches(model_name, overrides, args.dataset, args.batches, common, clock)
-        base = base or per_batch
-        rows.append((label, per_batch, per_epoch, n, per_batch / base))
+    variants = VARIANTS[args.variants]
+    built = [build_step(name, overrides, args.dataset, common) for _, name, overrides in variants]
+    rows = []
+    for (label, _, _), (_, data, _), (per_batch, ratio, extra) in zip(
+        variants, built, time_rounds(built, args.batches, args.rounds, clock)
+    ):
+        per_epoch = per_batch * len(data) + extra
+        rows.append((label, per_batch, per_epoch, len(data), ratio))
         print(
-            f"{label:45s} {per_batch:.3f} s/batch  ~{per_epoch:.0f} s/epoch ({n} batches)  "
-            f"ratio to RecBole SASRec {per_batch / base:.2f}",
+            f"{label:45s} {per_batch:.3f} s/batch  ~{per_epoch:.0f} s/epoch ({len(data)} batches)  "
+            f"ratio to RecBole SASRec {ratio:.2f}",
             flush=True,
         )
     suffix = "" if args.variants == "encoder" else f"-{args.variants}"
     base = os.path.join(args.out_dir, f"{args.dataset}-epoch-time{suffix}")
-    command = f"python -m bench.epoch_time --dataset={args.dataset} --variants={args.variants} --batches={args.batches}"
+    command = (
+        f"python -m bench.epoch_time --dataset={args.dataset} --variants={args.variants} "
+        f"--batches={args.batches} --rounds={args.rounds}"
+    )
     write_report(
         base,
         f"Training time per batch on {args.dataset} (batch {args.train_batch_size}, median of {args.batches} "
-        f"batches, {args.clock} clock)",
+        f"batches, median of {args.rounds} interleaved rounds, {args.clock} clock)",
         ["model", "s/batch", "est. s/epoch", "ratio to RecBole SASRec"],
         [(label, f"{b:.3f}", f"{e:.0f}", f"{r:.2f}") for label, b, e, _, r in rows],
         csv_header=["model", "s_per_batch", "s_per_epoch", "batches_per_epoch", "ratio"],

@@ -73,6 +73,7 @@ def test_sensitivity_bad_arguments(argv, message, capsys):
     "module, argv",
     [
         (speed, ["--batches=0"]),
+        (epoch_time, ["--rounds=0"]),
         (scale, ["--sizes=100"]),
         (scale, ["--sizes=1e5,x"]),
         (scale, ["--indexes=ivf"]),
@@ -84,18 +85,43 @@ def test_speed_and_scale_bad_arguments(module, argv):
         module.main(argv)
 
 
+def test_epoch_time_ratio_is_the_median_of_interleaved_rounds():
+    """A slow spell that hits the baseline and a model in the same round cancels in the ratio."""
+    now = [0.0]
+    per_round = {"base": [1, 2, 4], "model": [0.5, 1.6, 2]}  # a warm-up batch, then 2 timed ones
+    costs = {name: iter([c for c in cs for _ in range(3)]) for name, cs in per_round.items()}
+
+    def step(name):
+        def run(batch):
+            now[0] += next(costs[name])
+
+        return run
+
+    def refresh():
+        now[0] += 7
+
+    built = [(step("base"), [0, 1, 2], None), (step("model"), [0, 1, 2], refresh)]
+    (base_time, base_ratio, base_extra), (time, ratio, extra) = epoch_time.time_rounds(
+        built, batches=2, rounds=3, clock=lambda: now[0]
+    )
+    assert (base_time, base_ratio, base_extra) == pytest.approx((2, 1, 0))
+    # per-round ratios 0.5, 0.8, 0.5: their median, not the ratio of the medians (1.6 / 2)
+    assert (time, ratio, extra) == pytest.approx((1.6, 0.5, 7))
+
+
 def test_epoch_time_times_every_sracl_mode_beside_recbole_sasrec(tiny, tmp_path, capsys):
     item_file = os.path.join(tiny["data_path"], "tiny", "tiny.item")
     rows = ["item_id:token\tclass:token_seq"] + [f"i{i}\tg{i % 4} g{i % 3}" for i in range(1, 31)]
     with open(item_file, "w") as f:
         f.write("\n".join(rows) + "\n")
-    argv = ["--dataset=tiny", f"--data_path={tiny['data_path']}", "--variants=sracl", "--batches=2"]
+    argv = ["--dataset=tiny", f"--data_path={tiny['data_path']}", "--variants=sracl", "--batches=2", "--rounds=2"]
     assert epoch_time.main([*argv, f"--out_dir={tmp_path}"]) == 0
     table = (tmp_path / "tiny-epoch-time-sracl.md").read_text()
     labels = [label for label, _, _ in epoch_time.VARIANTS["sracl"]]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| model")]
     assert [row.split(" | ")[0][2:] for row in rows] == labels
-    assert rows[0].endswith("| 1.00 |") and "--variants=sracl" in table
+    assert rows[0].endswith("| 1.00 |") and "--variants=sracl --batches=2 --rounds=2" in table
+    assert "median of 2 interleaved rounds" in table
 
 
 def test_gpu_smoke_runs_every_model_for_an_epoch_and_reports_failures(tiny, tmp_path):
