@@ -75,6 +75,13 @@ RUNS = [
     Run("SASRec+regen(min_len=3)", "SASRec", {"regen_min_len": 3}, regenerated=True),  # no EOS before 3 items
     # a regenerator pre-trained (and its patterns used) only on patterns of 3+ items: longer outputs learned, not forced
     Run("SASRec+regen(pattern_min_len=3)", "SASRec", {"pattern_min_len": 3}, regenerated=True),
+    # the same regenerator (decoding settings do not retrain it), decoded with no EOS before 3 items
+    Run(
+        "SASRec+regen(pattern_min_len=3 min_len=3)",
+        "SASRec",
+        {"pattern_min_len": 3, "regen_min_len": 3},
+        regenerated=True,
+    ),
     Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
     Run("SASRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "SASRec+regen", True),
     Run("SASRec+regen+DR4SR++RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen+DR4SR+", True),
@@ -155,6 +162,11 @@ def parse_seeds(text):
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds needs at least one seed and no repeats, got {text!r}.")
     return seeds
+
+
+def parse_labels(text):
+    """``--runs``: comma-separated row labels (a label holds no comma)."""
+    return [label.strip() for label in text.split(",") if label.strip()]
 
 
 def select_runs(labels, runs=RUNS):
@@ -537,7 +549,7 @@ def main(argv=None):
         for name in ("epochs", "raft_epochs"):
             if getattr(args, name) is not None and getattr(args, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-        runs = select_runs([label.strip() for label in args.runs.split(",") if label.strip()])
+        runs = select_runs(parse_labels(args.runs))
         overrides = {"show_progress": False, **parse_overrides(rest)}
         for name in ("data_path", "epochs", "raft_epochs"):
             if getattr(args, name) is not None:

@@ -69,6 +69,12 @@ def test_published_numbers_stand_beside_ours(tmp_path):
     assert "*RaSeRec authors' log* |  | 0.0567 | 0.0863 | 0.1244 | 0.0367 | 0.0462 | 0.0558" in table
 
 
+def test_every_row_can_be_named_in_runs():
+    """--runs splits on commas: a label with one could never be selected."""
+    labels = [run.label for run in accuracy.RUNS]
+    assert [run.label for run in select_runs(accuracy.parse_labels(",".join(labels)))] == labels
+
+
 def test_bad_arguments_give_clear_errors(tiny, capsys):
     with pytest.raises(ConfigError, match="comma-separated integers"):
         parse_seeds("2020,x")
