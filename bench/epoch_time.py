@@ -18,6 +18,7 @@ OMP_NUM_THREADS=1 so idle threads' spinning is not counted).
 """
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -74,7 +75,7 @@ def build_step(model_name, overrides, dataset, common):
         trainer.prepare_semantics(train_data.dataset)
         trainer.optimizer = trainer._build_optimizer()
         if model.cross_weight and model.cross_view == "memory":  # the table the steps read
-            per_epoch = lambda: model.refresh_memory(config["eval_batch_size"])  # noqa: E731
+            per_epoch = functools.partial(model.refresh_memory, config["eval_batch_size"])
             per_epoch()
     model.train()
     return train_step(model, trainer.optimizer, config["enable_amp"]), train_data, per_epoch
