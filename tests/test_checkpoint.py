@@ -83,14 +83,15 @@ def test_a_run_stopped_after_epoch_k_resumes_as_if_never_stopped(tiny, model_nam
     assert all(torch.equal(whole_weights[k], resumed_weights[k]) for k in whole_weights)
 
 
-def test_resume_keeps_the_early_stopping_counter_and_best_score(tiny):
+@pytest.mark.parametrize("model_name", ["DuoRec", "SASRec"])
+def test_resume_keeps_the_early_stopping_counter_and_best_score(tiny, model_name):
     settings = {**tiny, "epochs": 6, "stopping_step": 2}
-    part = run_recbole_rag("DuoRec", "tiny", config_dict={**settings, "epochs": 1})
+    part = run_recbole_rag(model_name, "tiny", config_dict={**settings, "epochs": 1})
     last = last_file_of(part["saved_model_file"])
     state = load_checkpoint(last)
     state.update(cur_step=2, best_valid_score=2.0)  # two epochs without gain, a best none can beat
     torch.save(state, last)
-    resumed = run_recbole_rag("DuoRec", "tiny", config_dict={**settings, "resume_path": last})
+    resumed = run_recbole_rag(model_name, "tiny", config_dict={**settings, "resume_path": last})
     assert resumed["stopped_early"] and resumed["epochs_run"] == 2 and resumed["best_epoch"] == 0
     assert resumed["best_valid_score"] == 2.0
 
