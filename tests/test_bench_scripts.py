@@ -2,6 +2,7 @@ import csv
 import glob
 import os
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -73,6 +74,7 @@ def test_sensitivity_bad_arguments(argv, message, capsys):
     "module, argv",
     [
         (speed, ["--batches=0"]),
+        (speed, ["--eval_repeats=0"]),
         (epoch_time, ["--rounds=0"]),
         (scale, ["--sizes=100"]),
         (scale, ["--sizes=1e5,x"]),
@@ -232,6 +234,37 @@ def test_speed_times_raserecs_inference_on_the_exact_and_an_ivf_bank(tiny):
     assert rows[ivf][4] == measured["RaSeRec"]["raft_ivf_infer_s_per_1000_users"] > 0
     assert "x the backbone's inference" in rows[ivf][-1]
     assert "x the backbone's inference" in rows["RaSeRec stage 2 (RAFT, neighbours cached)"][-1]
+
+
+def test_speed_inference_is_the_median_of_timed_passes_after_an_untimed_one():
+    now, costs = [0.0], iter([100.0, 3.0, 1.0, 2.0])  # the warm-up pass is slow and not counted
+
+    class Trainer:
+        def evaluate(self, test, load_best_model):
+            now[0] += next(costs)
+
+    class Test:
+        dataset = range(500)
+
+    per_1000 = speed.inference_per_1000_users(Trainer(), Test(), repeats=3, clock=lambda: now[0])
+    assert per_1000 == pytest.approx(2.0 / 500 * 1000)
+
+
+def test_faiss_blas_times_both_switches_and_compares_neighbours(tmp_path, capsys):
+    from bench import faiss_blas
+    from recbole_rag.memory import MemoryBank
+
+    rng = np.random.default_rng(5)
+    bank = MemoryBank(64)
+    bank.add(rng.normal(size=(300, 64)).astype(np.float32), np.arange(300))
+    bank.save(tmp_path / "bank.npz")
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    faiss_blas.main([f"--bank={tmp_path / 'bank.npz'}", "--k=5", "--batch=32"])
+    out = capsys.readouterr().out
+    assert "300 keys of dim 64" in out and "same neighbour set: 100.00% of 300 queries" in out
+    assert faiss.cvar.distance_compute_blas_threshold == threshold  # put back as it was
+    with pytest.raises(SystemExit):
+        faiss_blas.main([f"--bank={tmp_path / 'bank.npz'}", "--k=301"])
 
 
 def test_search_bounds_reports_what_exact_pruning_leaves(tmp_path, capsys):
