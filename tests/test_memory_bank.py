@@ -1,8 +1,10 @@
+import faiss
 import numpy as np
 import pytest
 
 from recbole_rag.errors import ConfigError
 from recbole_rag.memory import MemoryBank
+from recbole_rag.memory.bank import BLAS_THRESHOLD
 
 
 def _bank(index_type="flat", n=200, dim=8, seed=0, **kwargs):
@@ -127,6 +129,19 @@ def test_search_with_excluded_ranges_of_many_widths_equals_brute_force():
         scores[q, start:stop] = -np.inf
     np.testing.assert_array_equal(ids, np.argsort(-scores, axis=1)[:, :5])
     np.testing.assert_array_equal(values, ids)
+
+
+@pytest.mark.parametrize("n_queries", [3, 64])  # 3 x 64-d: faiss's per-query loop; 64 x 64-d: BLAS
+def test_batches_either_side_of_faiss_blas_switch_equal_brute_force(n_queries):
+    assert faiss.cvar.distance_compute_blas_threshold <= BLAS_THRESHOLD  # set when the bank is imported
+    rng = np.random.default_rng(4)
+    keys, queries = rng.normal(size=(500, 64)).astype(np.float32), rng.normal(size=(n_queries, 64)).astype(np.float32)
+    bank = MemoryBank(64)
+    bank.add(keys, np.arange(500))
+    scores, _, _, ids = bank.search(queries, 5)
+    exact = queries @ keys.T
+    np.testing.assert_array_equal(ids, np.argsort(-exact, axis=1)[:, :5])
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, ids, 1), rtol=1e-5)
 
 
 def test_non_finite_vectors_and_non_integer_k_are_refused():

@@ -31,6 +31,12 @@ FORMAT_VERSION = 2  # 1: every index type saved its keys beside the index
 # a scan of them, and trains its k-means on at most TRAIN_POINTS_PER_LIST keys per list
 HNSW_QUANTIZER_MIN_LISTS = 4096
 TRAIN_POINTS_PER_LIST = 64
+# faiss scores a batch with one BLAS matrix product only when queries x dim reaches this value;
+# its default (128,000 in faiss 1.15: 2,000 queries of 64-d) leaves a RAFT step's 256 queries and
+# most evaluation batches to a per-query loop about 4x slower. From 8 queries of 64-d on, BLAS
+# is the faster (docs/results.md, "Speed"). Older faiss counts queries alone (default 20): kept.
+BLAS_THRESHOLD = 512
+faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, BLAS_THRESHOLD)
 
 
 def auto_nlist(n):
