@@ -32,10 +32,14 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1024)
     args = parser.parse_args(argv)
+    from recbole_rag.errors import CheckpointError
     from recbole_rag.memory import MemoryBank
     from recbole_rag.memory.bank import BLAS_THRESHOLD
 
-    bank = MemoryBank.load(args.bank)
+    try:
+        bank = MemoryBank.load(args.bank)
+    except (OSError, CheckpointError) as error:
+        parser.error(f"--bank: {error}")
     if not 1 <= args.k <= len(bank) or args.batch < 1:
         parser.error(f"--k must be in [1, {len(bank)}] and --batch >= 1")
     queries = bank.entries(np.arange(len(bank)))[0]

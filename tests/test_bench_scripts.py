@@ -263,8 +263,10 @@ def test_faiss_blas_times_both_switches_and_compares_neighbours(tmp_path, capsys
     out = capsys.readouterr().out
     assert "300 keys of dim 64" in out and "same neighbour set: 100.00% of 300 queries" in out
     assert faiss.cvar.distance_compute_blas_threshold == threshold  # put back as it was
-    with pytest.raises(SystemExit):
-        faiss_blas.main([f"--bank={tmp_path / 'bank.npz'}", "--k=301"])
+    for bad in ([f"--bank={tmp_path / 'bank.npz'}", "--k=301"], [f"--bank={tmp_path / 'none.npz'}"]):
+        with pytest.raises(SystemExit):
+            faiss_blas.main(bad)
+    assert "--bank:" in capsys.readouterr().err
 
 
 def test_search_bounds_reports_what_exact_pruning_leaves(tmp_path, capsys):
