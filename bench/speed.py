@@ -14,6 +14,7 @@ retrieval (median of ``--eval_repeats`` whole test passes after an untimed one).
 """
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import resource
@@ -87,13 +88,10 @@ def setup(model_name, dataset, common):
 def inference_per_1000_users(trainer, test, repeats=3, clock=time.perf_counter):
     """Seconds per 1,000 test users of a whole test evaluation: the median of ``repeats`` timed
     passes after an untimed one (the first pass pays one-off allocations and warm-up)."""
-    trainer.evaluate(test, load_best_model=False)
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        trainer.evaluate(test, load_best_model=False)
-        times.append(clock() - start)
-    return float(np.median(times)) / len(test.dataset) * 1000
+    whole_test = median_time(
+        lambda _: trainer.evaluate(test, load_best_model=False), repeats, itertools.repeat(None), clock
+    )
+    return whole_test / len(test.dataset) * 1000
 
 
 def measure(model_name, dataset, common, batches, eval_repeats=3):
