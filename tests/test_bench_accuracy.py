@@ -75,6 +75,13 @@ def test_every_row_can_be_named_in_runs():
     assert [run.label for run in select_runs(accuracy.parse_labels(",".join(labels)))] == labels
 
 
+def test_every_published_number_stands_beside_a_row_we_run():
+    """A published figure keyed to a label no row has would never be printed."""
+    labels = {run.label for run in accuracy.RUNS}
+    for dataset, rows in accuracy.PUBLISHED.items():
+        assert set(rows) <= labels, (dataset, set(rows) - labels)
+
+
 def test_bad_arguments_give_clear_errors(tiny, capsys):
     with pytest.raises(ConfigError, match="comma-separated integers"):
         parse_seeds("2020,x")
