@@ -289,12 +289,18 @@ def used_defaults(defaults, overrides):
     return out
 
 
+# Where a cache lives, not what the run computes: SRA-CL's semantic cache holds each text's vector
+# under the text's hash and refuses a file of another sentence model, so moving it changes nothing.
+CACHE_LOCATIONS = ("semantic_cache",)
+
+
 def effective(settings):
     """``settings`` with its YAML defaults merged: what the run computed with, whichever
-    properties files held each default (a backbone's settings too), and ``data_path`` as the
-    folder it names, so ``../shared/datasets`` and its absolute path find the same result."""
+    properties files held each default (a backbone's settings too), ``data_path`` as the
+    folder it names, so ``../shared/datasets`` and its absolute path find the same result, and
+    no cache locations."""
     merged = merged_defaults(settings.get("defaults") or {})
-    overrides = dict(settings.get("overrides") or {})
+    overrides = {k: v for k, v in (settings.get("overrides") or {}).items() if k not in CACHE_LOCATIONS}
     if overrides.get("data_path"):
         overrides["data_path"] = os.path.realpath(overrides["data_path"])
     out = {**settings, "overrides": overrides, "defaults": used_defaults(merged, overrides)}

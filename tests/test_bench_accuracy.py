@@ -256,6 +256,18 @@ def test_a_data_path_written_another_way_keeps_the_stored_result(tmp_path, monke
     assert accuracy.stored_result_path(str(tmp_path), other) == accuracy.result_path(str(tmp_path), other)
 
 
+def test_a_semantic_cache_elsewhere_keeps_the_stored_result(tmp_path):
+    run = {"label": "S", "model": "SRACL", "backbone": None, "seed": 1, "defaults": {}}
+    before = {**run, "overrides": {"semantic_cache": "/one/place/cache.npz", "tau": 1.0}}
+    stored = accuracy.result_path(str(tmp_path), before)
+    with open(stored, "w", encoding="utf-8") as f:
+        json.dump({"settings": before, "test_result": {}}, f)
+    moved = {**run, "overrides": {"semantic_cache": "another/cache.npz", "tau": 1.0}}
+    assert accuracy.stored_result_path(str(tmp_path), moved) == stored
+    other = {**run, "overrides": {"semantic_cache": "another/cache.npz", "tau": 0.1}}
+    assert accuracy.stored_result_path(str(tmp_path), other) == accuracy.result_path(str(tmp_path), other)
+
+
 def test_a_changed_ivf_default_keeps_results_that_never_read_it(tmp_path):
     def settings(nlist, overrides):
         defaults = {"RaSeRec.yaml": {"memory_index": "flat", "memory_nlist": nlist, "memory_nprobe": None}}
