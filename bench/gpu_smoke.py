@@ -18,6 +18,7 @@ from bench.accuracy import preset
 from bench.epoch_time import CATEGORICAL_SEMANTICS
 from bench.report import machine, table_parser, write_report
 from recbole_rag import run_recbole_rag
+from recbole_rag.errors import command
 from recbole_rag.overrides import parse_overrides
 
 # (label, model, overrides): every model and the settings whose code paths differ on a device.
@@ -55,6 +56,10 @@ def smoke(dataset, common, runs=RUNS, log=print):
 def main(argv=None):
     parser = table_parser(__doc__)
     args, rest = parser.parse_known_args(argv)
+    return command(lambda: run_smoke(args, rest))
+
+
+def run_smoke(args, rest):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     common = {
         "epochs": 1,

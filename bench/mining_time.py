@@ -6,6 +6,7 @@ and on a synthetic set of about 300k interactions (amazon-sports-outdoors' size)
 """
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ import numpy as np
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
 from recbole_rag import Config
 from recbole_rag.data import load_dataset
+from recbole_rag.errors import command
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
 
@@ -50,6 +52,10 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=5, help="gapped within this many positions; 0: consecutive")
     parser.add_argument("--synthetic", type=int, default=300_000, help="interactions of the synthetic set; 0: none")
     args, rest = parser.parse_known_args(argv)
+    return command(lambda: time_mining(args, rest))
+
+
+def time_mining(args, rest):
     settings = {"state": "ERROR", **parse_overrides(rest), **({"data_path": args.data_path} if args.data_path else {})}
     config = Config("Regenerator", args.dataset, config_dict=settings)
     train = load_dataset(config).build()[0]
@@ -63,4 +69,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
-from recbole_rag.errors import CheckpointError
+from recbole_rag.errors import CheckpointError, command
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.trainer import load_checkpoint
@@ -71,14 +71,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a DR4SR+ run's saved model file (best or -last)")
     args, rest = parser.parse_known_args(argv)
-    stats = learned_weights(args.checkpoint, parse_overrides(rest))
+    return command(lambda: report(args.checkpoint, parse_overrides(rest)))
+
+
+def report(checkpoint, overrides):
+    stats = learned_weights(checkpoint, overrides)
     rows, steps = stats["rows"], stats["scorer_steps"]
-    print(f"{args.checkpoint}: {rows} training rows (mined patterns left out), {steps} scorer steps")
+    print(f"{checkpoint}: {rows} training rows (mined patterns left out), {steps} scorer steps")
     print(f"  scorer's weights, no noise: {_describe(stats['learned'])}")
     print(f"  one Gumbel draw, as trained: {_describe(stats['noisy'])}")
     print(f"  rank correlation of the scorer's weight with the row's loss: {stats['loss_rank_correlation']:+.3f}")
-    return stats
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

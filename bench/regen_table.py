@@ -11,24 +11,53 @@ from a comparison CSV, with the change of each metric over the first row; writes
 import argparse
 import csv
 import re
+import sys
 
 from bench.report import write_report
+from recbole_rag.errors import ConfigError, command
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 _PAIR = re.compile(r"\('([a-z]+@\d+)', (?:np\.float64\()?([0-9.e-]+)\)?\)")
 
 
 def from_log(path, index):
-    lines = [line for line in open(path, encoding="utf-8") if "test result: OrderedDict" in line]
-    if not lines:
-        raise SystemExit(f"no test result in {path}")
-    return {k: float(v) for k, v in _PAIR.findall(lines[index])}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f if "test result: OrderedDict" in line]
+    except OSError as error:
+        raise ConfigError(f"--log_row: cannot read {path!r} ({error.strerror}).") from None
+    if not -len(lines) <= index < len(lines):
+        raise ConfigError(f"--log_row: {path!r} has {len(lines)} test result line(s); index {index} is not one.")
+    found = {k: float(v) for k, v in _PAIR.findall(lines[index])}
+    if any(m not in found for m in METRICS):
+        raise ConfigError(
+            f"--log_row: {path!r}'s test result line {index} lacks {', '.join(sorted(set(METRICS) - set(found)))}."
+        )
+    return found
 
 
 def from_csv(path, model):
-    with open(path, encoding="utf-8") as f:
-        row = next(r for r in csv.DictReader(f) if r["model"] == model)
+    try:
+        with open(path, encoding="utf-8") as f:
+            row = next((r for r in csv.DictReader(f) if r.get("model") == model), None)
+    except OSError as error:
+        raise ConfigError(f"--csv_row: cannot read {path!r} ({error.strerror}).") from None
+    if row is None or any(m not in row for m in METRICS):
+        raise ConfigError(f"--csv_row: {path!r} has no row with model {model!r} and the metrics {', '.join(METRICS)}.")
     return {m: float(row[m]) for m in METRICS}
+
+
+def split_spec(option, spec):
+    """``LABEL=PATH:PART`` -> (label, path, part)."""
+    label, _, rest = spec.partition("=")
+    path, _, part = rest.rpartition(":")
+    if not (label and path and part):
+        raise ConfigError(f"--{option} {spec!r}: expected LABEL=PATH:{'N' if option == 'log_row' else 'MODEL'}.")
+    return label, path, part
+
+
+def change_pct(value, base):
+    return (value - base) / base * 100 if base else float("nan")
 
 
 def main(argv=None):
@@ -38,18 +67,29 @@ def main(argv=None):
     parser.add_argument("--log_row", action="append", default=[])
     parser.add_argument("--order", default="", help="comma-separated labels in table order")
     args = parser.parse_args(argv)
+    return command(lambda: write_table(args))
+
+
+def write_table(args):
     rows = {}
     for spec in args.csv_row:
-        label, _, rest = spec.partition("=")
-        path, _, model = rest.rpartition(":")
+        label, path, model = split_spec("csv_row", spec)
         rows[label] = from_csv(path, model)
     for spec in args.log_row:
-        label, _, rest = spec.partition("=")
-        path, _, index = rest.rpartition(":")
-        rows[label] = from_log(path, int(index))
+        label, path, index = split_spec("log_row", spec)
+        try:
+            index = int(index)
+        except ValueError:
+            raise ConfigError(f"--log_row {spec!r}: {index!r} is not a line index (e.g. -1 for the last).") from None
+        rows[label] = from_log(path, index)
+    if not rows:
+        raise ConfigError("no rows: give --csv_row or --log_row at least once.")
     labels = args.order.split(",") if args.order else list(rows)
+    unknown = [label for label in labels if label not in rows]
+    if unknown:
+        raise ConfigError(f"--order names {', '.join(unknown)}, not among the rows ({', '.join(rows)}).")
     base = rows[labels[0]]
-    changes = {label: [(rows[label][m] - base[m]) / base[m] * 100 for m in METRICS] for label in labels}
+    changes = {label: [change_pct(rows[label][m], base[m]) for m in METRICS] for label in labels}
     table = write_report(
         args.out,
         "Regeneration: test results, change over the first row",
@@ -70,4 +110,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

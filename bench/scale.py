@@ -361,7 +361,7 @@ def main(argv=None):
     try:
         sizes = sorted(int(float(s)) for s in args.sizes.split(","))
         factors = [int(f) for f in args.factors.split(",") if f.strip()]
-    except ValueError:
+    except (ValueError, OverflowError):
         parser.error("--sizes and --factors take comma-separated numbers, e.g. --sizes=1e5,1e6")
     if not sizes or min(sizes) < 2 * 1024:
         parser.error("every size must be >= 2048 (the indexes need keys to train on and to search)")

@@ -12,6 +12,7 @@ asserted or written.
 """
 
 import argparse
+import sys
 
 import faiss
 import numpy as np
@@ -48,16 +49,25 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--clusters", default="256,1024,4096")
     args = parser.parse_args(argv)
+    from recbole_rag.errors import CheckpointError
     from recbole_rag.memory import MemoryBank
 
-    keys = np.ascontiguousarray(MemoryBank.load(args.bank).keys, dtype=np.float32)
+    try:
+        keys = np.ascontiguousarray(MemoryBank.load(args.bank).keys, dtype=np.float32)
+        clusters = [int(c) for c in args.clusters.split(",")]
+    except (OSError, CheckpointError) as error:
+        parser.error(f"--bank: {error}")
+    except ValueError:
+        parser.error(f"--clusters takes comma-separated integers, got {args.clusters!r}")
+    if min(clusters) < 1:
+        parser.error("--clusters must each be >= 1")
     if not 1 <= args.k < len(keys) or args.queries < 1:
         parser.error(f"--k must be in [1, {len(keys) - 1}] and --queries >= 1")
     rng = np.random.default_rng(0)
     queries = keys[rng.choice(len(keys), min(args.queries, len(keys)), replace=False)]
     queries = queries + 0.3 * keys.std() * rng.standard_normal(queries.shape).astype(np.float32)
     print(f"bank: {len(keys):,} keys of dim {keys.shape[1]}; {len(queries)} queries; top {args.k}")
-    for n_clusters in (int(c) for c in args.clusters.split(",")):
+    for n_clusters in clusters:
         share = cluster_bound_share(keys, queries, args.k, n_clusters)
         print(f"cluster bound, {n_clusters} clusters: {share:.0%} of the keys left to score")
     median, p90, most = bf16_candidates(keys, queries, args.k)
@@ -67,4 +77,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

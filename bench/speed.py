@@ -17,13 +17,16 @@ import argparse
 import itertools
 import multiprocessing
 import os
+import queue
 import resource
+import sys
 import time
 
 import numpy as np
 import torch
 
 from bench.report import write_report
+from recbole_rag.errors import RecBoleRagError, command
 from recbole_rag.memory import MemoryBank
 
 
@@ -136,16 +139,31 @@ def measure(model_name, dataset, common, batches, eval_repeats=3):
 def _child(queue, *args):
     import recbole_rag  # noqa: F401  (compat shims before RecBole)
 
-    queue.put(measure(*args))
+    try:
+        queue.put((None, measure(*args)))
+    except RecBoleRagError as error:  # the user's to fix: shown as one line by the parent
+        queue.put((error, None))
 
 
-def measure_in_child(*args):
+def measure_in_child(*args, target=_child):
+    """``measure(*args)`` in a fresh process (its own peak memory); the child's error raised
+    here, and a child that dies without an answer (killed, out of memory) an error, not a hang."""
     context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, *args))
+    answers = context.Queue()
+    process = context.Process(target=target, args=(answers, *args))
     process.start()
-    rows = queue.get()
+    while True:
+        try:
+            error, rows = answers.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not process.is_alive() and answers.empty():
+                raise RecBoleRagError(
+                    f"the measuring process for {args[0]} ended (exit code {process.exitcode}) with no result."
+                ) from None
     process.join()
+    if error is not None:
+        raise error
     return rows
 
 
@@ -228,6 +246,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if min(args.batches, args.eval_repeats, args.train_batch_size) < 1:
         parser.error("--batches, --eval_repeats and --train_batch_size must be >= 1")
+    return command(lambda: measure_all(args))
+
+
+def measure_all(args):
     common = {"train_batch_size": args.train_batch_size, "show_progress": False, "state": "ERROR"}
     if args.data_path:
         common["data_path"] = args.data_path
@@ -269,7 +291,8 @@ def main(argv=None):
         notes,
     )
     print(table + "\n\n" + "\n".join(notes))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -202,6 +202,8 @@ class Config(RecBoleConfig):
                     loaded = yaml.load(f.read(), Loader=self.yaml_loader)
             except yaml.YAMLError as err:
                 raise ConfigError(f"Config file '{path}' is not valid YAML: {err}") from err
+            except UnicodeDecodeError:
+                raise ConfigError(f"Config file '{path}' is not UTF-8 text.") from None
             if loaded is None:
                 continue
             if not isinstance(loaded, dict):

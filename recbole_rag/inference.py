@@ -179,7 +179,11 @@ def recommend(
     bank also gets the test pairs first: by now they are known history (its dynamic memory)."""
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise CheckpointError(f"k must be an integer >= 1, got {k!r}.")
+    if isinstance(users, str):
+        raise ConfigError(f"users must be a list of user tokens, e.g. [{users!r}], not one string.")
     users = list(users)
+    if not users:
+        raise ConfigError("recommend needs at least one user token.")
     config, model, dataset, _, _, test_data = load_data_and_model(model_file, config_dict)
     if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         raise ConfigError(

@@ -181,8 +181,11 @@ def compare(
     out_dir: str = "saved",
 ) -> tuple[list[dict[str, Any]], str]:
     """Run each model with the same data, split, seed and budget; write and return the table."""
+    entries = parse_compare_entries(models)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"out_dir '{out_dir}' is a file: the comparison table needs a folder there.")
     results, checkpoints = [], {}
-    for label, name, backbone in parse_compare_entries(models):
+    for label, name, backbone in entries:
         overrides = dict(config_dict or {})
         if backbone:
             overrides["pretrained_path"] = checkpoints[backbone]

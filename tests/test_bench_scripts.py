@@ -7,9 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from bench import curves, epoch_time, gpu_smoke, mining_time, regen_table, scale, sensitivity, speed
+from bench import (
+    curves,
+    epoch_time,
+    gpu_smoke,
+    mining_time,
+    personaliser_weights,
+    regen_table,
+    scale,
+    search_bounds,
+    sensitivity,
+    speed,
+)
 from bench.accuracy import row_pattern
 from bench.sensitivity import settings_grid
+from recbole_rag.errors import RecBoleRagError
+from recbole_rag.memory import MemoryBank
 from recbole_rag.model.sequential_recommender.raserec import RaSeRec
 
 
@@ -71,20 +84,64 @@ def test_sensitivity_bad_arguments(argv, message, capsys):
 
 
 @pytest.mark.parametrize(
-    "module, argv",
+    "module, argv, message",
     [
-        (speed, ["--batches=0"]),
-        (speed, ["--eval_repeats=0"]),
-        (epoch_time, ["--rounds=0"]),
-        (scale, ["--sizes=100"]),
-        (scale, ["--sizes=1e5,x"]),
-        (scale, ["--indexes=ivf"]),
-        (scale, ["--indexes=flat,annoy"]),
+        (speed, ["--batches=0"], "must be >= 1"),
+        (speed, ["--eval_repeats=0"], "must be >= 1"),
+        (epoch_time, ["--rounds=0"], "--rounds"),
+        (scale, ["--sizes=100"], ">= 2048"),
+        (scale, ["--sizes=1e5,x"], "comma-separated numbers"),
+        (scale, ["--sizes=inf"], "comma-separated numbers"),
+        (scale, ["--indexes=ivf"], "must start with flat"),
+        (scale, ["--indexes=flat,annoy"], "must start with flat"),
+        (search_bounds, ["--bank=missing.npz"], "--bank:"),
     ],
 )
-def test_speed_and_scale_bad_arguments(module, argv):
+def test_speed_and_scale_bad_arguments(module, argv, message, capsys):
     with pytest.raises(SystemExit):
         module.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_search_bounds_bad_clusters(tmp_path, capsys):
+    bank = MemoryBank(4, "flat", "ip")
+    bank.add(np.eye(4, dtype=np.float32), np.arange(4))
+    bank.save(str(tmp_path / "bank.npz"))
+    for clusters in ("8,x", "0"):
+        with pytest.raises(SystemExit):
+            search_bounds.main([f"--bank={tmp_path / 'bank.npz'}", f"--clusters={clusters}"])
+        assert "--clusters" in capsys.readouterr().err
+
+
+def test_speed_stops_with_one_line_when_its_measuring_process_fails(capsys):
+    # the child fails on the dataset: its error comes back as one line, not a hang
+    assert speed.main(["--dataset=missing", "--data_path=nowhere", "--batches=1"]) == 2
+    assert "Dataset 'missing' not found" in capsys.readouterr().err
+    # a child that ends without an answer (here: a target that never puts one)
+    with pytest.raises(RecBoleRagError, match="ended .* with no result"):
+        speed.measure_in_child("SASRec", "tiny", {}, 1, target=print)
+
+
+def test_bench_tools_give_one_line_errors(tmp_path, capsys):
+    log = tmp_path / "run.log"
+    log.write_text("no results here\n")
+    for argv, message in [
+        ([], "no rows"),
+        ([f"--log_row=a={tmp_path / 'missing.log'}:-1"], "cannot read"),
+        ([f"--log_row=a={log}:-1"], "has 0 test result line(s)"),
+        ([f"--log_row=a={log}:last"], "is not a line index"),
+        (["--log_row=nothing"], "expected LABEL=PATH:N"),
+        ([f"--csv_row=a={log}:SASRec"], "no row with model 'SASRec'"),
+    ]:
+        assert regen_table.main([f"--out={tmp_path / 'table'}", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)
+    assert personaliser_weights.main([f"--checkpoint={tmp_path / 'missing.pth'}"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert mining_time.main(["--dataset=missing", "--data_path=nowhere"]) == 2
+    assert "Dataset 'missing' not found" in capsys.readouterr().err
+    assert gpu_smoke.main(["--dataset=tiny", "--stray"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_epoch_time_ratio_is_the_median_of_interleaved_rounds():

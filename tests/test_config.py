@@ -37,6 +37,10 @@ def test_malformed_yaml_names_the_file(tiny, tmp_path):
     bad.write_text("epochs: [1, 2\nlr: 0.1\n")
     with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
         Config("SASRec", "tiny", [str(bad)], tiny)
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfeepochs: 1\n")
+    with pytest.raises(ConfigError, match="binary.yaml' is not UTF-8 text"):
+        Config("SASRec", "tiny", [str(binary)], tiny)
 
 
 def test_yaml_that_is_not_a_mapping_is_refused(tiny, tmp_path):

@@ -136,6 +136,10 @@ def test_load_refuses_what_is_not_a_run_checkpoint(tmp_path):
 def test_unknown_user_is_a_dataset_error(raserec_run):
     with pytest.raises(DatasetError, match="its users look like"):
         recommend(raserec_run["saved_model_file"], ["u1", "zz"], k=2)
+    with pytest.raises(ConfigError, match="at least one user token"):
+        recommend(raserec_run["saved_model_file"], [], k=2)
+    with pytest.raises(ConfigError, match="not one string"):
+        recommend(raserec_run["saved_model_file"], "u12", k=2)
     assert np.isfinite([s for _, s in recommend(raserec_run["saved_model_file"], ["u1"], k=2)["u1"]]).all()
 
 
@@ -156,6 +160,8 @@ def test_new_pairs_enter_the_bank_and_change_recommendations_without_training(ra
         sequences(dataset, config, [["i1", "i999"]])
     with pytest.raises(DatasetError, match="give one each"):
         sequences(dataset, config, [["i1"], ["i2"]], ["i3"])
+    with pytest.raises(DatasetError, match="at least one item"):
+        sequences(dataset, config, [["i1"], []])
 
 
 def test_a_fine_tuned_backbone_reloads_with_its_saved_bank(tiny):

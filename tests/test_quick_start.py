@@ -41,9 +41,12 @@ def test_compare_writes_markdown_and_csv_with_relative_change(tiny, tmp_path):
         assert float(rows[1]["ndcg@10_change_pct"]) == pytest.approx((duorec - sasrec) / sasrec * 100, abs=0.01)
 
 
-def test_compare_checks_every_name_before_training(tiny):
+def test_compare_checks_every_name_before_training(tiny, tmp_path):
     with pytest.raises(UnknownModelError, match="Unknown model 'Nope'"):
         compare(["SASRec", "Nope"], "tiny", config_dict=tiny)
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(ConfigError, match="'.*taken' is a file"):
+        compare(["SASRec"], "tiny", config_dict=tiny, out_dir=str(tmp_path / "taken"))
 
 
 def test_cli_runs_and_prints_results(tiny, capsys):
