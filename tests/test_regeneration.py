@@ -564,3 +564,20 @@ def test_pipeline_cli_reports_bad_input(regenerated, capsys):
     settings, _ = regenerated
     assert pipeline.main(["--dataset=tiny", f"--data_path={settings['data_path']}", "--memory_sources=nope"]) == 2
     assert "memory_source must be one of" in capsys.readouterr().err
+    common = ["--dataset=tiny", f"--data_path={settings['data_path']}", "--baseline=False"]
+    assert pipeline.main([*common, "--backbone=NoRec"]) == 2
+    assert "Unknown model 'NoRec'" in capsys.readouterr().err
+    assert pipeline.main([*common, "--regen_epochs=0"]) == 2
+    assert "regen_epochs must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_damaged_manifest_is_a_one_line_error(regenerated):
+    settings, folder = regenerated
+    manifest = folder / writer.MANIFEST
+    saved = manifest.read_text()
+    try:
+        manifest.write_text(saved[: len(saved) // 2])
+        with pytest.raises(DatasetError, match="cannot be read.*Remove"):
+            pipeline.regenerate("tiny", None, settings)
+    finally:
+        manifest.write_text(saved)

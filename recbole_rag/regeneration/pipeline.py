@@ -20,6 +20,7 @@ from recbole_rag.memory.builders import check_memory_source
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag, write_comparison
 from recbole_rag.regeneration.writer import find_regenerated, pretraining_key, regen_folder
+from recbole_rag.registry import get_model
 
 
 def regenerate(dataset, config_file_list=None, config_dict=None, control=False):
@@ -64,12 +65,17 @@ def run_pipeline(
 ):
     """Run the stages; returns (results, Markdown table), the table also written to ``out_dir``."""
     sources = [check_memory_source(s) for s in memory_sources]
+    get_model(backbone)  # an unknown name stops here, not after the regenerator has trained
+    if regen_epochs is not None and (
+        isinstance(regen_epochs, bool) or not isinstance(regen_epochs, int) or regen_epochs < 1
+    ):
+        raise ConfigError(f"regen_epochs must be an integer >= 1 (or None for the YAML's), got {regen_epochs!r}.")
     config_dict = dict(config_dict or {})
     results = []
     if baseline:
         results.append(run_recbole_rag(backbone, dataset, config_file_list, config_dict))
     regen_overrides = {k: v for k, v in config_dict.items() if k != "epochs"}
-    if regen_epochs:
+    if regen_epochs is not None:
         regen_overrides["epochs"] = regen_epochs
     if baseline and results[0]["saved_model_file"] and not regen_overrides.get("regen_item_embedding"):
         regen_overrides["regen_item_embedding"] = results[0]["saved_model_file"]  # as the reference

@@ -144,8 +144,16 @@ def find_regenerated(config, control=False):
             f"'{folder}' exists but has no {MANIFEST}: it was not written by a completed "
             "regeneration. Remove it, or set --regen_data_path to another folder."
         )
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (ValueError, OSError) as error:  # written atomically: only a hand edit or a disk fault
+        raise DatasetError(
+            f"'{path}' cannot be read ({error}). Remove '{folder}' to regenerate it, or set "
+            "--regen_data_path to another folder."
+        ) from None
+    if not isinstance(saved, dict):
+        raise DatasetError(f"'{path}' is not a manifest (a JSON object). Remove '{folder}' to regenerate it.")
     wanted = expected_manifest(config, control)
     differences = _differences(wanted, {k: saved.get(k) for k in wanted})
     if not differences:
