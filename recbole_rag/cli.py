@@ -12,14 +12,13 @@
 Every command reports a wrong input as one ``error: ...`` line (recbole_rag.errors.command).
 """
 
-import argparse
 import sys
 
 from recbole.utils import dict2str
 
 from recbole_rag import distributed
 from recbole_rag.data import convert
-from recbole_rag.errors import ConfigError, command
+from recbole_rag.errors import CommandParser, ConfigError, command
 from recbole_rag.inference import evaluate, recommend
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import compare, run_recbole_rag
@@ -29,7 +28,7 @@ __all__ = ["main", "parse_overrides", "COMMANDS"]
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="recbole-rag run",
         description="Run a RecBole or recbole-rag model under the standard protocol.",
         epilog="Any other --key=value overrides that RecBole/recbole-rag setting. Other commands: "
@@ -48,7 +47,7 @@ def build_parser():
 
 def checkpoint_parser(command, description):
     """The parser of a command that reads a saved run."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=f"recbole-rag {command}",
         description=description,
         epilog="Any other --key=value overrides a setting of the saved run (e.g. --data_path where the data moved).",

@@ -14,7 +14,6 @@ the processes.
 Multi-stage trainers (RaSeRecTrainer: stage files, a memory bank per process) stay one process.
 """
 
-import argparse
 import os
 import socket
 import sys
@@ -22,7 +21,7 @@ import sys
 import torch
 
 from recbole_rag.config import Config
-from recbole_rag.errors import ConfigError, command
+from recbole_rag.errors import CommandParser, ConfigError, command
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag
 from recbole_rag.registry import OUR_TRAINERS, get_trainer
@@ -81,7 +80,7 @@ def main(argv=None):
 
 def cli(argv):
     """``recbole-rag distributed ...``: raises what ``main`` prints as one line."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="recbole-rag distributed",
         description="Data-parallel training in several local processes.",
         allow_abbrev=False,

@@ -1,6 +1,7 @@
 """Errors a user can act on: each message says what was wrong and how to fix it; ``command``
 turns one into a single line on the command line."""
 
+import argparse
 import sys
 import warnings
 
@@ -23,6 +24,14 @@ class DatasetError(RecBoleRagError, ValueError):
 
 class CheckpointError(RecBoleRagError, ValueError):
     """A checkpoint is missing or does not fit the model."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser for a ``command``: a wrong option (missing, mistyped, unknown choice)
+    raises a ConfigError, printed as one line, where argparse prints its usage block and exits."""
+
+    def error(self, message):
+        raise ConfigError(f"{self.prog}: {message} (--help lists the options).")
 
 
 def _one_line_warning(message, category, filename, lineno, line=None):

@@ -229,6 +229,13 @@ CLI_CASES = [
     (["distributed", "--nproc=1"], "nproc must be an integer >= 2"),
     (["run", "--model=Nope"], "Unknown model 'Nope'"),
     (["--model=SASRec", "--dataset=tiny", "stray"], "Cannot read argument 'stray'"),
+    # what argparse itself refuses: a mistyped value, a missing option, an unknown choice or option
+    (["recommend", "--checkpoint=x.pth", "--users=u1", "--k=abc"], "argument --k: invalid int value: 'abc'"),
+    (["recommend", "--users=u1"], "required: --checkpoint"),
+    (["evaluate"], "required: --checkpoint"),
+    (["distributed", "--nproc=x"], "argument --nproc: invalid int value"),
+    (["pipeline", "--baseline=maybe"], "invalid choice: 'maybe'"),
+    (["convert", "--bogus"], "unrecognized arguments: --bogus"),
 ]
 
 

@@ -13,7 +13,6 @@ Usage::
     python -m recbole_rag.data.convert --download=ml-100k [--output_dir dataset] [--force]
 """
 
-import argparse
 import difflib
 import gzip
 import json
@@ -24,7 +23,7 @@ import sys
 import zipfile
 import zlib
 
-from recbole_rag.errors import DatasetError, command
+from recbole_rag.errors import CommandParser, DatasetError, command
 from recbole_rag.files import atomic_path
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -286,9 +285,10 @@ def main(argv=None):
 
 def cli(argv):
     """``recbole-rag convert ...``: raises what ``main`` prints as one line."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="recbole-rag convert",
         description="Convert public interaction data into RecBole atomic files, or download a RecBole dataset.",
+        allow_abbrev=False,
     )
     parser.add_argument("--format", help=f"input format: {', '.join(READERS)}")
     parser.add_argument("--input", help="input file (.gz accepted)")

@@ -9,13 +9,12 @@ bank of training pairs or of mined patterns. Also the original-data baseline, fo
 YAML). A saved regenerated set whose manifest matches is reused instead of regenerated.
 """
 
-import argparse
 import os
 import sys
 from logging import getLogger
 
 from recbole_rag.config import Config
-from recbole_rag.errors import ConfigError, command
+from recbole_rag.errors import CommandParser, ConfigError, command
 from recbole_rag.memory.builders import check_memory_source
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag, write_comparison
@@ -111,7 +110,7 @@ def main(argv=None):
 
 def cli(argv):
     """``recbole-rag pipeline ...``: raises what ``main`` prints as one line."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="recbole-rag pipeline",
         description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
