@@ -136,13 +136,13 @@ def measure(model_name, dataset, common, batches, eval_repeats=3):
     return rows
 
 
-def _child(queue, *args):
+def _child(answers, *args):
     import recbole_rag  # noqa: F401  (compat shims before RecBole)
 
     try:
-        queue.put((None, measure(*args)))
+        answers.put((None, measure(*args)))
     except RecBoleRagError as error:  # the user's to fix: shown as one line by the parent
-        queue.put((error, None))
+        answers.put((error, None))
 
 
 def measure_in_child(*args, target=_child):
