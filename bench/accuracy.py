@@ -82,6 +82,8 @@ RUNS = [
         {"pattern_min_len": 3, "regen_min_len": 3},
         regenerated=True,
     ),
+    # the reference's learning rate: cosine restarts every batch-counted period, not one annealing
+    Run("SASRec+regen(lr_schedule=batch)", "SASRec", {"regen_lr_schedule": "batch"}, regenerated=True),
     Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
     Run("SASRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "SASRec+regen", True),
     Run("SASRec+regen+DR4SR++RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen+DR4SR+", True),
