@@ -14,6 +14,7 @@ from bench import (
     mining_time,
     personaliser_weights,
     regen_table,
+    regenerator_views,
     scale,
     search_bounds,
     sensitivity,
@@ -355,3 +356,31 @@ def test_train_step_runs_the_model_in_bfloat16_under_enable_amp(tiny):
     assert dtypes == [torch.bfloat16, torch.float32]
     assert model.item_embedding.weight.dtype == torch.float32
     assert not torch.equal(model.item_embedding.weight, before)
+
+
+def test_regenerator_views_counts_picks_and_distinct_decodes(tiny, tmp_path, capsys):
+    from recbole_rag.quick_start import run_recbole_rag
+    from recbole_rag.trainer import load_checkpoint
+
+    settings = {**tiny, "epochs": 1, "pattern_min_support": 2, "regen_conditions": 3}
+    regen = run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_data_path": str(tmp_path / "out")})
+    checkpoint = load_checkpoint(regen["saved_model_file"])
+    bias = checkpoint["state_dict"]["condition_head.2.bias"]
+    bias[:] = torch.tensor([0.0, 50.0, 0.0])  # every pattern's pick forced to view 1
+    torch.save(checkpoint, tmp_path / "view1.pth")
+    use = regenerator_views.view_use(str(tmp_path / "view1.pth"), n_patterns=20, n_users=15)
+    assert use["picks"].tolist() == [0, 20, 0] and use["pick_weight"] > 0.99
+    assert use["distinct"].sum() == 15 and use["distinct"][0] == 0 and len(use["distinct"]) == 4
+    assert len(use["lengths"]) == 15 * 3 and use["lengths"].max() <= 24
+    assert regenerator_views.main([f"--checkpoint={tmp_path / 'view1.pth'}", "--users=5"]) == 0
+    assert "mined patterns by picked view: 0 / " in capsys.readouterr().out
+
+    sasrec = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    for argv, message in [
+        ([f"--checkpoint={sasrec['saved_model_file']}"], "not a Regenerator's"),
+        ([f"--checkpoint={tmp_path / 'view1.pth'}", "--patterns=0"], "--patterns and --users must be >= 1"),
+        ([f"--checkpoint={tmp_path / 'missing.pth'}"], "missing.pth"),
+    ]:
+        assert regenerator_views.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)

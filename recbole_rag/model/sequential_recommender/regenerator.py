@@ -158,16 +158,20 @@ class Regenerator(SequentialRecommender):
 
     def condition_weights(self, prefix):
         """(B, K) soft pick of a view from the decoder input (BOS + target pattern): the condition
-        encoder, mean over the pattern, an MLP, Gumbel-softmax at the current temperature."""
+        encoder's logits, Gumbel-softmax at the current temperature."""
+        logits = self.condition_logits(prefix)
+        if self.training:
+            self.tau = max(TAU_FLOOR, self.tau * TAU_DECAY)
+        return F.gumbel_softmax(logits, tau=self.tau, hard=False)
+
+    def condition_logits(self, prefix):
+        """(B, K) the condition encoder's view logits: mean over the pattern, an MLP (no noise)."""
         padding = prefix == 0
         width = prefix.shape[1]
         causal = torch.ones(width, width, dtype=torch.bool, device=prefix.device).triu(1)  # True: not attended
         out = self.condition_encoder(self._embed(prefix), mask=causal, src_key_padding_mask=padding, is_causal=True)
         keep = (~padding).unsqueeze(-1).float()
-        logits = self.condition_head((out * keep).sum(1) / keep.sum(1))
-        if self.training:
-            self.tau = max(TAU_FLOOR, self.tau * TAU_DECAY)
-        return F.gumbel_softmax(logits, tau=self.tau, hard=False)
+        return self.condition_head((out * keep).sum(1) / keep.sum(1))
 
     def decode(self, memory, padding, prefix):
         """Logits (B, T, n_items + 2) of the token after each position of ``prefix`` (B, T)."""
