@@ -22,7 +22,7 @@ from recbole_rag.errors import CheckpointError, ConfigError, command
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.regeneration.inference import decode_view
-from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
+from recbole_rag.regeneration.patterns import mine_configured, training_sequences
 from recbole_rag.trainer.regenerator_trainer import last_items
 
 
@@ -41,14 +41,7 @@ def view_use(model_file, n_patterns=4000, n_users=2000, config_dict=None, batch_
     if model.n_conditions < 2:
         raise ConfigError(f"'{model_file}' has one view (regen_conditions: 1): there is no pick to measure.")
     _, items, offsets = training_sequences(train_data.dataset, config)
-    patterns = mine_patterns(
-        items,
-        offsets,
-        config["pattern_min_support"],
-        config["pattern_min_len"],
-        config["pattern_max_len"],
-        config["pattern_window"],
-    )
+    patterns = mine_configured(items, offsets, config)
     device = model.embedding.weight.device
     chosen = torch.from_numpy(patterns.items[_sample(len(patterns), n_patterns, config["seed"])]).to(device)
     prefix = torch.cat([torch.full_like(chosen[:, :1], model.bos), chosen], 1)

@@ -73,6 +73,18 @@ def training_sequences(train_dataset, config):
     return users[block_start], items.astype(np.int64), offsets.astype(np.int64)
 
 
+def mine_configured(items, offsets, config):
+    """``mine_patterns`` under a run's pattern settings (the regenerator's mining)."""
+    return mine_patterns(
+        items,
+        offsets,
+        config["pattern_min_support"],
+        config["pattern_min_len"],
+        config["pattern_max_len"],
+        config["pattern_window"],
+    )
+
+
 def placements(length, window=None):
     """Offsets of a pattern's items from its first item: every choice inside ``window`` positions
     (gapped), or only (0, 1, ..., length - 1) when ``window`` is None (consecutive)."""

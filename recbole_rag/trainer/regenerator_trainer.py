@@ -15,7 +15,7 @@ from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_INDEX, PATTERN_ITEMS
 from recbole_rag.regeneration import inference
-from recbole_rag.regeneration.patterns import mine_patterns, sample_occurrences, sequence_stats, training_sequences
+from recbole_rag.regeneration.patterns import mine_configured, sample_occurrences, sequence_stats, training_sequences
 from recbole_rag.regeneration.writer import distinct_patterns, find_regenerated, write_regenerated
 from recbole_rag.trainer import Trainer
 from recbole_rag.trainer.safe_checkpoint import check_same_items, load_checkpoint
@@ -89,14 +89,7 @@ class RegeneratorTrainer(Trainer):
             )
         find_regenerated(c)  # a saved set with other settings stops the run here, before training
         users, items, offsets = training_sequences(train_data.dataset, c)
-        patterns = mine_patterns(
-            items,
-            offsets,
-            c["pattern_min_support"],
-            c["pattern_min_len"],
-            c["pattern_max_len"],
-            c["pattern_window"],
-        )
+        patterns = mine_configured(items, offsets, c)
         self.logger.info(
             set_color("Patterns", "green") + f": {len(patterns)} mined from {len(users)} training "
             f"sequences in {time.perf_counter() - start:.1f}s"
