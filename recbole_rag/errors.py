@@ -26,6 +26,12 @@ class CheckpointError(RecBoleRagError, ValueError):
     """A checkpoint is missing or does not fit the model."""
 
 
+def is_count(value, least=0):
+    """True for an integer (not a bool: YAML's true is not 1) of at least ``least``: the check
+    every count-like setting needs before it names what was wrong."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
 class CommandParser(argparse.ArgumentParser):
     """An argument parser for a ``command``: a wrong option (missing, mistyped, unknown choice)
     raises a ConfigError, printed as one line, where argparse prints its usage block and exits."""

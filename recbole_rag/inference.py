@@ -21,7 +21,7 @@ from recbole.utils import ModelType, init_seed
 
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
-from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
+from recbole_rag.errors import CheckpointError, ConfigError, DatasetError, is_count
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.trainer.raserec_trainer import restore_test_memory
 from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items, load_checkpoint
@@ -177,7 +177,7 @@ def recommend(
 ) -> dict[str, list[tuple[str, float]]]:
     """{user token: [(item token, score), ...]} top-k after each user's whole history. A RaSeRec
     bank also gets the test pairs first: by now they are known history (its dynamic memory)."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    if not is_count(k, 1):
         raise CheckpointError(f"k must be an integer >= 1, got {k!r}.")
     if isinstance(users, str):
         raise ConfigError(f"users must be a list of user tokens, e.g. [{users!r}], not one string.")

@@ -12,7 +12,7 @@ from recbole_rag.cli import main
 from recbole_rag.config import UnknownSettingWarning
 from recbole_rag.data import load_dataset
 from recbole_rag.data.checks import DatasetWarning
-from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
+from recbole_rag.errors import CheckpointError, ConfigError, DatasetError, is_count
 
 
 def _rows(text):
@@ -257,3 +257,8 @@ def test_a_file_recbole_does_not_load_is_not_checked(tiny, tmp_path):
     load_dataset(Config("SASRec", "tiny", config_dict=tiny))  # load_col names only the .inter file
     with pytest.raises(DatasetError, match="column 'price' is float but holds 'cheap'"):
         load_dataset(Config("SASRec", "tiny", config_dict={**tiny, "load_col": {"inter": "*", "item": "*"}}))
+
+
+def test_is_count_takes_integers_from_the_least_and_refuses_bools():
+    assert is_count(0) and is_count(3, 3) and not is_count(2, 3)
+    assert not any(is_count(v) for v in (True, False, 1.0, "1", None))

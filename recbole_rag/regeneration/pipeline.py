@@ -14,7 +14,7 @@ import sys
 from logging import getLogger
 
 from recbole_rag.config import Config
-from recbole_rag.errors import CommandParser, ConfigError, command
+from recbole_rag.errors import CommandParser, ConfigError, command, is_count
 from recbole_rag.memory.builders import check_memory_source
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag, write_comparison
@@ -65,9 +65,7 @@ def run_pipeline(
     """Run the stages; returns (results, Markdown table), the table also written to ``out_dir``."""
     sources = [check_memory_source(s) for s in memory_sources]
     get_model(backbone)  # an unknown name stops here, not after the regenerator has trained
-    if regen_epochs is not None and (
-        isinstance(regen_epochs, bool) or not isinstance(regen_epochs, int) or regen_epochs < 1
-    ):
+    if regen_epochs is not None and not is_count(regen_epochs, 1):
         raise ConfigError(f"regen_epochs must be an integer >= 1 (or None for the YAML's), got {regen_epochs!r}.")
     config_dict = dict(config_dict or {})
     results = []

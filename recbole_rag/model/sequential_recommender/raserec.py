@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import ConfigError, is_count
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.bank import check_bank_settings
 from recbole_rag.memory.device import DeviceMemoryBank
@@ -39,12 +39,10 @@ class RaSeRec(DuoRec):
         super().__init__(config, dataset)
         if not 0.0 <= config["alpha"] <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1], got {config['alpha']}.")
-        if not isinstance(config["retrieval_k"], int) or config["retrieval_k"] < 1:
+        if not is_count(config["retrieval_k"], 1):
             raise ConfigError(f"retrieval_k must be an integer >= 1, got {config['retrieval_k']!r}.")
         raft_batch = config["raft_train_batch_size"]
-        if raft_batch is not None and (
-            not isinstance(raft_batch, int) or isinstance(raft_batch, bool) or raft_batch < 1
-        ):
+        if raft_batch is not None and not is_count(raft_batch, 1):
             raise ConfigError(
                 f"raft_train_batch_size must be an integer >= 1 or ~ (= train_batch_size), got {raft_batch!r}."
             )

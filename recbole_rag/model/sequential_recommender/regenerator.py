@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
-from recbole_rag.errors import CheckpointError, ConfigError
+from recbole_rag.errors import CheckpointError, ConfigError, is_count
 
 PATTERN_ITEMS, PATTERN_INDEX = "pattern_items", "pattern_index"
 INFERENCE_MODES = ("reference", "ours")
@@ -53,10 +53,10 @@ class Regenerator(SequentialRecommender):
             ("regen_max_len", 3),
             ("regen_source_steps", 1),
         ):
-            if not isinstance(config[key], int) or isinstance(config[key], bool) or config[key] < least:
+            if not is_count(config[key], least):
                 raise ConfigError(f"{key} must be an integer >= {least}, got {config[key]!r}.")
         min_len = config["regen_min_len"]
-        if not isinstance(min_len, int) or isinstance(min_len, bool) or not 0 <= min_len < config["regen_max_len"]:
+        if not is_count(min_len) or min_len >= config["regen_max_len"]:
             raise ConfigError(
                 f"regen_min_len must be an integer from 0 to regen_max_len - 1 ({config['regen_max_len'] - 1}), "
                 f"got {min_len!r}."

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from recbole.data.interaction import Interaction
 from torch import nn
 
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import ConfigError, is_count
 from recbole_rag.model.encoder_recommender import EncoderRecommender
 from recbole_rag.model.gru_encoder import GRUEncoder
 from recbole_rag.model.layers import SASRecEncoder
@@ -106,7 +106,7 @@ class SRACL(EncoderRecommender):
                 f"prefix_semantics must be one of {', '.join(PREFIX_SEMANTICS)}, got {config['prefix_semantics']!r}."
             )
         histories = config["item_text_histories"]
-        if not isinstance(histories, int) or isinstance(histories, bool) or histories < 0:
+        if not is_count(histories):
             raise ConfigError(f"item_text_histories must be an integer >= 0, got {histories!r}.")
         self.cross_weight, self.intra_weight, self.tau = config["cross_weight"], config["intra_weight"], config["tau"]
         self.similarity = config["sim"]
