@@ -21,7 +21,7 @@ import recbole_rag  # noqa: F401  (compat shims before RecBole)
 from recbole_rag.errors import CheckpointError, ConfigError, command
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
-from recbole_rag.regeneration.inference import decode_view
+from recbole_rag.regeneration.inference import decode_view, view_picks
 from recbole_rag.regeneration.patterns import mine_configured, training_sequences
 from recbole_rag.trainer.regenerator_trainer import last_items
 
@@ -44,10 +44,9 @@ def view_use(model_file, n_patterns=4000, n_users=2000, config_dict=None, batch_
     patterns = mine_configured(items, offsets, config)
     device = model.embedding.weight.device
     chosen = torch.from_numpy(patterns.items[_sample(len(patterns), n_patterns, config["seed"])]).to(device)
+    picks = view_picks(model, chosen, batch_size)
     prefix = torch.cat([torch.full_like(chosen[:, :1], model.bos), chosen], 1)
-    logits = torch.cat([model.condition_logits(part) for part in prefix.split(batch_size)])
-    picks = torch.bincount(logits.argmax(1), minlength=model.n_conditions).cpu().numpy()
-    pick_weight = float(torch.softmax(logits / model.tau, 1).max(1).values.mean())
+    pick_weight = float(torch.softmax(model.condition_logits(prefix) / model.tau, 1).max(1).values.mean())
 
     sequences = torch.from_numpy(last_items(items, offsets, model.max_seq_length))
     sequences = sequences[_sample(len(sequences), n_users, config["seed"])]

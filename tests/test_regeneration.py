@@ -430,6 +430,7 @@ def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated, regen
         assert len({u for u in new_users if u.startswith("regen")}) == counts["regenerated_sequences"] > 0
         stats = counts["regenerated_stats"]
         assert sum(stats["lengths"].values()) == counts["regenerated_sequences"] and 0 <= stats["novel_share"] <= 1
+        assert len(stats["view_picks"]) == 5 and sum(stats["view_picks"]) == counts["patterns"]  # K = 5 views
     assert manifest["source"]["dataset"] == "tiny" and manifest["settings"]["regen_balance"] == 0.5
 
 

@@ -120,6 +120,20 @@ def decode_view(model, memory, padding, item_seq, k):
 
 
 @torch.no_grad()
+def view_picks(model, pattern_items, batch_size=512):
+    """(K,) how many of the patterns (P, L) the condition encoder sends to each view (its
+    argmax, no Gumbel noise): a diversity promoter at work spreads them, a collapsed one puts
+    them all on one view."""
+    was_training = model.training
+    model.eval()
+    patterns = torch.as_tensor(pattern_items, dtype=torch.long, device=model.embedding.weight.device)
+    prefix = torch.cat([torch.full_like(patterns[:, :1], model.bos), patterns], 1)
+    picks = torch.cat([model.condition_logits(part).argmax(1) for part in prefix.split(batch_size)])
+    model.train(was_training)
+    return torch.bincount(picks, minlength=model.n_conditions).cpu().numpy()
+
+
+@torch.no_grad()
 def regenerate_sequences(model, item_seq, batch_size=512, show_progress=False):
     """(U, L) training sequences -> the distinct regenerated sequences of two or more items (a
     list of item-id tuples), in the order first produced: user by user, view by view."""

@@ -147,6 +147,12 @@ class RegeneratorTrainer(Trainer):
             set_color("Regenerated", "green") + f": {len(produced)} distinct sequences, lengths {stats['lengths']}, "
             f"{stats['novel_share']:.1%} of them nowhere in the training sequences"
         )
+        if self.model.n_conditions > 1:  # whether the diversity promoter's views specialised
+            stats["view_picks"] = inference.view_picks(self.model, patterns.items, c["eval_batch_size"]).tolist()
+            self.logger.info(
+                set_color("Views", "green") + f": the {len(patterns)} mined patterns by the view the condition "
+                f"encoder picks: {' / '.join(map(str, stats['view_picks']))}"
+            )
         splits = load_dataset(c).build()
         self.regen_folder = write_regenerated(c, splits, regenerated, patterns, time.perf_counter() - start, stats)
         self.logger.info(
