@@ -13,6 +13,7 @@ from bench import (
     gpu_smoke,
     mining_time,
     personaliser_weights,
+    regen_plausibility,
     regen_table,
     regenerator_views,
     scale,
@@ -382,5 +383,47 @@ def test_regenerator_views_counts_picks_and_distinct_decodes(tiny, tmp_path, cap
         ([f"--checkpoint={tmp_path / 'missing.pth'}"], "missing.pth"),
     ]:
         assert regenerator_views.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)
+
+
+def test_regen_plausibility_ranks_each_decoded_item_by_the_scorer(tiny, tmp_path, capsys):
+    from recbole.data.interaction import Interaction
+
+    from recbole_rag.inference import load_data_and_model
+    from recbole_rag.quick_start import run_recbole_rag
+
+    settings = {**tiny, "epochs": 1, "pattern_min_support": 2, "regen_conditions": 2}
+    regen = run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_data_path": str(tmp_path / "out")})
+    sasrec = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    _, scorer, _, _, _, _ = load_data_and_model(sasrec["saved_model_file"])
+    by_position = regen_plausibility.ranks(scorer, [(3, 4, 5), (7, 8)])
+    assert sorted(by_position) == [1, 2] and len(by_position[1]) == 2 and len(by_position[2]) == 1
+    scores = scorer.full_sort_predict(
+        Interaction({"item_id_list": torch.tensor([[3, 4]]), "item_length": torch.tensor([2])})
+    )
+    scores = scores.view(-1).detach()
+    scores[0] = -float("inf")
+    assert by_position[2][0] == int((scores > scores[5]).sum()) + 1  # item 5's rank after (3, 4)
+
+    results = regen_plausibility.plausibility(regen["saved_model_file"], sasrec["saved_model_file"], 20, min_len=3)
+    forced = results["regenerated (min_len 3)"]
+    assert 2 in forced and len(forced[2]) == len(forced[1])  # every decode reaches a third item
+    n_items = scorer.n_items
+    assert all(1 <= r.min() and r.max() < n_items for by_j in results.values() for r in by_j.values())
+
+    for argv, message in [
+        (
+            [f"--regenerator={sasrec['saved_model_file']}", f"--scorer={sasrec['saved_model_file']}"],
+            "not a Regenerator's",
+        ),
+        ([f"--regenerator={regen['saved_model_file']}", f"--scorer={regen['saved_model_file']}"], "must be a ranking"),
+        (
+            [f"--regenerator={regen['saved_model_file']}", f"--scorer={sasrec['saved_model_file']}", "--min_len=99"],
+            "--min_len",
+        ),
+        ([f"--regenerator={regen['saved_model_file']}", f"--scorer={tmp_path / 'missing.pth'}"], "missing.pth"),
+    ]:
+        assert regen_plausibility.main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)
