@@ -1,18 +1,19 @@
 """How plausible each item of a regenerated sequence is to a model trained on the original data.
 
     python -m bench.regen_plausibility --regenerator=<a Regenerator .pth> --scorer=<a SASRec .pth>
-        [--users=2000] [--min_len=0] [--key=value ...]
+        [--users=2000] [--min_len=N] [--window=3] [--key=value ...]
 
 Decodes a random sample of users through every view of the regenerator (``--min_len``: no end
-before that many items, as ``regen_min_len``), and ranks each decoded item s[j] among all items
-by the scorer (any sequential model of the same dataset) given s[:j]: a rank near 1 is an item the
+before that many items, as ``regen_min_len``; default as saved) and, for each distinct regenerated
+sequence s (of 2+ items, as the set keeps them), ranks each item s[j] among all items by the
+scorer (any sequential model of the same dataset) given s[:j]: a rank near 1 is an item the
 scorer expects after that prefix, a large one is noise to a model trained on the set. Beside it,
-the same ranks for the mined patterns of 3+ items and for consecutive windows of the users' own
-training sequences (real data, which the scorer has trained on). By position j (the 2nd, 3rd,
-... item): median rank and the share ranked in the top 10 and top 100.
+the same ranks for as many mined patterns of 3+ items and for one window of ``--window``
+consecutive items of each sampled user's training sequence (real data, which the scorer has
+trained on). By position j (the 2nd, 3rd, ... item): median rank and the share ranked in the
+top 10 and top 100.
 """
 
-import argparse
 import sys
 
 import numpy as np
@@ -20,10 +21,10 @@ import torch
 from recbole.data.interaction import Interaction
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
-from recbole_rag.errors import CheckpointError, ConfigError, command, is_count
+from recbole_rag.errors import CheckpointError, CommandParser, ConfigError, command, is_count
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
-from recbole_rag.regeneration.inference import decode_view
+from recbole_rag.regeneration.inference import regenerate_sequences
 from recbole_rag.regeneration.patterns import mine_configured, training_sequences
 from recbole_rag.trainer.regenerator_trainer import last_items
 from recbole_rag.trainer.safe_checkpoint import check_same_items, load_checkpoint
@@ -65,14 +66,19 @@ def windows(items, offsets, users, length, seed):
 
 
 @torch.no_grad()
-def plausibility(regenerator_file, scorer_file, n_users=2000, min_len=0, config_dict=None):
-    """{source: {j: ranks}} for the regenerated sequences, the mined 3+ patterns and real windows."""
+def plausibility(regenerator_file, scorer_file, n_users=2000, min_len=None, window=3, config_dict=None):
+    """{source: {j: ranks}} for the distinct regenerated sequences of the sampled users, as many
+    mined patterns of 3+ items, and one window of ``window`` items of each sampled user.
+    ``min_len`` None decodes as the regenerator was saved (its ``regen_min_len``)."""
     config, model, dataset, train_data, _, _ = load_data_and_model(regenerator_file, config_dict)
     if config["model"] != "Regenerator":
         raise CheckpointError(f"'{regenerator_file}' is a {config['model']} checkpoint, not a Regenerator's.")
-    if not is_count(min_len) or min_len >= model.max_len:
-        raise ConfigError(f"--min_len must be an integer from 0 to {model.max_len - 1}, got {min_len!r}.")
-    model.min_len = min_len
+    if min_len is not None:
+        if not is_count(min_len) or min_len >= model.max_len:
+            raise ConfigError(f"--min_len must be an integer from 0 to {model.max_len - 1}, got {min_len!r}.")
+        model.min_len = min_len
+    if not is_count(window, 2):
+        raise ConfigError(f"--window must be an integer >= 2, got {window!r}.")
     check_same_items(load_checkpoint(scorer_file), dataset, scorer_file)
     scorer_config, scorer, _, _, _, _ = load_data_and_model(scorer_file, config_dict)
     if scorer_config["model"] == "Regenerator":
@@ -81,39 +87,36 @@ def plausibility(regenerator_file, scorer_file, n_users=2000, min_len=0, config_
     rng = np.random.default_rng(config["seed"])
     users = np.sort(rng.choice(len(users_all), min(n_users, len(users_all)), replace=False))
     sources = torch.from_numpy(last_items(items, offsets, model.max_seq_length))[users]
-    regenerated = set()
-    for batch in sources.split(512):
-        memory, padding = model.encode(batch)
-        for k in range(model.n_conditions):
-            for row in decode_view(model, memory, padding, batch, k).numpy():
-                sequence = tuple(int(t) for t in row if t)
-                if len(sequence) >= 2:
-                    regenerated.add(sequence)
+    regenerated = regenerate_sequences(model, sources)
     patterns = mine_configured(items, offsets, config)
     long_patterns = [tuple(int(t) for t in p if t) for p in patterns.items[patterns.lengths >= 3]]
     long_patterns = [long_patterns[i] for i in rng.permutation(len(long_patterns))[: len(regenerated)]]
-    width = max(max((len(s) for s in regenerated), default=3), 3)
     return {
-        f"regenerated (min_len {min_len})": ranks(scorer, sorted(regenerated)),
+        f"regenerated (min_len {model.min_len})": ranks(scorer, regenerated),
         "mined patterns of 3+ items": ranks(scorer, long_patterns),
-        f"training windows of {width} items": ranks(scorer, windows(items, offsets, users, width, config["seed"])),
+        f"training windows of {window} items": ranks(scorer, windows(items, offsets, users, window, config["seed"])),
     }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    return command(lambda: report(*parse(argv)))
+
+
+def parse(argv):
+    parser = CommandParser(prog="bench.regen_plausibility", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--regenerator", required=True, help="a Regenerator run's saved model file")
     parser.add_argument("--scorer", required=True, help="a sequential model's saved file, same dataset")
     parser.add_argument("--users", type=int, default=2000, help="users to decode (default 2000)")
-    parser.add_argument("--min_len", type=int, default=0, help="no end before this many items (default 0)")
+    parser.add_argument("--min_len", type=int, default=None, help="no end before this many items (default: as saved)")
+    parser.add_argument("--window", type=int, default=3, help="items per training window (default 3)")
     args, rest = parser.parse_known_args(argv)
-    return command(lambda: report(args, parse_overrides(rest)))
+    return args, parse_overrides(rest)
 
 
 def report(args, overrides):
     if args.users < 1:
         raise ConfigError(f"--users must be >= 1, got {args.users}.")
-    results = plausibility(args.regenerator, args.scorer, args.users, args.min_len, overrides)
+    results = plausibility(args.regenerator, args.scorer, args.users, args.min_len, args.window, overrides)
     print("| sequences | item | ranked | median rank | top 10 | top 100 |")
     print("|---|---|---|---|---|---|")
     for source, by_position in results.items():

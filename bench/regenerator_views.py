@@ -11,17 +11,16 @@ and users are a random sample (the run's seed); ``--key=value`` overrides the sa
 settings (e.g. ``--data_path`` when the run's relative paths point elsewhere).
 """
 
-import argparse
 import sys
 
 import numpy as np
 import torch
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
-from recbole_rag.errors import CheckpointError, ConfigError, command
+from recbole_rag.errors import CheckpointError, CommandParser, ConfigError, command
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
-from recbole_rag.regeneration.inference import decode_view, view_picks
+from recbole_rag.regeneration.inference import decode_view, view_logits
 from recbole_rag.regeneration.patterns import mine_configured, training_sequences
 from recbole_rag.trainer.regenerator_trainer import last_items
 
@@ -33,7 +32,8 @@ def _sample(n, size, seed):
 @torch.no_grad()
 def view_use(model_file, n_patterns=4000, n_users=2000, config_dict=None, batch_size=512):
     """{'picks': patterns per view (K,), 'pick_weight': mean top softmax weight at the saved
-    temperature, 'distinct': users by number of distinct decodes (index = count), 'lengths':
+    temperature, 'distinct': users by number of distinct decodes (index = count; an empty or
+    one-item decode counts as one, though the set keeps only sequences of 2+ items), 'lengths':
     decoded items per (user, view)} over samples of the mined patterns and of the users."""
     config, model, _, train_data, _, _ = load_data_and_model(model_file, config_dict)
     if config["model"] != "Regenerator":
@@ -44,9 +44,9 @@ def view_use(model_file, n_patterns=4000, n_users=2000, config_dict=None, batch_
     patterns = mine_configured(items, offsets, config)
     device = model.embedding.weight.device
     chosen = torch.from_numpy(patterns.items[_sample(len(patterns), n_patterns, config["seed"])]).to(device)
-    picks = view_picks(model, chosen, batch_size)
-    prefix = torch.cat([torch.full_like(chosen[:, :1], model.bos), chosen], 1)
-    pick_weight = float(torch.softmax(model.condition_logits(prefix) / model.tau, 1).max(1).values.mean())
+    logits = view_logits(model, chosen, batch_size)
+    picks = torch.bincount(logits.argmax(1), minlength=model.n_conditions).cpu().numpy()
+    pick_weight = float(torch.softmax(logits / model.tau, 1).max(1).values.mean())
 
     sequences = torch.from_numpy(last_items(items, offsets, model.max_seq_length))
     sequences = sequences[_sample(len(sequences), n_users, config["seed"])]
@@ -64,12 +64,16 @@ def view_use(model_file, n_patterns=4000, n_users=2000, config_dict=None, batch_
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    return command(lambda: report(*parse(argv)))
+
+
+def parse(argv):
+    parser = CommandParser(prog="bench.regenerator_views", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--checkpoint", required=True, help="a Regenerator run's saved model file (best or -last)")
     parser.add_argument("--patterns", type=int, default=4000, help="mined patterns to sample (default 4000)")
     parser.add_argument("--users", type=int, default=2000, help="users to decode (default 2000)")
     args, rest = parser.parse_known_args(argv)
-    return command(lambda: report(args, parse_overrides(rest)))
+    return args, parse_overrides(rest)
 
 
 def report(args, overrides):

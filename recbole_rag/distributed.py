@@ -21,7 +21,7 @@ import sys
 import torch
 
 from recbole_rag.config import Config
-from recbole_rag.errors import CommandParser, ConfigError, command
+from recbole_rag.errors import CommandParser, ConfigError, command, is_count
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag
 from recbole_rag.registry import OUR_TRAINERS, get_trainer
@@ -47,7 +47,7 @@ def _worker(rank, model, dataset, config_file_list, config_dict, threads, queue)
 def run_distributed(model, dataset, nproc=2, config_file_list=None, config_dict=None, port=None):
     """Train and test ``model`` data-parallel in ``nproc`` local processes; returns each rank's
     result dict (as ``run_recbole_rag``'s), rank 0 first. Metrics are averaged over processes."""
-    if not isinstance(nproc, int) or nproc < 2:
+    if not is_count(nproc, 2):
         raise ConfigError(f"nproc must be an integer >= 2 for a multi-process run, got {nproc!r}.")
     config = Config(model, dataset, config_file_list, config_dict)  # a wrong setting fails here, once
     if model in OUR_TRAINERS:

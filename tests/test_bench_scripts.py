@@ -373,6 +373,18 @@ def test_regenerator_views_counts_picks_and_distinct_decodes(tiny, tmp_path, cap
     assert use["picks"].tolist() == [0, 20, 0] and use["pick_weight"] > 0.99
     assert use["distinct"].sum() == 15 and use["distinct"][0] == 0 and len(use["distinct"]) == 4
     assert len(use["lengths"]) == 15 * 3 and use["lengths"].max() <= 24
+    state, hidden = checkpoint["state_dict"], settings["hidden_size"]
+    torch.manual_seed(0)
+    for name in ("condition_views.2.weight", "condition_views.2.bias"):  # three far-apart views
+        state[name][:] = torch.randn_like(state[name]) * 5
+    torch.save(checkpoint, tmp_path / "apart.pth")
+    apart = regenerator_views.view_use(str(tmp_path / "apart.pth"), n_patterns=20, n_users=15)
+    assert apart["distinct"][2:].sum() > 0  # some users decode differently through the views
+    for name in ("condition_views.2.weight", "condition_views.2.bias"):  # three copies of view 0
+        state[name][:] = state[name][:hidden].repeat(3, *[1] * (state[name].dim() - 1))
+    torch.save(checkpoint, tmp_path / "same_views.pth")
+    same = regenerator_views.view_use(str(tmp_path / "same_views.pth"), n_patterns=20, n_users=15)
+    assert same["distinct"].tolist() == [0, 15, 0, 0]  # identical views: one distinct decode per user
     assert regenerator_views.main([f"--checkpoint={tmp_path / 'view1.pth'}", "--users=5"]) == 0
     assert "mined patterns by picked view: 0 / " in capsys.readouterr().out
 
@@ -381,6 +393,7 @@ def test_regenerator_views_counts_picks_and_distinct_decodes(tiny, tmp_path, cap
         ([f"--checkpoint={sasrec['saved_model_file']}"], "not a Regenerator's"),
         ([f"--checkpoint={tmp_path / 'view1.pth'}", "--patterns=0"], "--patterns and --users must be >= 1"),
         ([f"--checkpoint={tmp_path / 'missing.pth'}"], "missing.pth"),
+        (["--users=5"], "--checkpoint"),
     ]:
         assert regenerator_views.main(argv) == 2, argv
         err = capsys.readouterr().err
@@ -409,6 +422,8 @@ def test_regen_plausibility_ranks_each_decoded_item_by_the_scorer(tiny, tmp_path
     results = regen_plausibility.plausibility(regen["saved_model_file"], sasrec["saved_model_file"], 20, min_len=3)
     forced = results["regenerated (min_len 3)"]
     assert 2 in forced and len(forced[2]) == len(forced[1])  # every decode reaches a third item
+    assert sorted(results["training windows of 3 items"]) == [1, 2]  # the 2nd and 3rd items of each window
+    assert len(results["mined patterns of 3+ items"][2]) == len(forced[1])  # as many patterns as sequences
     n_items = scorer.n_items
     assert all(1 <= r.min() and r.max() < n_items for by_j in results.values() for r in by_j.values())
 
@@ -423,6 +438,11 @@ def test_regen_plausibility_ranks_each_decoded_item_by_the_scorer(tiny, tmp_path
             "--min_len",
         ),
         ([f"--regenerator={regen['saved_model_file']}", f"--scorer={tmp_path / 'missing.pth'}"], "missing.pth"),
+        (
+            [f"--regenerator={regen['saved_model_file']}", f"--scorer={sasrec['saved_model_file']}", "--window=1"],
+            "--window",
+        ),
+        ([f"--regenerator={regen['saved_model_file']}"], "--scorer"),
     ]:
         assert regen_plausibility.main(argv) == 2, argv
         err = capsys.readouterr().err

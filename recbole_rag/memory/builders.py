@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_rag.errors import ConfigError, DatasetError
+from recbole_rag.errors import ConfigError, DatasetError, is_count
 from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
 from recbole_rag.regeneration.writer import read_patterns
 
@@ -53,7 +53,7 @@ def build_pattern_memory(model, train_dataset, config, show_progress=False):
     entry_stop[i] = i + 1: a bank entry's own range is itself (no entry belongs to a user).
     """
     min_support = config["pattern_bank_min_support"]
-    if not isinstance(min_support, int) or min_support < 1:
+    if not is_count(min_support, 1):
         raise ConfigError(f"pattern_bank_min_support must be an integer >= 1, got {min_support!r}.")
     items, support = load_or_mine_patterns(train_dataset, config)
     items = items[support >= min_support]

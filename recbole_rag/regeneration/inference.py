@@ -120,16 +120,22 @@ def decode_view(model, memory, padding, item_seq, k):
 
 
 @torch.no_grad()
-def view_picks(model, pattern_items, batch_size=512):
-    """(K,) how many of the patterns (P, L) the condition encoder sends to each view (its
-    argmax, no Gumbel noise): a diversity promoter at work spreads them, a collapsed one puts
-    them all on one view."""
+def view_logits(model, pattern_items, batch_size=512):
+    """(P, K) the condition encoder's view logits (no Gumbel noise, eval mode) for patterns
+    (P, L), each read as in training: BOS, then the 0-padded pattern."""
     was_training = model.training
     model.eval()
     patterns = torch.as_tensor(pattern_items, dtype=torch.long, device=model.embedding.weight.device)
     prefix = torch.cat([torch.full_like(patterns[:, :1], model.bos), patterns], 1)
-    picks = torch.cat([model.condition_logits(part).argmax(1) for part in prefix.split(batch_size)])
+    logits = torch.cat([model.condition_logits(part) for part in prefix.split(batch_size)])
     model.train(was_training)
+    return logits
+
+
+def view_picks(model, pattern_items, batch_size=512):
+    """(K,) how many of the patterns the condition encoder sends to each view (its argmax): a
+    diversity promoter at work spreads them, a collapsed one puts them all on one view."""
+    picks = view_logits(model, pattern_items, batch_size).argmax(1)
     return torch.bincount(picks, minlength=model.n_conditions).cpu().numpy()
 
 
