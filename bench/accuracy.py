@@ -559,8 +559,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args, rest = build_parser().parse_known_args(argv)
     try:
+        args, rest = build_parser().parse_known_args(argv)
         seeds = parse_seeds(args.seeds)
         for name in ("epochs", "raft_epochs"):
             if getattr(args, name) is not None and getattr(args, name) < 1:

@@ -8,13 +8,12 @@ RaSeRec log's stage 2 continues the count) and writes ``<out>.csv`` and ``.md`` 
 per run) and ``<out>.png``. Where a run learns faster but ends lower, the test table alone hides it.
 """
 
-import argparse
 import os
 import re
 import sys
 
 from bench.report import write_report
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import CommandParser, ConfigError, command
 from recbole_rag.files import atomic_path
 
 
@@ -73,7 +72,11 @@ def plot(curves, metric, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="LABEL=LOGFILE, one per run")
     parser.add_argument("--metric", default="ndcg@10")
     parser.add_argument("--out", required=True, help="path without extension for the .csv, .md and .png")

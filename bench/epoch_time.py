@@ -17,7 +17,6 @@ instead of wall seconds: steadier on a machine shared with other work (run it wi
 OMP_NUM_THREADS=1 so idle threads' spinning is not counted).
 """
 
-import argparse
 import functools
 import os
 import sys
@@ -33,6 +32,7 @@ from bench.report import write_report
 from bench.speed import median_time, train_step
 from recbole_rag import Config, get_model, get_trainer
 from recbole_rag.data import load_dataset
+from recbole_rag.errors import CommandParser, command
 from recbole_rag.runtime import tune_cpu
 
 # SRA-CL's semantic vectors from the item file's categories: no sentence model to load
@@ -105,7 +105,11 @@ def time_rounds(built, batches, rounds, clock=time.perf_counter):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser()
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser()
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data_path", default="dataset/")
     parser.add_argument("--variants", choices=sorted(VARIANTS), default="encoder")

@@ -9,11 +9,12 @@ faiss scores a batch with one BLAS matrix product only when queries x dim reache
 recbole_rag/memory/bank.py lowers it to BLAS_THRESHOLD. Nothing is asserted or written.
 """
 
-import argparse
 import time
 
 import faiss
 import numpy as np
+
+from recbole_rag.errors import CommandParser, command
 
 FAISS_DEFAULT = 128_000  # faiss 1.15's distance_compute_blas_threshold
 
@@ -27,7 +28,11 @@ def search_all(bank, queries, k, batch, threshold):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--bank", required=True, help="a bank .npz saved by MemoryBank.save")
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--batch", type=int, default=1024)

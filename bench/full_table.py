@@ -127,8 +127,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args, rest = build_parser().parse_known_args(argv)
     try:
+        args, rest = build_parser().parse_known_args(argv)
         labels = [label.strip() for label in args.runs.split(",") if label.strip()]
         runs = select_runs(labels, [run for run in RUNS if run.label in LABELS])
         overrides = {"show_progress": False, **parse_overrides(rest)}

@@ -54,9 +54,7 @@ def smoke(dataset, common, runs=RUNS, log=print):
 
 
 def main(argv=None):
-    parser = table_parser(__doc__)
-    args, rest = parser.parse_known_args(argv)
-    return command(lambda: run_smoke(args, rest))
+    return command(lambda: run_smoke(*table_parser(__doc__).parse_known_args(argv)))
 
 
 def run_smoke(args, rest):

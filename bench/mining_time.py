@@ -5,7 +5,6 @@ and on a synthetic set of about 300k interactions (amazon-sports-outdoors' size)
         [--window=5] [--min_support=2] [--max_len=5]    (the reference's values; --window=0: consecutive)
 """
 
-import argparse
 import sys
 import time
 
@@ -14,7 +13,7 @@ import numpy as np
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
 from recbole_rag import Config
 from recbole_rag.data import load_dataset
-from recbole_rag.errors import command
+from recbole_rag.errors import CommandParser, command
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.regeneration.patterns import mine_patterns, training_sequences
 
@@ -43,7 +42,11 @@ def timed(name, items, offsets, args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="amazon-beauty")
     parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (default: RecBole's)")
     parser.add_argument("--min_support", type=int, default=2)
@@ -52,7 +55,7 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=5, help="gapped within this many positions; 0: consecutive")
     parser.add_argument("--synthetic", type=int, default=300_000, help="interactions of the synthetic set; 0: none")
     args, rest = parser.parse_known_args(argv)
-    return command(lambda: time_mining(args, rest))
+    return time_mining(args, rest)
 
 
 def time_mining(args, rest):

@@ -10,14 +10,13 @@ and the rank correlation of the weights with each row's loss. ``--key=value`` ov
 run's settings (e.g. ``--data_path`` when the run's relative paths point elsewhere).
 """
 
-import argparse
 import sys
 
 import numpy as np
 import torch
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
-from recbole_rag.errors import CheckpointError, command
+from recbole_rag.errors import CheckpointError, CommandParser, command
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.trainer import load_checkpoint
@@ -68,10 +67,14 @@ def _describe(values):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="a DR4SR+ run's saved model file (best or -last)")
     args, rest = parser.parse_known_args(argv)
-    return command(lambda: report(args.checkpoint, parse_overrides(rest)))
+    return report(args.checkpoint, parse_overrides(rest))
 
 
 def report(checkpoint, overrides):

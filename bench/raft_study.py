@@ -212,8 +212,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args, rest = build_parser().parse_known_args(argv)
     try:
+        args, rest = build_parser().parse_known_args(argv)
         parts = [p.strip() for p in args.parts.split(",") if p.strip()]
         unknown = [p for p in parts if p not in PARTS]
         if unknown or not parts:

@@ -8,13 +8,12 @@ from a comparison CSV, with the change of each metric over the first row; writes
 ``--log_row=LABEL=LOG:N`` takes the N-th "test result" line of LOG (Python index, -1 = last).
 """
 
-import argparse
 import csv
 import re
 import sys
 
 from bench.report import write_report
-from recbole_rag.errors import ConfigError, command
+from recbole_rag.errors import CommandParser, ConfigError, command
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 _PAIR = re.compile(r"\('([a-z]+@\d+)', (?:np\.float64\()?([0-9.e-]+)\)?\)")
@@ -61,13 +60,17 @@ def change_pct(value, base):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="path without extension")
     parser.add_argument("--csv_row", action="append", default=[])
     parser.add_argument("--log_row", action="append", default=[])
     parser.add_argument("--order", default="", help="comma-separated labels in table order")
     args = parser.parse_args(argv)
-    return command(lambda: write_table(args))
+    return write_table(args)
 
 
 def write_table(args):

@@ -1,7 +1,6 @@
 """What every bench script writes: a Markdown table and a CSV of the same rows under results/,
 each atomically, with the machine the numbers came from."""
 
-import argparse
 import csv
 import io
 import os
@@ -9,6 +8,7 @@ import platform
 
 import torch
 
+from recbole_rag.errors import CommandParser
 from recbole_rag.files import atomic_path
 
 
@@ -56,7 +56,7 @@ def write_report(base_path, title, header, rows, csv_header=None, csv_rows=None,
 def table_parser(doc):
     """The arguments every bench table takes (--dataset, --data_path, --out_dir); any other
     --key=value is left for the caller to pass to every run."""
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         description=doc.split("\n\n")[0],
         allow_abbrev=False,
         epilog="Any other --key=value overrides a setting of every run.",

@@ -18,7 +18,6 @@ users and items: the same sequence-length distribution at 2x/4x users, items and
 Writes ``results/scale.md``, ``.csv`` and ``scale.png``.
 """
 
-import argparse
 import gc
 import math
 import os
@@ -30,6 +29,7 @@ import numpy as np
 
 from bench.report import machine, markdown_table, write_report
 from bench.speed import median_time, rss_mib, train_step
+from recbole_rag.errors import CommandParser, command
 from recbole_rag.files import atomic_path
 
 DIM, K, N_QUERIES, N_CENTRES = 64, 10, 200, 1000
@@ -346,7 +346,11 @@ def write_results(bank_rows, train_rows, out_dir, spread=0.3, name="scale"):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--sizes", default="100000,1000000,10000000")
     parser.add_argument("--hnsw_budget_s", type=float, default=300.0)
     parser.add_argument("--indexes", default=",".join(INDEXES), help="flat (the exact answer) and any of ivf, hnsw")

@@ -11,11 +11,12 @@ duplicates (exact ties, which an exact search must break as faiss does, by id). 
 asserted or written.
 """
 
-import argparse
 import sys
 
 import faiss
 import numpy as np
+
+from recbole_rag.errors import CommandParser, command
 
 BF16_ERROR = 4 * 2.0**-8
 
@@ -43,7 +44,11 @@ def bf16_candidates(keys, queries, k):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--bank", required=True, help="a bank .npz saved by MemoryBank.save")
     parser.add_argument("--queries", type=int, default=512)
     parser.add_argument("--k", type=int, default=20)

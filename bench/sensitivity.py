@@ -10,7 +10,6 @@ at alpha = ``--alpha``, alpha swept at K = ``--k``. Every run is stored as in be
 (resumable). Writes ``results/<dataset>-sensitivity.md``, ``.csv`` and ``.png``.
 """
 
-import argparse
 import contextlib
 import os
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 from bench.accuracy import Run, run_all
 from bench.report import machine, write_report
 from recbole_rag.cli import parse_overrides
-from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag.errors import CommandParser, ConfigError, RecBoleRagError
 from recbole_rag.files import atomic_path
 
 
@@ -118,7 +117,7 @@ def share_neighbour_retrieval(max_k):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         description=__doc__.split("\n\n")[0],
         allow_abbrev=False,
         epilog="Any other --key=value overrides a setting of every run.",
@@ -139,8 +138,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args, rest = build_parser().parse_known_args(argv)
     try:
+        args, rest = build_parser().parse_known_args(argv)
         if args.backbone not in ("SASRec", "DuoRec"):
             raise ConfigError(f"--backbone must be SASRec or DuoRec, got {args.backbone!r}.")
         if args.backbone_epochs < 1 or args.raft_epochs < 1:

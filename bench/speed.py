@@ -13,7 +13,6 @@ retrieval (median of ``--eval_repeats`` whole test passes after an untimed one).
 ``results/<dataset>-speed.md`` and ``.csv``. Timings only: nothing is asserted.
 """
 
-import argparse
 import itertools
 import multiprocessing
 import os
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.report import write_report
-from recbole_rag.errors import RecBoleRagError, command
+from recbole_rag.errors import CommandParser, RecBoleRagError, command
 from recbole_rag.memory import MemoryBank
 
 
@@ -236,7 +235,11 @@ def _fmt(value, digits=3):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    parser = CommandParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--batches", type=int, default=20)
@@ -246,7 +249,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if min(args.batches, args.eval_repeats, args.train_batch_size) < 1:
         parser.error("--batches, --eval_repeats and --train_batch_size must be >= 1")
-    return command(lambda: measure_all(args))
+    return measure_all(args)
 
 
 def measure_all(args):
