@@ -21,11 +21,12 @@ import torch
 from recbole.data.interaction import Interaction
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
+from bench.regenerator_views import load_regenerator
 from recbole_rag.errors import CheckpointError, CommandParser, ConfigError, command, is_count
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.regeneration.inference import regenerate_sequences
-from recbole_rag.regeneration.patterns import mine_configured, training_sequences
+from recbole_rag.regeneration.patterns import mine_configured
 from recbole_rag.trainer.regenerator_trainer import last_items
 from recbole_rag.trainer.safe_checkpoint import check_same_items, load_checkpoint
 
@@ -70,9 +71,7 @@ def plausibility(regenerator_file, scorer_file, n_users=2000, min_len=None, wind
     """{source: {j: ranks}} for the distinct regenerated sequences of the sampled users, as many
     mined patterns of 3+ items, and one window of ``window`` items of each sampled user.
     ``min_len`` None decodes as the regenerator was saved (its ``regen_min_len``)."""
-    config, model, dataset, train_data, _, _ = load_data_and_model(regenerator_file, config_dict)
-    if config["model"] != "Regenerator":
-        raise CheckpointError(f"'{regenerator_file}' is a {config['model']} checkpoint, not a Regenerator's.")
+    config, model, dataset, items, offsets = load_regenerator(regenerator_file, config_dict)
     if min_len is not None:
         if not is_count(min_len) or min_len >= model.max_len:
             raise ConfigError(f"--min_len must be an integer from 0 to {model.max_len - 1}, got {min_len!r}.")
@@ -83,9 +82,9 @@ def plausibility(regenerator_file, scorer_file, n_users=2000, min_len=None, wind
     scorer_config, scorer, _, _, _, _ = load_data_and_model(scorer_file, config_dict)
     if scorer_config["model"] == "Regenerator":
         raise CheckpointError(f"'{scorer_file}' is a Regenerator: the scorer must be a ranking model.")
-    users_all, items, offsets = training_sequences(train_data.dataset, config)
+    n_sequences = len(offsets) - 1
     rng = np.random.default_rng(config["seed"])
-    users = np.sort(rng.choice(len(users_all), min(n_users, len(users_all)), replace=False))
+    users = np.sort(rng.choice(n_sequences, min(n_users, n_sequences), replace=False))
     sources = torch.from_numpy(last_items(items, offsets, model.max_seq_length))[users]
     regenerated = regenerate_sequences(model, sources)
     patterns = mine_configured(items, offsets, config)

@@ -29,18 +29,25 @@ def _sample(n, size, seed):
     return np.sort(np.random.default_rng(seed).choice(n, min(size, n), replace=False))
 
 
+def load_regenerator(model_file, config_dict=None):
+    """(config, model, dataset, items, offsets) of a saved Regenerator run: the model in eval
+    mode and the training sequences it was trained from (``training_sequences``)."""
+    config, model, dataset, train_data, _, _ = load_data_and_model(model_file, config_dict)
+    if config["model"] != "Regenerator":
+        raise CheckpointError(f"'{model_file}' is a {config['model']} checkpoint, not a Regenerator's.")
+    _, items, offsets = training_sequences(train_data.dataset, config)
+    return config, model, dataset, items, offsets
+
+
 @torch.no_grad()
 def view_use(model_file, n_patterns=4000, n_users=2000, config_dict=None, batch_size=512):
     """{'picks': patterns per view (K,), 'pick_weight': mean top softmax weight at the saved
     temperature, 'distinct': users by number of distinct decodes (index = count; an empty or
     one-item decode counts as one, though the set keeps only sequences of 2+ items), 'lengths':
     decoded items per (user, view)} over samples of the mined patterns and of the users."""
-    config, model, _, train_data, _, _ = load_data_and_model(model_file, config_dict)
-    if config["model"] != "Regenerator":
-        raise CheckpointError(f"'{model_file}' is a {config['model']} checkpoint, not a Regenerator's.")
+    config, model, _, items, offsets = load_regenerator(model_file, config_dict)
     if model.n_conditions < 2:
         raise ConfigError(f"'{model_file}' has one view (regen_conditions: 1): there is no pick to measure.")
-    _, items, offsets = training_sequences(train_data.dataset, config)
     patterns = mine_configured(items, offsets, config)
     device = model.embedding.weight.device
     chosen = torch.from_numpy(patterns.items[_sample(len(patterns), n_patterns, config["seed"])]).to(device)
