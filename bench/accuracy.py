@@ -31,7 +31,7 @@ from bench.report import table_parser, write_report
 from recbole_rag import run_recbole_rag
 from recbole_rag.cli import parse_overrides
 from recbole_rag.config import presets, property_files
-from recbole_rag.errors import ConfigError, RecBoleRagError, UnknownModelError
+from recbole_rag.errors import ConfigError, UnknownModelError, command
 from recbole_rag.files import atomic_path
 from recbole_rag.regeneration.pipeline import regenerate, regenerated_run, regenerator_key
 from recbole_rag.regeneration.writer import REGEN_KEYS
@@ -84,6 +84,14 @@ RUNS = [
     ),
     # the reference's learning rate: cosine restarts every batch-counted period, not one annealing
     Run("SASRec+regen(lr_schedule=batch)", "SASRec", {"regen_lr_schedule": "batch"}, regenerated=True),
+    # a regenerator trained over all items (no source mask), so items past the source's are learned,
+    # decoded with no EOS before 3 items
+    Run(
+        "SASRec+regen(source_mask=False min_len=3)",
+        "SASRec",
+        {"regen_source_mask": False, "regen_min_len": 3},
+        regenerated=True,
+    ),
     Run("SASRec+regen+RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen", True),
     Run("SASRec+regen+RAFT(patterns)", "RaSeRec", _PATTERN_BANK, "SASRec+regen", True),
     Run("SASRec+regen+DR4SR++RAFT(pairs)", "RaSeRec", {"memory_source": "pairs"}, "SASRec+regen+DR4SR+", True),
@@ -559,27 +567,27 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args, rest = build_parser().parse_known_args(argv)
-        seeds = parse_seeds(args.seeds)
-        for name in ("epochs", "raft_epochs"):
-            if getattr(args, name) is not None and getattr(args, name) < 1:
-                raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-        runs = select_runs(parse_labels(args.runs))
-        overrides = {"show_progress": False, **parse_overrides(rest)}
-        for name in ("data_path", "epochs", "raft_epochs"):
-            if getattr(args, name) is not None:
-                overrides[name] = getattr(args, name)
-        results, skipped = run_all(
-            runs,
-            args.dataset,
-            seeds,
-            overrides,
-            args.store_dir or os.path.join(args.out_dir, f"{args.dataset}-accuracy"),
-        )
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    args, rest = build_parser().parse_known_args(argv)
+    seeds = parse_seeds(args.seeds)
+    for name in ("epochs", "raft_epochs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    runs = select_runs(parse_labels(args.runs))
+    overrides = {"show_progress": False, **parse_overrides(rest)}
+    for name in ("data_path", "epochs", "raft_epochs"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    results, skipped = run_all(
+        runs,
+        args.dataset,
+        seeds,
+        overrides,
+        args.store_dir or os.path.join(args.out_dir, f"{args.dataset}-accuracy"),
+    )
     if not results:
         print("error: no run of the table is available in this build.", file=sys.stderr)
         return 2

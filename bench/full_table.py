@@ -16,7 +16,7 @@ import sys
 from bench.accuracy import METRICS, PUBLISHED, RUNS, run_all, select_runs
 from bench.report import table_parser, write_report
 from recbole_rag.cli import parse_overrides
-from recbole_rag.errors import RecBoleRagError
+from recbole_rag.errors import command
 
 # The paper's setting (RaSeRec on DuoRec) first: it is the row the table exists for.
 LABELS = ["DuoRec", "RaSeRec@DuoRec", "SASRec", "RaSeRec@SASRec"]
@@ -127,19 +127,19 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args, rest = build_parser().parse_known_args(argv)
-        labels = [label.strip() for label in args.runs.split(",") if label.strip()]
-        runs = select_runs(labels, [run for run in RUNS if run.label in LABELS])
-        overrides = {"show_progress": False, **parse_overrides(rest)}
-        if args.data_path is not None:
-            overrides["data_path"] = args.data_path
-        results, skipped = run_all(
-            runs, args.dataset, [args.seed], overrides, os.path.join(args.out_dir, f"{args.dataset}-full")
-        )
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    args, rest = build_parser().parse_known_args(argv)
+    labels = [label.strip() for label in args.runs.split(",") if label.strip()]
+    runs = select_runs(labels, [run for run in RUNS if run.label in LABELS])
+    overrides = {"show_progress": False, **parse_overrides(rest)}
+    if args.data_path is not None:
+        overrides["data_path"] = args.data_path
+    results, skipped = run_all(
+        runs, args.dataset, [args.seed], overrides, os.path.join(args.out_dir, f"{args.dataset}-full")
+    )
     given = {k: v for k, v in overrides.items() if k not in ("show_progress", "data_path")}
     budget = "properties/overall.yaml's epochs and early stopping, seed " + str(args.seed)
     if given:

@@ -30,7 +30,7 @@ import torch
 from bench.accuracy import Run, newest, row_pattern, run_all
 from bench.report import machine, table_parser, write_report
 from recbole_rag.cli import parse_overrides
-from recbole_rag.errors import ConfigError, RecBoleRagError
+from recbole_rag.errors import ConfigError, command
 from recbole_rag.files import atomic_path
 
 PARTS = ("memory", "variants")
@@ -212,90 +212,88 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args, rest = build_parser().parse_known_args(argv)
-        parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-        unknown = [p for p in parts if p not in PARTS]
-        if unknown or not parts:
-            raise ConfigError(f"--parts takes a comma-separated subset of {','.join(PARTS)}, got {args.parts!r}.")
-        overrides = {"show_progress": False, **parse_overrides(rest)}
-        if args.data_path is not None:
-            overrides["data_path"] = args.data_path
-        full_store = os.path.join(args.out_dir, f"{args.dataset}-full")
-        backbone = stored_result(full_store, "DuoRec", args.seed)
-        raft = stored_result(full_store, "RaSeRec@DuoRec", args.seed)
-        base_path = os.path.join(args.out_dir, args.dataset)
-        source = (
-            f"DuoRec {backbone['saved_model_file']}, RaSeRec@DuoRec {raft['saved_model_file']} (bench/full_table.py)."
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    args, rest = build_parser().parse_known_args(argv)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise ConfigError(f"--parts takes a comma-separated subset of {','.join(PARTS)}, got {args.parts!r}.")
+    overrides = {"show_progress": False, **parse_overrides(rest)}
+    if args.data_path is not None:
+        overrides["data_path"] = args.data_path
+    full_store = os.path.join(args.out_dir, f"{args.dataset}-full")
+    backbone = stored_result(full_store, "DuoRec", args.seed)
+    raft = stored_result(full_store, "RaSeRec@DuoRec", args.seed)
+    base_path = os.path.join(args.out_dir, args.dataset)
+    source = f"DuoRec {backbone['saved_model_file']}, RaSeRec@DuoRec {raft['saved_model_file']} (bench/full_table.py)."
+    if "memory" in parts:
+        bank_rows, tail_rows = memory_part(raft, backbone, args.dataset, overrides)
+        print(
+            write_report(
+                base_path + "-raft-bank",
+                f"RaSeRec@DuoRec on {args.dataset}: the bank at test time",
+                ["bank at test time", "recall@10", "ndcg@10"],
+                bank_rows,
+                notes=["One RAFT model, no retraining between rows.", source],
+            )
         )
-        if "memory" in parts:
-            bank_rows, tail_rows = memory_part(raft, backbone, args.dataset, overrides)
-            print(
-                write_report(
-                    base_path + "-raft-bank",
-                    f"RaSeRec@DuoRec on {args.dataset}: the bank at test time",
-                    ["bank at test time", "recall@10", "ndcg@10"],
-                    bank_rows,
-                    notes=["One RAFT model, no retraining between rows.", source],
-                )
-            )
-            print(
-                write_report(
-                    base_path + "-longtail",
-                    f"Long tail on {args.dataset}: test users in {GROUPS} equal "
-                    "groups by their target item's training count",
-                    [
-                        "group",
-                        "count",
-                        "users",
-                        "DuoRec N@10",
-                        "RaSeRec N@10",
-                        "gain N@10",
-                        "DuoRec R@10",
-                        "RaSeRec R@10",
-                        "gain R@10",
-                    ],
-                    tail_rows,
-                    notes=[
-                        "Count: how often the item is a training target. RaSeRec with the "
-                        "validation pairs in its bank, as tested in the full table.",
-                        source,
-                    ],
-                )
-            )
-            plot_long_tail(
+        print(
+            write_report(
+                base_path + "-longtail",
+                f"Long tail on {args.dataset}: test users in {GROUPS} equal "
+                "groups by their target item's training count",
+                [
+                    "group",
+                    "count",
+                    "users",
+                    "DuoRec N@10",
+                    "RaSeRec N@10",
+                    "gain N@10",
+                    "DuoRec R@10",
+                    "RaSeRec R@10",
+                    "gain R@10",
+                ],
                 tail_rows,
-                base_path + "-longtail.png",
-                f"RaSeRec@DuoRec vs DuoRec on {args.dataset} by target popularity",
+                notes=[
+                    "Count: how often the item is a training target. RaSeRec with the "
+                    "validation pairs in its bank, as tested in the full table.",
+                    source,
+                ],
             )
-        if "variants" in parts:
-            rows = variants_part(backbone, raft, args.dataset, overrides, base_path + "-raft-variants")
-            print(
-                write_report(
-                    base_path + "-raft-variants",
-                    f"RAFT variants on {args.dataset} from one DuoRec checkpoint",
-                    [
-                        "variant",
-                        "seed",
-                        "recall@10",
-                        "ndcg@10",
-                        "recall@20",
-                        "ndcg@20",
-                        "epochs",
-                        "best epoch",
-                        "train s",
-                    ],
-                    rows,
-                    notes=[
-                        "Each row changes one setting of the full table's RaSeRec@DuoRec; "
-                        "budget: the YAML's (early stopping).",
-                        source,
-                    ],
-                )
+        )
+        plot_long_tail(
+            tail_rows,
+            base_path + "-longtail.png",
+            f"RaSeRec@DuoRec vs DuoRec on {args.dataset} by target popularity",
+        )
+    if "variants" in parts:
+        rows = variants_part(backbone, raft, args.dataset, overrides, base_path + "-raft-variants")
+        print(
+            write_report(
+                base_path + "-raft-variants",
+                f"RAFT variants on {args.dataset} from one DuoRec checkpoint",
+                [
+                    "variant",
+                    "seed",
+                    "recall@10",
+                    "ndcg@10",
+                    "recall@20",
+                    "ndcg@20",
+                    "epochs",
+                    "best epoch",
+                    "train s",
+                ],
+                rows,
+                notes=[
+                    "Each row changes one setting of the full table's RaSeRec@DuoRec; "
+                    "budget: the YAML's (early stopping).",
+                    source,
+                ],
             )
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        )
     return 0
 
 

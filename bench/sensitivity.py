@@ -19,7 +19,7 @@ import numpy as np
 from bench.accuracy import Run, run_all
 from bench.report import machine, write_report
 from recbole_rag.cli import parse_overrides
-from recbole_rag.errors import CommandParser, ConfigError, RecBoleRagError
+from recbole_rag.errors import CommandParser, ConfigError, command
 from recbole_rag.files import atomic_path
 
 
@@ -138,33 +138,33 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
-        args, rest = build_parser().parse_known_args(argv)
-        if args.backbone not in ("SASRec", "DuoRec"):
-            raise ConfigError(f"--backbone must be SASRec or DuoRec, got {args.backbone!r}.")
-        if args.backbone_epochs < 1 or args.raft_epochs < 1:
-            raise ConfigError("--backbone_epochs and --raft_epochs must be >= 1.")
-        ks = parse_list(args.ks, int, "ks", 1, 10_000)
-        alphas = parse_list(args.alphas, float, "alphas", 0.0, 1.0)
-        parse_list(str(args.k), int, "k", 1, 10_000), parse_list(str(args.alpha), float, "alpha", 0.0, 1.0)
-        overrides = {"show_progress": False, **parse_overrides(rest)}
-        if args.data_path:
-            overrides["data_path"] = args.data_path
-        store = os.path.join(args.out_dir, f"{args.dataset}-sensitivity")
-        checkpoint, backbone = backbone_checkpoint(args, overrides, store)
-        # the bank of this backbone, built by the first RAFT run, read by the others
-        bank = os.path.join(
-            os.path.dirname(os.path.abspath(checkpoint)),
-            f"bank-{os.path.splitext(os.path.basename(checkpoint))[0]}.npz",
-        )
-        raft = {**overrides, "pretrained_path": checkpoint, "memory_path": bank, "raft_epochs": args.raft_epochs}
-        grid = settings_grid(ks, alphas, args.k, args.alpha)
-        runs = [Run(label, "RaSeRec", {"retrieval_k": kk, "alpha": a}) for label, kk, a in grid]
-        with share_neighbour_retrieval(max(kk for _, kk, _ in grid)):
-            results, _ = run_all(runs, args.dataset, [args.seed], raft, store)
-    except RecBoleRagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return command(lambda: _main(argv))
+
+
+def _main(argv):
+    args, rest = build_parser().parse_known_args(argv)
+    if args.backbone not in ("SASRec", "DuoRec"):
+        raise ConfigError(f"--backbone must be SASRec or DuoRec, got {args.backbone!r}.")
+    if args.backbone_epochs < 1 or args.raft_epochs < 1:
+        raise ConfigError("--backbone_epochs and --raft_epochs must be >= 1.")
+    ks = parse_list(args.ks, int, "ks", 1, 10_000)
+    alphas = parse_list(args.alphas, float, "alphas", 0.0, 1.0)
+    parse_list(str(args.k), int, "k", 1, 10_000), parse_list(str(args.alpha), float, "alpha", 0.0, 1.0)
+    overrides = {"show_progress": False, **parse_overrides(rest)}
+    if args.data_path:
+        overrides["data_path"] = args.data_path
+    store = os.path.join(args.out_dir, f"{args.dataset}-sensitivity")
+    checkpoint, backbone = backbone_checkpoint(args, overrides, store)
+    # the bank of this backbone, built by the first RAFT run, read by the others
+    bank = os.path.join(
+        os.path.dirname(os.path.abspath(checkpoint)),
+        f"bank-{os.path.splitext(os.path.basename(checkpoint))[0]}.npz",
+    )
+    raft = {**overrides, "pretrained_path": checkpoint, "memory_path": bank, "raft_epochs": args.raft_epochs}
+    grid = settings_grid(ks, alphas, args.k, args.alpha)
+    runs = [Run(label, "RaSeRec", {"retrieval_k": kk, "alpha": a}) for label, kk, a in grid]
+    with share_neighbour_retrieval(max(kk for _, kk, _ in grid)):
+        results, _ = run_all(runs, args.dataset, [args.seed], raft, store)
     rows = []
     for label, kk, a in grid:
         test = results[label][0]["test_result"]
