@@ -187,8 +187,10 @@ def parse_labels(text):
     return [label.strip() for label in text.split(",") if label.strip()]
 
 
-def select_runs(labels, runs=RUNS):
-    """The rows named in ``labels`` (all when empty), each backbone listed before its user."""
+def select_runs(labels, runs=RUNS, item_table_given=False):
+    """The rows named in ``labels`` (all when empty), each backbone listed before its user, and
+    SASRec before a row on regenerated data, whose regenerator starts from SASRec's item table
+    (the reference's start) unless ``item_table_given`` (``--regen_item_embedding``)."""
     if not labels:
         return list(runs)
     by_label = {run.label: run for run in runs}
@@ -199,6 +201,12 @@ def select_runs(labels, runs=RUNS):
     for position, run in enumerate(chosen):
         if run.backbone and run.backbone not in labels[:position]:
             raise ConfigError(f"'{run.label}' starts from '{run.backbone}': list {run.backbone} before it in --runs.")
+        own_table = "regen_item_embedding" in run.overrides or item_table_given
+        if run.regenerated and not own_table and "SASRec" not in labels[:position]:
+            raise ConfigError(
+                f"'{run.label}' regenerates from SASRec's item table: list SASRec before it in --runs, "
+                "or pass --regen_item_embedding=<checkpoint>."
+            )
     return chosen
 
 
@@ -576,8 +584,8 @@ def _main(argv):
     for name in ("epochs", "raft_epochs"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    runs = select_runs(parse_labels(args.runs))
     overrides = {"show_progress": False, **parse_overrides(rest)}
+    runs = select_runs(parse_labels(args.runs), item_table_given="regen_item_embedding" in overrides)
     for name in ("data_path", "epochs", "raft_epochs"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)

@@ -91,6 +91,11 @@ def test_bad_arguments_give_clear_errors(tiny, capsys):
         select_runs(["SASRec", "Nope"])
     with pytest.raises(ConfigError, match="list SASRec before it"):
         select_runs(["RaSeRec@SASRec"])
+    with pytest.raises(ConfigError, match="regenerates from SASRec's item table"):
+        select_runs(["DuoRec", "DuoRec+regen"])
+    assert [run.label for run in select_runs(["DuoRec", "DuoRec+regen"], item_table_given=True)][-1] == "DuoRec+regen"
+    assert accuracy.main(["--dataset=tiny", "--runs=DuoRec,DuoRec+regen"]) == 2
+    assert capsys.readouterr().err.startswith("error: 'DuoRec+regen' regenerates from SASRec's item table")
     assert accuracy.main(["--dataset=tiny", "--epochs=0"]) == 2
     assert "--epochs must be >= 1" in capsys.readouterr().err
     assert accuracy.main(["--dataset=missing", "--runs=SASRec", "--data_path=nowhere"]) == 2
