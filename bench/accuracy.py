@@ -476,11 +476,15 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                     # set shares, so a stopped pre-training goes on where it was and a set deleted
                     # since is decoded again from the trained regenerator, not trained again
                     regen_config["checkpoint_dir"] = regenerator_dir(store_dir, dataset, seed, regen_config)
+                    # each seed's set in a folder of its own (its regenerator differs), and a set
+                    # made (or decoded) otherwise in a folder of its own beside the default set
+                    folder = os.path.join(
+                        regen_config.get("regen_data_path") or os.path.join(store_dir, "regen-data"), f"seed{seed}"
+                    )
                     own = {k: regen_config[k] for k in REGEN_KEYS if k in run.overrides and k in regen_config}
-                    if own:  # a set made (or decoded) otherwise: a folder of its own, beside the default set
-                        base = regen_config.get("regen_data_path") or os.path.join(store_dir, "regen-data")
-                        variant = "-".join(f"{k}={v}" for k, v in sorted(own.items()))
-                        regen_config["regen_data_path"] = os.path.join(base, variant)
+                    if own:
+                        folder = os.path.join(folder, "-".join(f"{k}={v}" for k, v in sorted(own.items())))
+                    regen_config["regen_data_path"] = folder
                     regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
                     if regen_resume:
                         regen_config["resume_path"] = regen_resume

@@ -127,7 +127,7 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     }
     results, skipped = run_all(runs, "tiny", [1], settings, str(tmp_path / "store"), recording_run, lambda m: None)
     assert not skipped and datasets == ["tiny", "tiny-regen", "tiny-regen"]
-    manifest = json.loads((tmp_path / "regen" / "tiny-regen" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "regen" / "seed1" / "tiny-regen" / "manifest.json").read_text())
     # the regenerator's item table starts from the SASRec row's checkpoint, as the reference's
     assert manifest["settings"]["regen_item_embedding"] == item_table_fingerprint(
         results["SASRec"][0]["saved_model_file"]
@@ -137,27 +137,32 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     (regenerator_dir,) = glob.glob(str(tmp_path / "store" / "regenerator-seed1-*"))
     assert glob.glob(os.path.join(regenerator_dir, "*-last.pth"))
     # with the set gone, the control row decodes it again from that regenerator: no second pre-training
-    shutil.rmtree(tmp_path / "regen")
+    shutil.rmtree(tmp_path / "regen" / "seed1")
     logged = []
     control = [Run("SASRec", "SASRec"), Run("SASRec+regen-control", "SASRec", regenerated="control")]
     run_all(control, "tiny", [1], settings, str(tmp_path / "store"), run_recbole_rag, logged.append)
     assert any(m.startswith("resume the regenerator") and regenerator_dir in m for m in logged)
-    assert (tmp_path / "regen" / "tiny-regen-control" / "manifest.json").is_file()
+    assert (tmp_path / "regen" / "seed1" / "tiny-regen-control" / "manifest.json").is_file()
     assert glob.glob(str(tmp_path / "store" / "regenerator-seed1-*")) == [regenerator_dir]
     # a row that decodes otherwise reuses the regenerator too, and writes its set beside the other
     longer = [Run("SASRec", "SASRec"), Run("SASRec+regen(min_len=3)", "SASRec", {"regen_min_len": 3}, regenerated=True)]
     results, _ = run_all(longer, "tiny", [1], settings, str(tmp_path / "store"), recording_run, logged.append)
     assert datasets[-1] == "tiny-regen" and sum(m.startswith("resume the regenerator") for m in logged) == 2
-    variant = json.loads((tmp_path / "regen" / "regen_min_len=3" / "tiny-regen" / "manifest.json").read_text())
+    sets = tmp_path / "regen" / "seed1"
+    variant = json.loads((sets / "regen_min_len=3" / "tiny-regen" / "manifest.json").read_text())
     assert variant["settings"]["regen_min_len"] == 3
-    assert json.loads((tmp_path / "regen" / "tiny-regen-control" / "manifest.json").read_text())["control"]
+    assert json.loads((sets / "tiny-regen-control" / "manifest.json").read_text())["control"]
     # a row that mines otherwise pre-trains a regenerator of its own and writes its set beside the others
     # (its own `epochs` is the backbone's: it names neither the regenerator nor the set's folder)
     mined = [Run("SASRec", "SASRec"), Run("regen(3+)", "SASRec", {"pattern_min_len": 3, "epochs": 1}, regenerated=True)]
     run_all(mined, "tiny", [1], settings, str(tmp_path / "store"), run_recbole_rag, logged.append)
     assert len(glob.glob(str(tmp_path / "store" / "regenerator-seed1-*"))) == 2
-    own = json.loads((tmp_path / "regen" / "pattern_min_len=3" / "tiny-regen" / "manifest.json").read_text())
+    own = json.loads((sets / "pattern_min_len=3" / "tiny-regen" / "manifest.json").read_text())
     assert own["settings"]["pattern_min_len"] == 3 and manifest["settings"]["pattern_min_len"] != 3
+    # another seed regenerates with a regenerator of its own, into a folder of its own
+    results, _ = run_all(runs[:2], "tiny", [2], settings, str(tmp_path / "store"), run_recbole_rag, logged.append)
+    second = json.loads((tmp_path / "regen" / "seed2" / "tiny-regen" / "manifest.json").read_text())
+    assert second["settings"]["seed"] == 2 and manifest["settings"]["seed"] == 1
 
 
 def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):
