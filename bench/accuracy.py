@@ -187,6 +187,10 @@ def parse_labels(text):
     return [label.strip() for label in text.split(",") if label.strip()]
 
 
+# The row whose checkpoint starts every regenerator's item table (the reference's start).
+ITEM_TABLE_ROW = "SASRec"
+
+
 def select_runs(labels, runs=RUNS, item_table_given=False):
     """The rows named in ``labels`` (all when empty), each backbone listed before its user, and
     SASRec before a row on regenerated data, whose regenerator starts from SASRec's item table
@@ -202,10 +206,10 @@ def select_runs(labels, runs=RUNS, item_table_given=False):
         if run.backbone and run.backbone not in labels[:position]:
             raise ConfigError(f"'{run.label}' starts from '{run.backbone}': list {run.backbone} before it in --runs.")
         own_table = "regen_item_embedding" in run.overrides or item_table_given
-        if run.regenerated and not own_table and "SASRec" not in labels[:position]:
+        if run.regenerated and not own_table and ITEM_TABLE_ROW not in labels[:position]:
             raise ConfigError(
-                f"'{run.label}' regenerates from SASRec's item table: list SASRec before it in --runs, "
-                "or pass --regen_item_embedding=<checkpoint>."
+                f"'{run.label}' regenerates from {ITEM_TABLE_ROW}'s item table: list {ITEM_TABLE_ROW} "
+                "before it in --runs, or pass --regen_item_embedding=<checkpoint>."
             )
     return chosen
 
@@ -463,7 +467,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
                     }
                     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
-                    sasrec = (results.get("SASRec") or [None] * len(seeds))[index]
+                    sasrec = (results.get(ITEM_TABLE_ROW) or [None] * len(seeds))[index]
                     if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
                         if not os.path.isfile(sasrec["saved_model_file"]):
                             raise ConfigError(
