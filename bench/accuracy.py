@@ -36,6 +36,7 @@ from recbole_rag.files import atomic_path
 from recbole_rag.regeneration.pipeline import regenerate, regenerated_run, regenerator_key
 from recbole_rag.regeneration.writer import REGEN_KEYS
 from recbole_rag.registry import get_model
+from recbole_rag.significance import per_user_path, save_per_user
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -368,6 +369,7 @@ def _save_json(path, data):
 _RESULT_KEYS = {
     "model",
     "dataset",
+    "seed",
     "best_valid_score",
     "valid_score_bigger",
     "best_valid_result",
@@ -378,6 +380,7 @@ _RESULT_KEYS = {
     "best_epoch",
     "stopped_early",
     "log_file",
+    "per_user",
 }
 
 
@@ -497,9 +500,11 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                         regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control"),
                         config_dict=config,
                     )
-                    result = run_fn(run.model, name, config_file_list=files, config_dict=config)
+                    result = run_fn(run.model, name, config_file_list=files, config_dict=config, per_user=True)
                 else:
-                    result = run_fn(run.model, dataset, config_dict=config)
+                    result = run_fn(run.model, dataset, config_dict=config, per_user=True)
+            if result.get("per_user"):  # each test user's values, for the paired tests of a table
+                save_per_user(per_user_path(path), result["per_user"])
             stored = {
                 "settings": settings,
                 "path": path,

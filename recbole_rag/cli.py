@@ -2,7 +2,9 @@
 (``python run_recbole_rag.py`` is the same, RecBole style):
 
     run          --model=M --dataset=D [--config_files="a.yaml b.yaml"]   (the default command)
-    compare      SASRec,DuoRec,RaSeRec@DuoRec --dataset=D                  (also: run --compare=...)
+    compare      SASRec,DuoRec,RaSeRec@DuoRec --dataset=D [--seeds=2020,2021] [--baseline=M]
+                                                                       (also: run --compare=...)
+    significance --checkpoints=A.pth,B.pth           (B against A, paired over the test users)
     recommend    --checkpoint=FILE --users=u1,u2 [--k=10]
     evaluate     --checkpoint=FILE                    (a saved run's test result, recomputed)
     pipeline     --backbone=SASRec --dataset=D        (regenerate -> backbone -> RAFT)
@@ -23,16 +25,22 @@ from recbole_rag.inference import evaluate, recommend
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import compare, run_recbole_rag
 from recbole_rag.regeneration import pipeline
+from recbole_rag.significance import TESTED, check_metrics, compare_runs
 
 __all__ = ["main", "parse_overrides", "COMMANDS"]
 
 
-def build_parser():
+def build_parser(command="run"):
+    description = {
+        "run": "Run a RecBole or recbole-rag model under the standard protocol.",
+        "compare": "recbole-rag compare M1,M2,... [options]: run each model under the same settings and seeds, "
+        "and test each against the baseline over the same test users.",
+    }[command]
     parser = CommandParser(
-        prog="recbole-rag run",
-        description="Run a RecBole or recbole-rag model under the standard protocol.",
+        prog=f"recbole-rag {command}",
+        description=description,
         epilog="Any other --key=value overrides that RecBole/recbole-rag setting. Other commands: "
-        "compare, recommend, evaluate, pipeline, convert, distributed (recbole-rag COMMAND --help).",
+        "compare, significance, recommend, evaluate, pipeline, convert, distributed (recbole-rag COMMAND --help).",
         allow_abbrev=False,  # --data_path must never be read as a prefix of --dataset
     )
     parser.add_argument("--model", "-m", default=None, help="model name (default SASRec)")
@@ -42,6 +50,10 @@ def build_parser():
     parser.add_argument(
         "--out_dir", default="saved", help="where --compare writes its table (default saved/, beside the checkpoints)"
     )
+    parser.add_argument(
+        "--seeds", default=None, help="with --compare: comma-separated seeds, each model runs once each"
+    )
+    parser.add_argument("--baseline", default=None, help="with --compare: the model tested against (default the first)")
     return parser
 
 
@@ -87,8 +99,10 @@ def run_cli(argv):
     files = args.config_files.split() or None
     if args.compare and args.model:
         raise ConfigError("Give --model (one run) or --compare (several), not both.")
+    if not args.compare and (args.seeds is not None or args.baseline is not None):
+        raise ConfigError("--seeds and --baseline belong to a comparison: give --compare=M1,M2 too.")
     if args.compare:
-        _, table = compare(args.compare, args.dataset, files, overrides, args.out_dir)
+        _, table = compare(args.compare, args.dataset, files, overrides, args.out_dir, args.seeds, args.baseline)
         print(table)
         print(f"\nwritten to {args.out_dir}/{args.dataset}-compare.md and .csv")
         return 0
@@ -99,9 +113,41 @@ def run_cli(argv):
 
 
 def compare_cli(argv):
+    if argv and argv[0] in ("-h", "--help"):
+        build_parser("compare").print_help()
+        return 0
     if not argv or argv[0].startswith("-"):
         raise ConfigError("compare needs the models first, e.g. recbole-rag compare SASRec,DuoRec --dataset=ml-100k.")
     return run_cli([f"--compare={argv[0]}", *argv[1:]])
+
+
+def build_significance_parser():
+    parser = CommandParser(
+        prog="recbole-rag significance",
+        description="Is run B better than run A beyond chance? Both checkpoints are evaluated on their test "
+        "split and compared user by user: the difference, a 95% bootstrap interval and two-sided p-values.",
+        epilog="Any other --key=value overrides a setting of both saved runs (e.g. --data_path where the data moved).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--checkpoints", required=True, help="A.pth,B.pth: the baseline first")
+    parser.add_argument("--metrics", default=",".join(TESTED), help=f"metrics to test (default {','.join(TESTED)})")
+    return parser
+
+
+def significance_cli(argv):
+    args, rest = build_significance_parser().parse_known_args(argv)
+    files = [f.strip() for f in args.checkpoints.split(",") if f.strip()]
+    if len(files) != 2:
+        raise ConfigError(f"--checkpoints needs exactly two files, A.pth,B.pth, got {len(files)}.")
+    metrics = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
+    overrides = parse_overrides(rest)
+    (result_a, users_a), (result_b, users_b) = (evaluate(f, overrides, per_user=True) for f in files)
+    print(f"A: {files[0]}\n   test result: {dict2str(result_a)}")
+    print(f"B: {files[1]}\n   test result: {dict2str(result_b)}")
+    print("B against A, paired over the same test users:")
+    for test in compare_runs(users_a, users_b, check_metrics(metrics, users_a)):
+        print(f"  {test.describe()}")
+    return 0
 
 
 COMMANDS = {
@@ -109,6 +155,7 @@ COMMANDS = {
     "compare": compare_cli,
     "recommend": recommend_cli,
     "evaluate": evaluate_cli,
+    "significance": significance_cli,
     "pipeline": pipeline.cli,
     "convert": convert.cli,
     "distributed": distributed.cli,

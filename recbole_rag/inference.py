@@ -23,6 +23,7 @@ from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError, is_count
 from recbole_rag.registry import get_model, get_trainer
+from recbole_rag.significance import capture_per_user
 from recbole_rag.trainer.raserec_trainer import restore_test_memory
 from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items, load_checkpoint
 
@@ -89,12 +90,17 @@ def load_data_and_model(model_file: str | os.PathLike, config_dict: dict[str, An
     return config, model, dataset, train_data, valid_data, test_data
 
 
-def evaluate(model_file: str | os.PathLike, config_dict: dict[str, Any] | None = None) -> dict[str, float]:
+def evaluate(
+    model_file: str | os.PathLike, config_dict: dict[str, Any] | None = None, per_user: bool = False
+) -> dict[str, float] | tuple[dict[str, float], dict[str, Any]]:
     """The test result of a saved run, recomputed by RecBole's evaluator (RaSeRec with the bank
-    its test used): what the run reported, from the file alone."""
-    config, model, _, _, _, test_data = load_data_and_model(model_file, config_dict)
+    its test used): what the run reported, from the file alone. With ``per_user``, also each
+    test user's values ({"user": tokens, "ndcg@10": array, ...}, recbole_rag.significance)."""
+    config, model, dataset, _, _, test_data = load_data_and_model(model_file, config_dict)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    return dict(trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"]))
+    with capture_per_user(trainer, dataset, {}) as users:
+        result = dict(trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"]))
+    return (result, users) if per_user else result
 
 
 def user_ids(dataset, users):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import statistics
 import time
 from logging import getLogger
 from typing import Any
@@ -15,9 +16,11 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import ConfigError, is_count
+from recbole_rag.files import atomic_path
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
+from recbole_rag.significance import TESTED, capture_per_user, compare_runs, format_p, mean_over_runs
 from recbole_rag.trainer.distributed import distributed_trainer
 from recbole_rag.trainer.personaliser import personalised
 
@@ -28,9 +31,12 @@ def run_recbole_rag(
     config_file_list: list[str] | None = None,
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
+    per_user: bool = False,
 ) -> dict[str, Any]:
     """Train and test ``model`` on ``dataset``; returns a dict with the best valid and the test
-    results (RecBole's metric names, e.g. ``test_result['ndcg@10']``) and timings."""
+    results (RecBole's metric names, e.g. ``test_result['ndcg@10']``) and timings; with
+    ``per_user``, also ``per_user``: each test user's values, for paired tests
+    (recbole_rag.significance)."""
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
     _init_run_logger(config)
@@ -58,13 +64,15 @@ def run_recbole_rag(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     train_time = trainer.train_seconds() if hasattr(trainer, "train_seconds") else time.perf_counter() - start
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    with capture_per_user(trainer, train_data.dataset, {}) as users:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     epochs_run = max(len(trainer.train_loss_dict), 1)
     return {
         "model": config["model"],
         "dataset": config["dataset"],
+        "seed": config["seed"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": dict(best_valid_result or {}),
@@ -75,6 +83,7 @@ def run_recbole_rag(
         "stopped_early": getattr(trainer, "stopped_early", None),
         "saved_model_file": trainer.saved_model_file if saved else None,
         "log_file": _log_file(logger),
+        **({"per_user": users} if per_user else {}),
         **getattr(trainer, "run_info", {}),  # facts a trainer reports, e.g. SRA-CL's semantic source
     }
 
@@ -110,37 +119,107 @@ def _log_file(logger):
     return files[-1] if files else None
 
 
-def comparison_table(results, metrics):
-    """Rows of (model, metric values..., relative change of each metric over the first model)."""
-    base = results[0]["test_result"]
-    rows = []
+def comparison_table(results, metrics, baseline):
+    """Rows of (label, seeds, means, sample stds (None for one seed), relative change of each mean
+    over ``baseline``'s, mean train seconds, mean epochs), one per label in the order run."""
+    by_label = {}
     for result in results:
-        test = result["test_result"]
-        values = [test[m] for m in metrics]
-        changes = [(test[m] - base[m]) / base[m] * 100 if base[m] else float("nan") for m in metrics]
-        rows.append((result["model"], values, changes, result["train_time_s"], result["epochs_run"]))
+        by_label.setdefault(result["model"], []).append(result)
+    base = {m: statistics.fmean(r["test_result"][m] for r in by_label[baseline]) for m in metrics}
+    rows = []
+    for label, runs in by_label.items():
+        values = [[r["test_result"][m] for r in runs] for m in metrics]
+        means = [statistics.fmean(v) for v in values]
+        stds = [statistics.stdev(v) if len(v) > 1 else None for v in values]
+        changes = [(mean - base[m]) / base[m] * 100 if base[m] else float("nan") for mean, m in zip(means, metrics)]
+        seconds = statistics.fmean(r["train_time_s"] for r in runs)
+        epochs = statistics.fmean(r["epochs_run"] for r in runs)
+        rows.append((label, len(runs), means, stds, changes, seconds, epochs))
     return rows
 
 
-def write_comparison(results, dataset, out_dir="saved"):
-    """Write ``<out_dir>/<dataset>-compare.md`` and ``.csv``; return the Markdown table."""
-    metrics = [m for m in results[0]["test_result"]]
-    rows = comparison_table(results, metrics)
-    header = ["model"] + metrics + [f"{m} vs {results[0]['model']}" for m in metrics] + ["train s", "epochs"]
+def significance_table(results, baseline, metrics=TESTED):
+    """Paired tests of every label against ``baseline`` over the same test users: per seed and,
+    with several seeds, ``pooled`` (each user's value averaged over the seeds).
+    Returns [(label, seed or "pooled", PairedTest)]."""
+    runs = {}
+    for result in results:
+        if result.get("per_user"):
+            runs.setdefault(result["model"], {})[result.get("seed")] = result["per_user"]
+    rows = []
+    for label, by_seed in runs.items():
+        if label == baseline:
+            continue
+        seeds = [seed for seed in by_seed if seed in runs.get(baseline, {})]
+        for seed in seeds:
+            rows += [(label, seed, t) for t in compare_runs(runs[baseline][seed], by_seed[seed], metrics)]
+        if len(seeds) > 1:
+            pooled_base = mean_over_runs([runs[baseline][s] for s in seeds])
+            pooled = mean_over_runs([by_seed[s] for s in seeds])
+            rows += [(label, "pooled", t) for t in compare_runs(pooled_base, pooled, metrics)]
+    return rows
+
+
+def _cell(mean, std):
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def write_comparison(results, dataset, out_dir="saved", baseline=None):
+    """Write ``<out_dir>/<dataset>-compare.md`` and ``.csv`` (mean ± std over seeds, change over
+    the baseline) and ``<dataset>-compare-significance.csv`` (paired tests); return the Markdown."""
+    baseline = baseline or results[0]["model"]
+    metrics = list(results[0]["test_result"])
+    rows = comparison_table(results, metrics, baseline)
+    header = ["model", "seeds"] + metrics + [f"{m} vs {baseline}" for m in metrics] + ["train s", "epochs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model, values, changes, seconds, epochs in rows:
-        cells = [model] + [f"{v:.4f}" for v in values] + [f"{c:+.1f}%" for c in changes]
-        lines.append("| " + " | ".join(cells + [f"{seconds:.0f}", str(epochs)]) + " |")
+    for label, n, means, stds, changes, seconds, epochs in rows:
+        cells = [label, str(n)] + [_cell(m, s) for m, s in zip(means, stds)] + [f"{c:+.1f}%" for c in changes]
+        lines.append("| " + " | ".join(cells + [f"{seconds:.0f}", f"{epochs:g}"]) + " |")
+    tests = significance_table(results, baseline)
+    if tests:
+        lines += [
+            "",
+            f"Paired tests against {baseline} over the same test users (difference of means, 95% bootstrap "
+            "interval, two-sided p of the paired t-test and of the Wilcoxon signed-rank test):",
+            "",
+            "| model | seed | metric | difference | 95% CI | p (t) | p (Wilcoxon) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, seed, t in tests:
+            interval = "identical" if t.identical else f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]"
+            lines.append(
+                f"| {label} | {seed} | {t.metric} | {t.difference:+.4f} | {interval} | "
+                f"{format_p(t.p_t)} | {format_p(t.p_wilcoxon)} |"
+            )
     table = "\n".join(lines)
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, f"{dataset}-compare")
-    with open(base + ".md", "w", encoding="utf-8") as f:
+    with atomic_path(base + ".md") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(f"# Test results on {dataset}\n\n{table}\n")
-    with open(base + ".csv", "w", newline="", encoding="utf-8") as f:
+    with atomic_path(base + ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["model"] + metrics + [f"{m}_change_pct" for m in metrics] + ["train_time_s", "epochs_run"])
-        for model, values, changes, seconds, epochs in rows:
-            writer.writerow([model] + values + [round(c, 2) for c in changes] + [round(seconds, 1), epochs])
+        writer.writerow(
+            ["model", "seeds"]
+            + metrics
+            + [f"{m}_std" for m in metrics]
+            + [f"{m}_change_pct" for m in metrics]
+            + ["train_time_s", "epochs_run"]
+        )
+        for label, n, means, stds, changes, seconds, epochs in rows:
+            stds = ["" if s is None else s for s in stds]
+            writer.writerow([label, n] + means + stds + [round(c, 2) for c in changes] + [round(seconds, 1), epochs])
+    with atomic_path(base + "-significance.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["model", "baseline", "seed", "metric", "users", "mean_baseline", "mean_model", "difference"]
+            + ["ci_low", "ci_high", "p_t", "p_wilcoxon"]
+        )
+        for label, seed, t in tests:
+            p_t, p_w = ("" if p is None else p for p in (t.p_t, t.p_wilcoxon))
+            writer.writerow(
+                [label, baseline, seed, t.metric, t.users, t.mean_a, t.mean_b, t.difference]
+                + [t.ci_low, t.ci_high, p_t, p_w]
+            )
     return table
 
 
@@ -179,19 +258,46 @@ def compare(
     config_file_list: list[str] | None = None,
     config_dict: dict[str, Any] | None = None,
     out_dir: str = "saved",
+    seeds: list[int] | None = None,
+    baseline: str | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Run each model with the same data, split, seed and budget; write and return the table."""
+    """Run each model with the same data, split, seed and budget (each of ``seeds``, else the
+    configured seed), test each against ``baseline`` (default the first) over the same test users;
+    write and return the table. Each result carries its ``seed`` and ``per_user`` values."""
     entries = parse_compare_entries(models)
+    labels = [label for label, _, _ in entries]
+    if baseline is not None and baseline not in labels:
+        raise ConfigError(f"--baseline '{baseline}' is not among the compared models ({', '.join(labels)}).")
+    seeds = check_seeds(seeds)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"out_dir '{out_dir}' is a file: the comparison table needs a folder there.")
-    results, checkpoints = [], {}
-    for label, name, backbone in entries:
-        overrides = dict(config_dict or {})
-        if backbone:
-            overrides["pretrained_path"] = checkpoints[backbone]
-        result = run_recbole_rag(name, dataset, config_file_list, overrides)
-        result["model"] = label
-        checkpoints[label] = result["saved_model_file"]
-        results.append(result)
-    table = write_comparison(results, dataset, out_dir)
+    results = []
+    for seed in seeds:
+        checkpoints = {}
+        for label, name, backbone in entries:
+            overrides = dict(config_dict or {})
+            if seed is not None:
+                overrides["seed"] = seed
+            if backbone:
+                overrides["pretrained_path"] = checkpoints[backbone]
+            result = run_recbole_rag(name, dataset, config_file_list, overrides, per_user=True)
+            result["model"] = label
+            checkpoints[label] = result["saved_model_file"]
+            results.append(result)
+    table = write_comparison(results, dataset, out_dir, baseline)
     return results, table
+
+
+def check_seeds(seeds):
+    """``seeds`` as a list of distinct integers ([None]: the configured seed, when not given)."""
+    if seeds is None:
+        return [None]
+    if isinstance(seeds, str):
+        try:
+            seeds = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds must be comma-separated integers such as 2020,2021, got {seeds!r}.") from None
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(is_count(s, 0) for s in seeds):
+        raise ConfigError(f"seeds must be distinct integers >= 0 such as 2020,2021, got {seeds!r}.")
+    return seeds

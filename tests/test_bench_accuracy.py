@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from bench import accuracy
@@ -11,6 +12,7 @@ from bench.accuracy import Run, parse_seeds, run_all, select_runs, write_accurac
 from recbole_rag import run_recbole_rag
 from recbole_rag.errors import ConfigError
 from recbole_rag.regeneration.writer import item_table_fingerprint
+from recbole_rag.significance import load_per_user, per_user_path
 
 RUNS = [
     Run("SASRec", "SASRec"),
@@ -23,9 +25,9 @@ RUNS = [
 def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
     calls = []
 
-    def counting_run(model, dataset, config_dict):
+    def counting_run(model, dataset, config_dict, per_user=False):
         calls.append((model, config_dict["seed"], config_dict.get("pretrained_path")))
-        return run_recbole_rag(model, dataset, config_dict=config_dict)
+        return run_recbole_rag(model, dataset, config_dict=config_dict, per_user=per_user)
 
     out = str(tmp_path / "res")
     store = str(tmp_path / "res" / "tiny-accuracy")
@@ -61,6 +63,8 @@ def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
     assert float(rows[0]["ndcg@10"]) == pytest.approx(sum(ndcg) / 2, abs=1e-6)
     stored = json.loads(open(results["SASRec"][0]["path"]).read())
     assert stored["settings"]["seed"] == 1
+    per_user = load_per_user(per_user_path(results["SASRec"][0]["path"]))  # for the paired tests of a table
+    assert np.mean(per_user["ndcg@10"]) == pytest.approx(ndcg[0], abs=5e-5)
 
 
 def test_published_numbers_stand_beside_ours(tmp_path):
@@ -113,9 +117,9 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     ]
     datasets = []
 
-    def recording_run(model, dataset, config_file_list=None, config_dict=None):
+    def recording_run(model, dataset, config_file_list=None, config_dict=None, per_user=False):
         datasets.append(dataset)
-        return run_recbole_rag(model, dataset, config_file_list, config_dict)
+        return run_recbole_rag(model, dataset, config_file_list, config_dict, per_user=per_user)
 
     settings = {
         **tiny,
@@ -166,7 +170,7 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
 
 
 def test_facts_a_trainer_reports_are_stored_and_noted(tmp_path):
-    def sracl_like_run(model, dataset, config_dict):
+    def sracl_like_run(model, dataset, config_dict, per_user=False):
         return {
             "model": model,
             "dataset": dataset,
@@ -193,7 +197,7 @@ def test_a_changed_yaml_default_runs_again(tmp_path, monkeypatch):
     monkeypatch.setattr(accuracy, "property_files", lambda model, dataset: [str(model_yaml)])
     calls = []
 
-    def fake_run(model, dataset, config_dict):
+    def fake_run(model, dataset, config_dict, per_user=False):
         calls.append(model)
         metrics = {m: 0.1 for m in accuracy.METRICS}
         return {
@@ -326,13 +330,13 @@ def test_a_stopped_row_resumes_under_a_data_path_written_another_way(tmp_path, m
     store = str(tmp_path / "store")
     calls = []
 
-    def stopped(model, dataset, config_dict):  # a run killed after its first epoch's checkpoint
+    def stopped(model, dataset, config_dict, per_user=False):  # a run killed after its first epoch's checkpoint
         calls.append(config_dict)
         os.makedirs(config_dict["checkpoint_dir"], exist_ok=True)
         open(os.path.join(config_dict["checkpoint_dir"], "SASRec-x-last.pth"), "w").close()
         raise KeyboardInterrupt
 
-    def finished(model, dataset, config_dict):
+    def finished(model, dataset, config_dict, per_user=False):
         calls.append(config_dict)
         metrics = {"ndcg@10": 0.1}
         return {"test_result": metrics, "best_valid_result": metrics, "train_time_s": 1.0, "epochs_run": 2,
