@@ -131,9 +131,11 @@ RUNS = [
 # SRA-CL's table trains with sequences cut to 20 items, LLM-written texts and SimCSE vectors; its
 # HR@20 is Recall@20 here (one held-out item per user).
 _SRACL_PAPER = "SRA-CL paper (max length 20)"
+# The three-stage study's Table 1 (bench/table1.py has all of it, on three datasets).
+_STUDY = "three-stage study, Table 1"
 PUBLISHED = {
     "amazon-beauty": {
-        "SASRec": [("DR4SR reference study", {"ndcg@10": 0.0405})],
+        "SASRec": [(_STUDY, {"ndcg@10": 0.0405})],
         "DuoRec": [
             (
                 "RaSeRec authors' log",
@@ -146,7 +148,7 @@ PUBLISHED = {
                     "ndcg@20": 0.0527,
                 },
             ),
-            ("DR4SR reference study", {"ndcg@10": 0.0452}),
+            (_STUDY, {"ndcg@10": 0.0452}),
             (_SRACL_PAPER, {"recall@20": 0.1224, "ndcg@10": 0.0443}),
         ],
         "RaSeRec@DuoRec": [
@@ -162,13 +164,14 @@ PUBLISHED = {
                 },
             ),
         ],
-        "SASRec+regen": [("DR4SR reference study", {"ndcg@10": 0.0434})],
+        # the study's "+ pipeline" rows are regeneration plus RAFT with a bank of all pairs
+        "SASRec+regen+RAFT(pairs)": [(_STUDY, {"ndcg@10": 0.0434})],
         "SASRec (SRA-CL off)": [(_SRACL_PAPER, {"ndcg@10": 0.0336})],
         "SRACL(SASRec)": [(_SRACL_PAPER, {"recall@20": 0.1314, "ndcg@10": 0.0469})],
         "SASRec (SRA-CL off) length 20": [(_SRACL_PAPER, {"ndcg@10": 0.0336})],
         "SRACL(SASRec) preset sracl-authors": [(_SRACL_PAPER, {"recall@20": 0.1314, "ndcg@10": 0.0469})],
         "GRU4Rec (SRA-CL off)": [(_SRACL_PAPER, {"ndcg@10": 0.0137})],
-        "DuoRec+regen": [("DR4SR reference study", {"ndcg@10": 0.0470})],
+        "DuoRec+regen+RAFT(pairs)": [(_STUDY, {"ndcg@10": 0.0470})],
     },
 }
 
@@ -419,9 +422,46 @@ class row_log:
         self.handler.close()
 
 
-def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, log=print):
+def regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log=print):
+    """The folder of the regenerated set a row on regenerated data trains on (``config``: the
+    row's overrides, seed and checkpoint_dir; ``sasrec``: the stored SASRec row of its seed, whose
+    item table starts the regenerator): reused while its manifest matches, else decoded from the
+    trained regenerator, else the regenerator is pre-trained first."""
+    regen_config = {
+        k: v for k, v in config.items() if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
+    }
+    regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
+    if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
+        if not os.path.isfile(sasrec["saved_model_file"]):
+            raise ConfigError(
+                f"{run.label}'s regenerator starts from SASRec's checkpoint "
+                f"'{sasrec['saved_model_file']}', which is not there (a stored row's path "
+                f"is relative to where it ran): run from there, or delete {sasrec['path']}."
+            )
+        regen_config["regen_item_embedding"] = sasrec["saved_model_file"]  # the reference's start
+    # the regenerator's checkpoints, one folder per pre-training that every row on its set
+    # shares, so a stopped pre-training goes on where it was and a set deleted since is decoded
+    # again from the trained regenerator, not trained again
+    regen_config["checkpoint_dir"] = regenerator_dir(store_dir, dataset, seed, regen_config)
+    # each seed's set in a folder of its own (its regenerator differs), and a set made (or
+    # decoded) otherwise in a folder of its own beside the default set
+    folder = os.path.join(regen_config.get("regen_data_path") or os.path.join(store_dir, "regen-data"), f"seed{seed}")
+    own = {k: regen_config[k] for k in REGEN_KEYS if k in run.overrides and k in regen_config}
+    if own:
+        folder = os.path.join(folder, "-".join(f"{k}={v}" for k, v in sorted(own.items())))
+    regen_config["regen_data_path"] = folder
+    regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
+    if regen_resume:
+        regen_config["resume_path"] = regen_resume
+        log(f"resume the regenerator of {run.label} seed {seed} from {regen_resume}")
+    return regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control")
+
+
+def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, log=print, read_dirs=(), train=True):
     """Run (or load the stored result of) every available run for every seed; each result is a
-    JSON file in ``store_dir`` named by label, seed and a hash of the settings.
+    JSON file in ``store_dir`` named by label, seed and a hash of the settings. A result stored
+    under the same settings in one of ``read_dirs`` is read from there; with ``train=False``
+    a row not stored anywhere is skipped, not run.
 
     Returns ({label: [result per seed]}, {label: why skipped}). A run whose backbone was skipped
     is skipped too.
@@ -439,11 +479,19 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             if backbone_result:
                 settings["backbone_settings"] = backbone_result["settings"]
             path = stored_result_path(store_dir, settings)
+            elsewhere = [p for p in (stored_result_path(d, settings) for d in read_dirs) if os.path.isfile(p)]
+            if not os.path.isfile(path) and elsewhere:
+                path = elsewhere[0]
             if os.path.isfile(path):
                 with open(path, encoding="utf-8") as f:
                     results[run.label].append(json.load(f))
                 log(f"done {run.label} seed {seed}: stored in {path}")
                 continue
+            if not train:
+                skipped[run.label] = f"not run yet (seed {seed})"
+                del results[run.label]
+                log(f"skip {run.label}: {skipped[run.label]}")
+                break
             row_dir = path[: -len(".json")]
             if not os.path.isfile(row_dir + STARTED):
                 _save_json(row_dir + STARTED, settings)
@@ -464,42 +512,9 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             log(f"run  {run.label} seed {seed}")
             with row_log(row_dir + ".log"):
                 if run.regenerated:
-                    regen_config = {
-                        k: v
-                        for k, v in config.items()
-                        if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
-                    }
-                    regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
                     sasrec = (results.get(ITEM_TABLE_ROW) or [None] * len(seeds))[index]
-                    if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
-                        if not os.path.isfile(sasrec["saved_model_file"]):
-                            raise ConfigError(
-                                f"{run.label}'s regenerator starts from SASRec's checkpoint "
-                                f"'{sasrec['saved_model_file']}', which is not there (a stored row's path "
-                                f"is relative to where it ran): run from there, or delete {sasrec['path']}."
-                            )
-                        regen_config["regen_item_embedding"] = sasrec["saved_model_file"]  # the reference's start
-                    # the regenerator's checkpoints, one folder per pre-training that every row on its
-                    # set shares, so a stopped pre-training goes on where it was and a set deleted
-                    # since is decoded again from the trained regenerator, not trained again
-                    regen_config["checkpoint_dir"] = regenerator_dir(store_dir, dataset, seed, regen_config)
-                    # each seed's set in a folder of its own (its regenerator differs), and a set
-                    # made (or decoded) otherwise in a folder of its own beside the default set
-                    folder = os.path.join(
-                        regen_config.get("regen_data_path") or os.path.join(store_dir, "regen-data"), f"seed{seed}"
-                    )
-                    own = {k: regen_config[k] for k in REGEN_KEYS if k in run.overrides and k in regen_config}
-                    if own:
-                        folder = os.path.join(folder, "-".join(f"{k}={v}" for k, v in sorted(own.items())))
-                    regen_config["regen_data_path"] = folder
-                    regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
-                    if regen_resume:
-                        regen_config["resume_path"] = regen_resume
-                        log(f"resume the regenerator of {run.label} seed {seed} from {regen_resume}")
-                    name, files, config = regenerated_run(
-                        regenerate(dataset, config_dict=regen_config, control=run.regenerated == "control"),
-                        config_dict=config,
-                    )
+                    folder = regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log)
+                    name, files, config = regenerated_run(folder, config_dict=config)
                     result = run_fn(run.model, name, config_file_list=files, config_dict=config, per_user=True)
                 else:
                     result = run_fn(run.model, dataset, config_dict=config, per_user=True)
