@@ -3,14 +3,16 @@ amazon-beauty, amazon-toys-games and amazon-sports-outdoors: ours beside the pub
 each improvement over its base with a paired test over the same test users.
 
     python -m bench.table1 --data_path=../shared/datasets [--datasets=amazon-toys-games] [--run]
-        [--per_user]
+        [--per_user] [--key=value ...]
 
 Rows are bench.accuracy rows (seed 2020, properties/overall.yaml's budget), stored and read back
 as that script stores them. Without ``--run`` the table is written from the rows already stored
 (the others are named as not run yet); with it the missing rows train first, in the order
 below, each resuming from its last checkpoint. ``--per_user`` evaluates the checkpoint of a
 stored row that has no per-user values yet (rows stored before they were kept), so that every
-improvement has its p-value. Writes results/table1.md and results/table1.csv.
+improvement has its p-value. Any other --key=value is a setting of every row (rows of their own,
+as bench.accuracy stores them). Writes <out_dir>/table1.md and .csv; the stores lie under
+--out_dir (Beauty's rows in the DR4SR and full tables' stores).
 """
 
 import csv
@@ -21,6 +23,7 @@ import numpy as np
 
 from bench.accuracy import ITEM_TABLE_ROW, METRICS, RUNS, regenerated_dataset, run_all, select_runs
 from bench.report import machine, markdown_table, table_parser
+from recbole_rag.cli import parse_overrides
 from recbole_rag.errors import ConfigError, command
 from recbole_rag.files import atomic_path
 from recbole_rag.inference import evaluate
@@ -50,25 +53,19 @@ TABLE = [
 ]
 # Where each dataset's rows are stored (and their regenerated sets written), and stores read too.
 # Beauty's rows were run for the DR4SR and full tables before this one.
-STORES = {
-    "amazon-beauty": (
-        "results/dr4sr-full/amazon-beauty-accuracy",
-        "results/dr4sr-full/regen-data",
-        ["results/amazon-beauty-full"],
-    ),
+STORES = {  # paths under --out_dir
+    "amazon-beauty": ("dr4sr-full/amazon-beauty-accuracy", "dr4sr-full/regen-data", ["amazon-beauty-full"]),
 }
 
 
 def store_of(dataset, out_dir):
-    """(store_dir, regen_data_path, read_dirs) of ``dataset``'s rows."""
-    return STORES.get(
-        dataset,
-        (os.path.join(out_dir, "table1", f"{dataset}-accuracy"), os.path.join(out_dir, "table1", "regen-data"), []),
-    )
+    """(store_dir, regen_data_path, read_dirs) of ``dataset``'s rows under ``out_dir``."""
+    store, regen, read = STORES.get(dataset, (f"table1/{dataset}-accuracy", "table1/regen-data", []))
+    return os.path.join(out_dir, store), os.path.join(out_dir, regen), [os.path.join(out_dir, d) for d in read]
 
 
 # The study's Table 1 (R@5, R@10, R@20, N@5, N@10, N@20), and the RaSeRec paper's own rows.
-_STUDY = "reference study, Table 1"
+_STUDY = "three-stage study, Table 1"
 PUBLISHED = {
     "amazon-beauty": {
         "SASRec": (_STUDY, [0.0555, 0.0819, 0.1162, 0.0319, 0.0405, 0.0491]),
@@ -134,10 +131,11 @@ def per_user_of(row, dataset, store_dir, log=print, backfill=False, sasrec=None)
     return per_user
 
 
-def collect(dataset, data_path, out_dir, train=False, backfill=False, log=print):
-    """{table name: (stored row, per-user values or None)} of ``dataset``, and {name: why missing}."""
+def collect(dataset, data_path, out_dir, train=False, backfill=False, log=print, settings=None):
+    """{table name: (stored row, per-user values or None)} of ``dataset``, and {name: why missing};
+    ``settings``: overrides of every row (other settings are other rows)."""
     store_dir, regen_path, read_dirs = store_of(dataset, out_dir)
-    overrides = {"show_progress": False, "data_path": data_path, "regen_data_path": regen_path}
+    overrides = {"show_progress": False, "data_path": data_path, "regen_data_path": regen_path, **(settings or {})}
     runs = select_runs(ORDER)
     results, skipped = run_all(runs, dataset, [SEED], overrides, store_dir, log=log, read_dirs=read_dirs, train=train)
     sasrec = (results.get(ITEM_TABLE_ROW) or [None])[0]
@@ -253,8 +251,9 @@ MD_HEADER = ["method", "source", "R@5", "R@10", "R@20", "N@5", "N@10", "N@20"] +
 ]
 
 
-def write_table1(blocks, out_dir):
+def write_table1(blocks, out_dir, settings=None):
     """results/table1.md (a block per dataset) and results/table1.csv; returns the Markdown."""
+    given = ", ".join(f"{k}={v}" for k, v in sorted((settings or {}).items()))
     parts = [
         "# The reference study's Table 1, reproduced",
         "",
@@ -262,7 +261,8 @@ def write_table1(blocks, out_dir):
         "NDCG@10), leave-one-out, full ranking, RecBole's evaluator. *SASRec + pipeline*: DR4SR's regenerated "
         "data -> SASRec -> RAFT with a bank of all pairs (bench.accuracy's `SASRec+regen+RAFT(pairs)`); "
         "RaSeRec@B: RAFT on backbone B without regeneration. Each improvement is tested against its base over "
-        "the same test users: difference of means, 95% bootstrap interval, two-sided paired t-test p.",
+        "the same test users: difference of means, 95% bootstrap interval, two-sided paired t-test p."
+        + (f" Every run with {given}." if given else ""),
         "",
         "Reproduce: `python -m bench.table1 --data_path=DATA_PATH --run --per_user` (resumes; each dataset "
         "about 6-8 h on 2 CPU cores).",
@@ -298,8 +298,7 @@ def main(argv=None):
 
 def _main(argv):
     args, rest = build_parser().parse_known_args(argv)
-    if rest:
-        raise ConfigError(f"bench.table1 runs the table's own settings; unknown option(s): {' '.join(rest)}.")
+    settings = parse_overrides(rest)  # e.g. a GPU's eval_batch_size: rows of their own
     if args.dataset:
         raise ConfigError("bench.table1 takes --datasets (comma-separated), not --dataset.")
     if not args.data_path:
@@ -312,9 +311,9 @@ def _main(argv):
     for dataset in DATASETS:  # the written table always holds all three, in the study's order
         train = args.run and dataset in datasets
         backfill = args.per_user and dataset in datasets
-        rows, missing = collect(dataset, args.data_path, args.out_dir, train, backfill)
+        rows, missing = collect(dataset, args.data_path, args.out_dir, train, backfill, settings=settings)
         blocks[dataset] = table_rows(dataset, rows, missing)
-    print(write_table1(blocks, args.out_dir))
+    print(write_table1(blocks, args.out_dir, settings))
     print(f"written to {args.out_dir}/table1.md and .csv")
     return 0
 
