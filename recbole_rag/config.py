@@ -134,6 +134,37 @@ def unknown_settings(keys):
     return messages
 
 
+# RecBole's dataset and dataloader caches are pickles, and reading one runs whatever code it holds;
+# RecBole reads ``<checkpoint_dir>/<dataset>-SequentialDataset.pth`` (or the dataloaders' file)
+# whenever one is there, asked for or not. recbole-rag neither writes nor reads them: both paths
+# point where no file can be (under a device file), and a setting that asks for them is refused.
+NO_CACHE = os.path.join(os.devnull, "recbole-rag-reads-no-pickle")
+_PICKLE_CACHES = {"save_dataset": "dataset_save_path", "save_dataloaders": "dataloaders_save_path"}
+# Settings RecBole hands to eval(): the values its code means, nothing else (KD_DAGFM's teacher).
+_EVALUATED = {"teacher": ("CrossNet", "CIN")}
+
+
+def no_code_from_files(final):
+    """Refuse settings through which RecBole would run code read from a file or a setting."""
+    for switch, path_key in _PICKLE_CACHES.items():
+        if final.get(switch):
+            raise ConfigError(
+                f"{switch}: True writes a RecBole pickle cache, which runs code when read back; recbole-rag "
+                f"loads data from the atomic files only (set {switch}: False)."
+            )
+        if final.get(path_key) not in (None, NO_CACHE):
+            raise ConfigError(
+                f"{path_key} points RecBole at a pickle ({final[path_key]!r}), which runs code when read; "
+                "recbole-rag loads data from the atomic files only: remove the setting."
+            )
+        final[path_key] = NO_CACHE
+    for key, allowed in _EVALUATED.items():
+        if key in final and final[key] not in allowed:
+            raise ConfigError(
+                f"{key} must be one of {', '.join(allowed)}, got {final[key]!r} (RecBole evaluates it as code)."
+            )
+
+
 def _literal_or_text(text):
     """A string setting as RecBole reads one (a number, list, dict, bool, None), with
     ast.literal_eval instead of eval; anything else stays the string."""
@@ -266,6 +297,7 @@ class Config(RecBoleConfig):
             raise ConfigError("Invalid override: " + "; ".join(problems) + ".")
         final = super()._get_final_config_dict()
         self._sample_negatives_where_needed(final, user_keys)
+        no_code_from_files(final)
         return final
 
     def _sample_negatives_where_needed(self, final, user_keys):

@@ -39,6 +39,30 @@ INTER_CASES = [
         DatasetError,
         "line 4: column 'timestamp' is float but holds 'soon'",
     ),
+    (
+        "an empty time (it would sort last and become the test item)",
+        lambda t: t.replace("\t3\n", "\t\n", 1),
+        DatasetError,
+        "line 4: column 'timestamp' is empty or missing",
+    ),
+    (
+        "a row without its time",
+        lambda t: t.replace("\t3\n", "\n", 1),
+        DatasetError,
+        "line 4: column 'timestamp' is empty or missing",
+    ),
+    (
+        "an infinite time",
+        lambda t: t.replace("\t3\n", "\tinf\n", 1),
+        DatasetError,
+        "line 4: column 'timestamp' is 'inf'",
+    ),
+    (
+        "an empty item id",
+        lambda t: "\n".join(t.splitlines()[:3] + ["u1\t\t99"] + t.splitlines()[3:]) + "\n",
+        DatasetError,
+        "line 4: column 'item_id' is empty or missing",
+    ),
     ("every row twice", lambda t: t + "\n".join(_rows(t)) + "\n", DatasetWarning, "repeats 507 interactions exactly"),
 ]
 

@@ -130,6 +130,8 @@ def _check_rows(path, fields, separator, config, suffix):
     frame.columns = columns
     if suffix == "inter" and not len(frame):
         raise DatasetError(f"Atomic file '{path}' has a header but no interactions: add one row per interaction.")
+    if suffix == "inter":
+        _check_required(path, frame, config)
     for field in (f for f in columns if fields[f] == "float"):
         values = frame[field].str.strip()
         bad = pd.to_numeric(values, errors="coerce").isna() & (values != "")
@@ -149,6 +151,31 @@ def _check_rows(path, fields, separator, config, suffix):
                 "(RecBole's setting: repeat consumption goes too).",
                 DatasetWarning,
                 stacklevel=3,
+            )
+
+
+def _check_required(path, frame, config):
+    """Every interaction has a user, an item and a finite time: RecBole reads an empty or missing
+    time as NaN and sorts it last, so that item would silently become the user's test item."""
+    for field in (config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]):
+        if field not in frame:
+            continue
+        empty = frame[field].isna() | (frame[field].str.strip() == "")
+        if empty.any():
+            row = int(empty.idxmax())
+            raise DatasetError(
+                f"Atomic file '{path}' line {row + 2}: column '{field}' is empty or missing: every interaction "
+                "needs a user, an item and a time (RecBole would sort an empty time last, as the test item)."
+            )
+    time_field = config["TIME_FIELD"]
+    if time_field in frame:
+        times = pd.to_numeric(frame[time_field].str.strip(), errors="coerce")
+        endless = times.isin([float("inf"), float("-inf")])
+        if endless.any():
+            row = int(endless.idxmax())
+            raise DatasetError(
+                f"Atomic file '{path}' line {row + 2}: column '{time_field}' is {frame[time_field][row]!r}: "
+                "a time must be a finite number."
             )
 
 
