@@ -73,6 +73,9 @@ def build_recommend_parser():
     parser = checkpoint_parser("recommend", "Top-k items for users, after each one's whole history, from a saved run.")
     parser.add_argument("--users", required=True, help="comma-separated user tokens, as in the .inter file")
     parser.add_argument("--k", type=int, default=10, help="how many items per user (default 10)")
+    parser.add_argument(
+        "--keep_seen", action="store_true", help="also recommend items the user already has (e.g. repeat purchases)"
+    )
     return parser
 
 
@@ -81,7 +84,8 @@ def recommend_cli(argv):
     users = [u.strip() for u in args.users.split(",") if u.strip()]
     if not users:
         raise ConfigError("--users needs at least one user token, e.g. --users=u1,u2.")
-    for user, items in recommend(args.checkpoint, users, args.k, parse_overrides(rest)).items():
+    found = recommend(args.checkpoint, users, args.k, parse_overrides(rest), exclude_seen=not args.keep_seen)
+    for user, items in found.items():
         print(f"{user}\t" + " ".join(item for item, _ in items))
     return 0
 
@@ -114,8 +118,7 @@ def run_cli(argv):
 
 def compare_cli(argv):
     if argv and argv[0] in ("-h", "--help"):
-        build_parser("compare").print_help()
-        return 0
+        build_parser("compare").parse_args(["--help"])  # prints compare's help and exits 0, as argparse does
     if not argv or argv[0].startswith("-"):
         raise ConfigError("compare needs the models first, e.g. recbole-rag compare SASRec,DuoRec --dataset=ml-100k.")
     return run_cli([f"--compare={argv[0]}", *argv[1:]])

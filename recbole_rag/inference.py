@@ -179,10 +179,16 @@ def history_queries(test_data, uids):
 
 @torch.no_grad()
 def recommend(
-    model_file: str | os.PathLike, users: Iterable[str], k: int = 10, config_dict: dict[str, Any] | None = None
+    model_file: str | os.PathLike,
+    users: Iterable[str],
+    k: int = 10,
+    config_dict: dict[str, Any] | None = None,
+    exclude_seen: bool = True,
 ) -> dict[str, list[tuple[str, float]]]:
-    """{user token: [(item token, score), ...]} top-k after each user's whole history. A RaSeRec
-    bank also gets the test pairs first: by now they are known history (its dynamic memory)."""
+    """{user token: [(item token, score), ...]} top-k after each user's whole history, leaving
+    out the items the user already has (``exclude_seen=False`` keeps them, e.g. for repeat
+    purchases; a user who has nearly every item may get fewer than k). A RaSeRec bank also gets
+    the test pairs first: by now they are known history (its dynamic memory)."""
     if not is_count(k, 1):
         raise CheckpointError(f"k must be an integer >= 1, got {k!r}.")
     if isinstance(users, str):
@@ -204,6 +210,20 @@ def recommend(
     queries = history_queries(test_data, uids).to(config["device"])
     scores = model.full_sort_predict(queries).view(len(uids), -1)
     scores[:, 0] = -float("inf")  # padding is not an item
+    if exclude_seen:
+        for row, items in enumerate(seen_items(dataset, uids)):
+            scores[row, items] = -float("inf")
     top_scores, top_items = torch.topk(scores, k)
     tokens = dataset.id2token(dataset.iid_field, top_items.cpu().numpy())
-    return {user: list(zip(tokens[i].tolist(), top_scores[i].tolist())) for i, user in enumerate(users)}
+    return {
+        user: [
+            (item, score) for item, score in zip(tokens[i].tolist(), top_scores[i].tolist()) if score > -float("inf")
+        ]
+        for i, user in enumerate(users)
+    }
+
+
+def seen_items(dataset, uids):
+    """Each user's items in the whole dataset (every split), as id tensors."""
+    feat = dataset.inter_feat
+    return [feat[dataset.iid_field][feat[dataset.uid_field] == uid] for uid in uids]

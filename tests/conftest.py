@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic sequential dataset in RecBole atomic files, and small,
 fast model settings. Every test runs in its own working directory (RecBole writes log/, saved/)."""
 
+import os
 import random
 
 import pytest
@@ -55,3 +56,24 @@ def tiny(tmp_path):
     """config_dict for the tiny dataset with small model settings."""
     data_path = write_tiny_dataset(tmp_path / "data")
     return {**SMALL, "data_path": str(data_path), "checkpoint_dir": str(tmp_path / "saved")}
+
+
+@pytest.fixture(scope="module")
+def raserec_run(tmp_path_factory):
+    """A RaSeRec run (stage 1 and RAFT) on the tiny dataset: its result dict, checkpoint included."""
+    from recbole_rag import run_recbole_rag
+
+    folder = tmp_path_factory.mktemp("raserec")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        config = {
+            **SMALL,
+            "data_path": str(write_tiny_dataset(folder / "data")),
+            "checkpoint_dir": str(folder / "saved"),
+            "retrieval_k": 5,
+            "epochs": 3,
+        }
+        return run_recbole_rag("RaSeRec", "tiny", config_dict=config)
+    finally:
+        os.chdir(cwd)

@@ -43,7 +43,7 @@ def test_a_row_stopped_midway_continues_from_its_last_epoch(tiny, tmp_path):
     settings = {**tiny, "epochs": 3}
     runs, store = [Run("SASRec", "SASRec")], str(tmp_path / "store")
 
-    def stopped_after_one_epoch(model, dataset, config_dict):
+    def stopped_after_one_epoch(model, dataset, config_dict, per_user=False):
         run_recbole_rag(model, dataset, config_dict={**config_dict, "epochs": 1})
         raise KeyboardInterrupt
 

@@ -49,6 +49,29 @@ def test_amazon_csv(tmp_path):
     assert [f for f in os.listdir(tmp_path / "out" / "beauty")] == ["beauty.inter"]  # no temp file left
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "u1,i1,300\nu2,i2,100\nu1,i2,100\n",  # no header: user,item,timestamp
+        "user_id,item_id,timestamp\nu1,i1,300\nu2,i2,100\nu1,i2,100\n",  # a header
+        "Timestamp,Item,User\n300,i1,u1\n100,i2,u2\n100,i2,u1\n",  # a header, columns in another order
+    ],
+)
+def test_a_plain_click_log(tmp_path, text):
+    counts = convert("csv", write(tmp_path / "clicks.csv", text), "mine", str(tmp_path))
+    assert counts["interactions"] == 3 and counts["users"] == 2
+    header, body = rows(tmp_path / "mine" / "mine.inter")
+    assert header == "user_id:token\titem_id:token\ttimestamp:float"
+    assert body == [["u1", "i2", "100"], ["u1", "i1", "300"], ["u2", "i2", "100"]]
+
+
+def test_a_click_log_with_a_named_rating_column(tmp_path):
+    convert("csv", write(tmp_path / "c.csv", "user,item,rating,time\nu1,i1,4,2\nu1,i2,5,1\n"), "r", str(tmp_path))
+    header, body = rows(tmp_path / "r" / "r.inter")
+    assert header == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    assert body == [["u1", "i2", "5", "1"], ["u1", "i1", "4", "2"]]
+
+
 def test_sort_is_stable_for_equal_timestamps(tmp_path):
     convert("amazon-csv", write(tmp_path / "r.csv", "u,b,1,5\nu,a,1,5\nu,c,1,1\n"), "d", str(tmp_path))
     assert [r[1] for r in rows(tmp_path / "d" / "d.inter")[1]] == ["c", "b", "a"]
@@ -95,6 +118,11 @@ def test_sequences(tmp_path):
         ("amazon-json", '{"reviewerID": "u", "asin": "a", "unixReviewTime": 1}\n{"reviewerID": "u", "asin": "a"}\n', 2),
         ("amazon-json", '{"reviewerID": "u", "asin": "a", "unixReviewTime": "soon"}\n', 1),
         ("amazon-json", '{"reviewerID": "u\\tv", "asin": "a", "unixReviewTime": 1}\n', 1),
+        ("csv", "u1,i1,1\nu1,i2,5.0,1\n", 2),  # a rating column without a header naming it
+        ("csv", "u1,i1,1\nu1,i2,soon\n", 2),  # timestamp not a number
+        ("csv", "u1,i1,1\n,i2,2\n", 2),  # empty user
+        ("csv", "user,product,timestamp\nu1,i1,1\n", 1),  # a header naming a column it cannot place
+        ("csv", "user,item,stamp\nu1,i1,1\n", 1),  # a header without a timestamp column
         ("sequences", "u1 a b\nu2 c\nu3\n", 3),  # user without items
         ("sequences", "u1 a b\nu1 c\n", 2),  # same user twice
     ],
@@ -122,7 +150,7 @@ def test_empty_input(tmp_path, fmt):
 def test_missing_input_and_unknown_format(tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         convert("amazon-csv", str(tmp_path / "nope.csv"), "d", str(tmp_path))
-    with pytest.raises(DatasetError, match="amazon-csv, amazon-json, sequences"):
+    with pytest.raises(DatasetError, match="csv, amazon-csv, amazon-json, sequences"):
         convert("parquet", write(tmp_path / "r.csv", CSV), "d", str(tmp_path))
 
 

@@ -7,7 +7,6 @@ import pytest
 import torch
 from recbole.utils.case_study import full_sort_topk
 
-from conftest import SMALL, write_tiny_dataset
 from recbole_rag import get_trainer, run_recbole_rag
 from recbole_rag.cli import main
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
@@ -24,24 +23,6 @@ def test_evaluate_command_prints_the_runs_test_result(raserec_run, capsys):
     assert evaluate(raserec_run["saved_model_file"]) == raserec_run["test_result"]
     assert main(["evaluate", f"--checkpoint={raserec_run['saved_model_file']}"]) == 0
     assert f"ndcg@10 : {raserec_run['test_result']['ndcg@10']}" in capsys.readouterr().out
-
-
-@pytest.fixture(scope="module")
-def raserec_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("raserec")
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        config = {
-            **SMALL,
-            "data_path": str(write_tiny_dataset(folder / "data")),
-            "checkpoint_dir": str(folder / "saved"),
-            "retrieval_k": 5,
-            "epochs": 3,
-        }
-        return run_recbole_rag("RaSeRec", "tiny", config_dict=config)
-    finally:
-        os.chdir(cwd)
 
 
 def test_raserec_checkpoint_reproduces_its_test_metrics_with_recboles_topk(raserec_run):
@@ -98,11 +79,30 @@ def test_recommend_gives_item_tokens_after_the_whole_history(raserec_run):
     )
 
 
+def test_recommend_leaves_out_what_the_user_has_unless_told_to_keep_it(raserec_run):
+    _, _, dataset, _, _, _ = load_data_and_model(raserec_run["saved_model_file"])
+    feat = dataset.inter_feat
+    users = ["u1", "u2", "u3", "u4"]
+    had = {
+        user: set(dataset.id2token(dataset.iid_field, feat[dataset.iid_field][feat[dataset.uid_field] == uid]))
+        for user, uid in zip(users, dataset.token2id(dataset.uid_field, users))
+    }
+    kept = recommend(raserec_run["saved_model_file"], users, k=10, exclude_seen=False)
+    assert any(token in had[user] for user in users for token, _ in kept[user])  # the model does rank them
+    found = recommend(raserec_run["saved_model_file"], users, k=10)
+    for user in users:
+        assert len(found[user]) == 10 and not {token for token, _ in found[user]} & had[user]
+        fresh = [item for item in kept[user] if item[0] not in had[user]]
+        assert found[user][: len(fresh)] == fresh  # the same ranking, seen items skipped
+
+
 def test_recommend_cli_prints_one_line_per_user(raserec_run, capsys):
     assert main(["recommend", f"--checkpoint={raserec_run['saved_model_file']}", "--users=u2,u3", "--k=3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["u2", "u3"]
     assert all(len(line.split("\t")[1].split()) == 3 for line in lines)
+    assert main(["recommend", f"--checkpoint={raserec_run['saved_model_file']}", "--users=u2", "--keep_seen"]) == 0
+    assert len(capsys.readouterr().out.split("\t")[1].split()) == 10
 
 
 @pytest.mark.parametrize(

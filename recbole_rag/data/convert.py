@@ -1,13 +1,14 @@
 """Convert common public interaction formats into RecBole atomic files.
 
 RecBole reads ``<data_path>/<dataset>/<dataset>.inter``: a tab-separated file whose header names
-each column with its type. Public data comes as Amazon ratings CSV, Amazon review JSON lines or
-per-user item sequences, so this module writes that file from each of them, checking every line on
-the way: a bad line stops the conversion with its file, number and text instead of turning into a
-silently wrong dataset later.
+each column with its type. Data comes as a plain ``user,item,timestamp`` CSV, Amazon ratings CSV,
+Amazon review JSON lines or per-user item sequences, so this module writes that file from each of
+them, checking every line on the way: a bad line stops the conversion with its file, number and
+text instead of turning into a silently wrong dataset later.
 
 Usage::
 
+    python -m recbole_rag.data.convert --format csv --input clicks.csv --dataset mine   # user,item,timestamp
     python -m recbole_rag.data.convert --format amazon-csv --input ratings_Beauty.csv \\
         --dataset beauty [--output_dir dataset] [--force]
     python -m recbole_rag.data.convert --download=ml-100k [--output_dir dataset] [--force]
@@ -107,6 +108,65 @@ def read_amazon_csv(path):
         )
 
 
+# Header names ``read_csv`` understands, per column (case-insensitive).
+CSV_COLUMNS = {
+    "user": ("user", "user_id", "userid", "uid", "reviewerid"),
+    "item": ("item", "item_id", "itemid", "iid", "asin"),
+    "timestamp": ("timestamp", "time", "ts", "unixreviewtime"),
+    "rating": ("rating", "score", "overall"),
+}
+
+
+def _csv_header(fields, path, line):
+    """{column: index} from a header line; a clear error for a name it cannot place."""
+    names = {name: column for column, names in CSV_COLUMNS.items() for name in names}
+    found = {}
+    for index, field in enumerate(fields):
+        column = names.get(field.strip().lower())
+        if column is None or column in found:
+            expected = "a header naming user, item, timestamp (and optionally rating) columns once each"
+            raise _bad(path, 1, line, f"{expected}, not {field.strip()!r}")
+        found[column] = index
+    missing = [c for c in ("user", "item", "timestamp") if c not in found]
+    if missing:
+        raise _bad(path, 1, line, f"a header with a {', '.join(missing)} column")
+    return found
+
+
+def read_csv(path):
+    """A plain click log, comma-separated: ``user,item,timestamp`` per line, with or without a
+    header; a header may name the columns in any order and add a ``rating`` column."""
+    import csv
+
+    columns = None
+    for number, line in _lines(path):
+        fields = next(csv.reader([line]))
+        if columns is None:
+            if number == 1 and not _is_number(fields[-1]):  # a header: its last name is no time
+                columns = _csv_header(fields, path, line)
+                continue
+            columns = {"user": 0, "item": 1, "timestamp": 2}
+        if len(fields) != len(columns):
+            shape = ",".join(sorted(columns, key=columns.get))
+            hint = "" if "rating" in columns else " (a rating column needs a header line naming the columns)"
+            raise _bad(path, number, line, f"{len(columns)} comma-separated columns {shape}{hint}, found {len(fields)}")
+        rating = fields[columns["rating"]].strip() if "rating" in columns else None
+        yield (
+            _token(fields[columns["user"]].strip(), path, number, line, "user"),
+            _token(fields[columns["item"]].strip(), path, number, line, "item"),
+            None if rating is None else _number(rating, path, number, line, "rating"),
+            _number(fields[columns["timestamp"]].strip(), path, number, line, "timestamp"),
+        )
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_amazon_json(path):
     """Amazon review JSON lines, gzipped or not: ``reviewerID``, ``asin``, ``unixReviewTime``.
 
@@ -154,6 +214,7 @@ def read_sequences(path):
 
 
 READERS = {
+    "csv": read_csv,
     "amazon-csv": read_amazon_csv,
     "amazon-json": read_amazon_json,
     "sequences": read_sequences,
