@@ -278,6 +278,7 @@ def result_path(store_dir, settings):
 # Settings added to the YAML defaults after results were stored, with the value that computes
 # what those results computed: a stored run that predates a key ran with this value.
 ADDED_DEFAULTS = {
+    "eval_mask_history": False,
     "item_text_histories": 0,
     "prefix_semantics": "items",
     "semantic_pooling": None,

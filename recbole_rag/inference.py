@@ -24,6 +24,7 @@ from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError, is_count
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.significance import capture_per_user
+from recbole_rag.trainer.history_mask import history_masked
 from recbole_rag.trainer.raserec_trainer import restore_test_memory
 from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items, load_checkpoint
 
@@ -97,7 +98,10 @@ def evaluate(
     its test used): what the run reported, from the file alone. With ``per_user``, also each
     test user's values ({"user": tokens, "ndcg@10": array, ...}, recbole_rag.significance)."""
     config, model, dataset, _, _, test_data = load_data_and_model(model_file, config_dict)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
+    if config["eval_mask_history"]:
+        trainer_class = history_masked(trainer_class)
+    trainer = trainer_class(config, model)
     with capture_per_user(trainer, dataset, {}) as users:
         result = dict(trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"]))
     return (result, users) if per_user else result

@@ -22,6 +22,7 @@ from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
 from recbole_rag.significance import TESTED, capture_per_user, compare_runs, format_p, mean_over_runs
 from recbole_rag.trainer.distributed import distributed_trainer
+from recbole_rag.trainer.history_mask import history_masked
 from recbole_rag.trainer.personaliser import personalised
 
 
@@ -57,6 +58,8 @@ def run_recbole_rag(
         trainer_class = personalised(trainer_class)
     if not config["single_spec"]:  # one of several processes (recbole_rag.distributed)
         trainer_class = distributed_trainer(trainer_class)
+    if config["eval_mask_history"]:  # the ICLRec / DR4SR evaluation line
+        trainer_class = history_masked(trainer_class)
     trainer = trainer_class(config, model)
 
     start = time.perf_counter()
