@@ -23,6 +23,7 @@ from recbole.utils import InputType
 from recbole_rag.errors import ConfigError
 from recbole_rag.process_group import init_cpu_process_group, uses_gpu
 from recbole_rag.registry import get_model
+from recbole_rag.settings_check import check_settings
 
 
 def properties_dir():
@@ -212,6 +213,11 @@ class Config(RecBoleConfig):
             raise ConfigError("No model given: pass --model=<name>, e.g. --model=SASRec.")
         if not dataset or not isinstance(dataset, str):
             raise ConfigError("No dataset given: pass --dataset=<name>, e.g. --dataset=ml-100k.")
+        if dataset in (".", "..") or "/" in dataset or "\\" in dataset or os.sep in dataset:
+            raise ConfigError(
+                f"--dataset must be a plain name (a folder under --data_path, and log and checkpoint file "
+                f"names), got {dataset!r}: give the folder above it as --data_path."
+            )
         model_class = get_model(model) if isinstance(model, str) else model
         if isinstance(config_file_list, (str, os.PathLike)):  # one file given as itself
             config_file_list = [config_file_list]
@@ -298,6 +304,7 @@ class Config(RecBoleConfig):
         final = super()._get_final_config_dict()
         self._sample_negatives_where_needed(final, user_keys)
         no_code_from_files(final)
+        check_settings(final, getattr(self.model_class, "type", None))
         return final
 
     def _sample_negatives_where_needed(self, final, user_keys):
