@@ -106,9 +106,9 @@ def run_cli(argv):
     if not args.compare and (args.seeds is not None or args.baseline is not None):
         raise ConfigError("--seeds and --baseline belong to a comparison: give --compare=M1,M2 too.")
     if args.compare:
-        _, table = compare(args.compare, args.dataset, files, overrides, args.out_dir, args.seeds, args.baseline)
+        results, table = compare(args.compare, args.dataset, files, overrides, args.out_dir, args.seeds, args.baseline)
         print(table)
-        print(f"\nwritten to {args.out_dir}/{args.dataset}-compare.md and .csv")
+        print(f"\nwritten to {results[0]['table_file']} and beside it the .csv")
         return 0
     result = run_recbole_rag(args.model or "SASRec", args.dataset, files, overrides)
     print(f"best valid: {dict2str(result['best_valid_result']) or 'none (no epoch was validated)'}")

@@ -17,7 +17,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError, is_count
-from recbole_rag.files import atomic_path
+from recbole_rag.files import atomic_path, claim_path
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
 from recbole_rag.significance import TESTED, capture_per_user, compare_runs, format_p, mean_over_runs
@@ -169,7 +169,9 @@ def _cell(mean, std):
 
 def write_comparison(results, dataset, out_dir="saved", baseline=None):
     """Write ``<out_dir>/<dataset>-compare.md`` and ``.csv`` (mean ± std over seeds, change over
-    the baseline) and ``<dataset>-compare-significance.csv`` (paired tests); return the Markdown."""
+    the baseline) and ``<dataset>-compare-significance.csv`` (paired tests); return the Markdown.
+    A table already there stays: the new one takes the next free ``-compare-<n>`` name, which
+    each result records as ``table_file``."""
     baseline = baseline or results[0]["model"]
     metrics = list(results[0]["test_result"])
     rows = comparison_table(results, metrics, baseline)
@@ -195,8 +197,9 @@ def write_comparison(results, dataset, out_dir="saved", baseline=None):
                 f"{format_p(t.p_t)} | {format_p(t.p_wilcoxon)} |"
             )
     table = "\n".join(lines)
-    os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, f"{dataset}-compare")
+    base = claim_path(os.path.join(out_dir, f"{dataset}-compare.md"))[: -len(".md")]
+    for result in results:
+        result["table_file"] = base + ".md"
     with atomic_path(base + ".md") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(f"# Test results on {dataset}\n\n{table}\n")
     with atomic_path(base + ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -41,6 +41,17 @@ def test_compare_writes_markdown_and_csv_with_relative_change(tiny, tmp_path):
         assert float(rows[1]["ndcg@10_change_pct"]) == pytest.approx((duorec - sasrec) / sasrec * 100, abs=0.01)
 
 
+def test_a_second_compare_into_the_same_folder_keeps_the_first_table(tiny, tmp_path):
+    out = str(tmp_path / "res")
+    first, _ = compare("SASRec", "tiny", config_dict={**tiny, "epochs": 1}, out_dir=out)
+    before = (tmp_path / "res" / "tiny-compare.md").read_text()
+    second, _ = compare("GRU4Rec", "tiny", config_dict={**tiny, "epochs": 1, "embedding_size": 16}, out_dir=out)
+    assert first[0]["table_file"].endswith("tiny-compare.md") and second[0]["table_file"].endswith("tiny-compare-1.md")
+    assert (tmp_path / "res" / "tiny-compare.md").read_text() == before
+    assert "| GRU4Rec |" in (tmp_path / "res" / "tiny-compare-1.md").read_text()
+    assert (tmp_path / "res" / "tiny-compare-1.csv").is_file()
+
+
 def test_compare_checks_every_name_before_training(tiny, tmp_path):
     with pytest.raises(UnknownModelError, match="Unknown model 'Nope'"):
         compare(["SASRec", "Nope"], "tiny", config_dict=tiny)

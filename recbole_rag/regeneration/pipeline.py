@@ -123,7 +123,7 @@ def cli(argv):
     parser.add_argument("--out_dir", default="saved", help="where the table goes (default saved/)")
     args, rest = parser.parse_known_args(argv)
     sources = [s.strip() for s in args.memory_sources.split(",") if s.strip()]
-    _, table = run_pipeline(
+    results, table = run_pipeline(
         args.backbone,
         args.dataset,
         sources,
@@ -134,7 +134,7 @@ def cli(argv):
         args.out_dir,
     )
     print(table)
-    print(f"\nwritten to {args.out_dir}/{args.dataset}-regen-{args.backbone}-compare.md and .csv")
+    print(f"\nwritten to {results[0]['table_file']} and beside it the .csv")
     return 0
 
 
