@@ -26,7 +26,7 @@ from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.significance import capture_per_user
 from recbole_rag.trainer.history_mask import history_masked
 from recbole_rag.trainer.raserec_trainer import restore_test_memory
-from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items, load_checkpoint
+from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items, check_same_split, load_checkpoint
 
 # Settings RecBole's Config derives again (from the model class, the dataset, the machine).
 _DERIVED = {
@@ -78,6 +78,7 @@ def load_data_and_model(model_file: str | os.PathLike, config_dict: dict[str, An
     dataset = load_dataset(config)
     check_same_items(checkpoint, dataset, model_file)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    check_same_split(checkpoint, train_data.dataset, model_file)
 
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data.dataset).to(config["device"])

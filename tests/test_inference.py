@@ -120,6 +120,18 @@ def test_recommend_cli_bad_input_gives_one_line(raserec_run, capsys, argv, messa
     assert message in err and len(err.splitlines()) == 1
 
 
+def test_a_checkpoint_is_not_tested_on_data_that_changed_since_its_run(tiny, tmp_path, capsys):
+    result = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    inter = tmp_path / "data" / "tiny" / "tiny.inter"
+    lines = inter.read_text().splitlines()
+    assert evaluate(result["saved_model_file"]) == result["test_result"]
+    inter.write_text("\n".join(line for line in lines if not line.startswith("u7\t")) + "\n")  # a user's rows lost
+    with pytest.raises(CheckpointError, match="trained on another version of dataset tiny"):
+        load_data_and_model(result["saved_model_file"])
+    assert main(["evaluate", f"--checkpoint={result['saved_model_file']}"]) == 2
+    assert "restore the files it ran on" in capsys.readouterr().err
+
+
 def test_load_refuses_what_is_not_a_run_checkpoint(tmp_path):
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")

@@ -164,7 +164,7 @@ def test_raft_starts_from_a_recbole_sasrec_or_duorec_checkpoint(tiny, backbone):
 
 
 def test_bad_settings_and_inputs(tiny, tmp_path):
-    with pytest.raises(ConfigError, match=r"alpha must be in \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"alpha must be a number in \[0.0, 1.0\]"):
         _setup(tiny, alpha=1.5)
     with pytest.raises(ConfigError, match="retrieval_k must be an integer >= 1"):
         _setup(tiny, retrieval_k=0)

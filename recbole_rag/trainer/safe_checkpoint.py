@@ -132,6 +132,29 @@ def item_vocabulary(dataset):
     return hashlib.sha1("\n".join(map(str, tokens)).encode("utf-8")).hexdigest()[:16]
 
 
+def training_rows(dataset):
+    """(rows, fingerprint) of a training split: its users, items and their order. Under
+    leave-one-out any interaction added to or dropped from the data file changes the training
+    split, so a checkpoint that records it knows whether it is tested on the split it was."""
+    feat = dataset.inter_feat
+    digest = hashlib.sha1("\n".join(map(str, dataset.field2id_token[dataset.uid_field])).encode("utf-8"))
+    for field in (dataset.uid_field, dataset.iid_field):
+        digest.update(feat[field].numpy().tobytes())
+    return len(feat), digest.hexdigest()[:16]
+
+
+def check_same_split(checkpoint, dataset, path):
+    """A clear error if the data files changed since ``checkpoint``'s run (checkpoints older than
+    the record pass)."""
+    saved = checkpoint.get("training_rows")
+    if saved and list(saved) != list(training_rows(dataset)):
+        raise CheckpointError(
+            f"'{path}' was trained on another version of dataset {dataset.dataset_name}: its training split "
+            f"had {saved[0]} rows, the data files now give {len(dataset.inter_feat)} (or other ones), so its "
+            "test would not be the run's: restore the files it ran on."
+        )
+
+
 def check_same_items(checkpoint, dataset, path):
     """A clear error if ``checkpoint`` was trained on items other than ``dataset``'s (checkpoints
     older than the fingerprint: if its dataset has another name)."""
@@ -158,6 +181,7 @@ class SafeCheckpointMixin:
     claimed_file = None  # the checkpoint file this run has claimed (or resumed from)
     resume_in_fit = True
     train_items = None  # item_vocabulary of the training set, once fit has seen it
+    train_rows = None  # training_rows of the training set, once fit has seen it
     train_dataset = None
     resumed_train_s = 0.0  # training seconds spent before the resumed checkpoint
     best_epoch = None
@@ -198,6 +222,7 @@ class SafeCheckpointMixin:
 
     def know_items(self, dataset):
         self.train_dataset, self.train_items = dataset, item_vocabulary(dataset)
+        self.train_rows = training_rows(dataset)
 
     def load_pretrained(self, path):
         """Start from the weights of a checkpoint of the same model (epoch 0, a new optimizer)."""
@@ -226,6 +251,7 @@ class SafeCheckpointMixin:
             "other_parameter": plain(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
             "item_vocabulary": self.train_items,
+            "training_rows": list(self.train_rows) if self.train_rows else None,
         }
 
     def _save_last(self, epoch, train_data):

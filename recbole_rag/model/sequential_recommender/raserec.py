@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from recbole_rag.errors import ConfigError, is_count
+from recbole_rag.errors import ConfigError
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.bank import check_bank_settings
 from recbole_rag.memory.device import DeviceMemoryBank
@@ -36,18 +36,7 @@ MEMORY_BACKENDS = ("auto", "faiss", "torch", "milvus")
 
 class RaSeRec(DuoRec):
     def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        if not 0.0 <= config["alpha"] <= 1.0:
-            raise ConfigError(f"alpha must be in [0, 1], got {config['alpha']}.")
-        if not is_count(config["retrieval_k"], 1):
-            raise ConfigError(f"retrieval_k must be an integer >= 1, got {config['retrieval_k']!r}.")
-        raft_batch = config["raft_train_batch_size"]
-        if raft_batch is not None and not is_count(raft_batch, 1):
-            raise ConfigError(
-                f"raft_train_batch_size must be an integer >= 1 or ~ (= train_batch_size), got {raft_batch!r}."
-            )
-        if config["attn_tau"] <= 0:
-            raise ConfigError(f"attn_tau must be > 0, got {config['attn_tau']}.")
+        super().__init__(config, dataset)  # settings' ranges: recbole_rag.settings_check, checked by Config
         self.config = config
         self.memory_collection = None  # the milvus backend's collection for this run (milvus_settings)
         self.check_memory_settings()
