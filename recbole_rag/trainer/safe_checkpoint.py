@@ -181,7 +181,7 @@ class SafeCheckpointMixin:
     claimed_file = None  # the checkpoint file this run has claimed (or resumed from)
     resume_in_fit = True
     train_items = None  # item_vocabulary of the training set, once fit has seen it
-    train_rows = None  # training_rows of the training set, once fit has seen it
+    train_split = None  # training_rows of the training set, once fit has seen it
     train_dataset = None
     resumed_train_s = 0.0  # training seconds spent before the resumed checkpoint
     best_epoch = None
@@ -222,7 +222,7 @@ class SafeCheckpointMixin:
 
     def know_items(self, dataset):
         self.train_dataset, self.train_items = dataset, item_vocabulary(dataset)
-        self.train_rows = training_rows(dataset)
+        self.train_split = training_rows(dataset)
 
     def load_pretrained(self, path):
         """Start from the weights of a checkpoint of the same model (epoch 0, a new optimizer)."""
@@ -251,7 +251,7 @@ class SafeCheckpointMixin:
             "other_parameter": plain(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
             "item_vocabulary": self.train_items,
-            "training_rows": list(self.train_rows) if self.train_rows else None,
+            "training_rows": list(self.train_split) if self.train_split else None,
         }
 
     def _save_last(self, epoch, train_data):
