@@ -113,6 +113,54 @@ def test_a_run_folder_moved_elsewhere_resumes_from_the_best_file_beside_its_last
     assert resumed["saved_model_file"] == str(moved / os.path.basename(part["saved_model_file"]))
 
 
+def _files(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_a_copy_of_a_last_checkpoint_resumes_without_touching_the_original_run(tiny, tmp_path):
+    part = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    original = os.path.dirname(part["saved_model_file"])
+    before = _files(original)
+    copy = tmp_path / "elsewhere" / "copy-last.pth"
+    copy.parent.mkdir()
+    shutil.copyfile(last_file_of(part["saved_model_file"]), copy)
+    settings = {**tiny, "epochs": 3, "checkpoint_dir": str(copy.parent), "resume_path": str(copy)}
+    resumed = run_recbole_rag("SASRec", "tiny", config_dict=settings)
+    assert resumed["epochs_run"] == 3 and os.path.dirname(resumed["saved_model_file"]) == str(copy.parent)
+    assert _files(original) == before
+
+
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_best(tiny):
+    settings = {**tiny, "epochs": 2, "stopping_step": 0}
+    part = run_recbole_rag("SASRec", "tiny", config_dict={**settings, "epochs": 1})
+    last = last_file_of(part["saved_model_file"])
+    state = load_checkpoint(last)
+    state.update(cur_step=1, best_valid_score=2.0)  # it had stopped early: one epoch past stopping_step 0
+    torch.save(state, last)
+    best = open(part["saved_model_file"], "rb").read()
+    resumed = run_recbole_rag("SASRec", "tiny", config_dict={**settings, "resume_path": last})
+    assert resumed["stopped_early"] and resumed["best_epoch"] == 0
+    assert open(part["saved_model_file"], "rb").read() == best
+    assert resumed["test_result"] == part["test_result"]
+
+
+def test_resuming_from_a_best_checkpoint_leaves_it_as_it_is(tiny):
+    part = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    best = open(part["saved_model_file"], "rb").read()
+    resumed = run_recbole_rag(
+        "SASRec", "tiny", config_dict={**tiny, "epochs": 3, "resume_path": part["saved_model_file"]}
+    )
+    assert resumed["saved_model_file"] != part["saved_model_file"]
+    assert open(part["saved_model_file"], "rb").read() == best
+
+
+def test_a_changed_learning_rate_on_resume_is_said_to_be_kept(tiny):
+    part = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    last = last_file_of(part["saved_model_file"])
+    with pytest.warns(UserWarning, match=r"optimizer keeps learning_rate 0.001 \(this command: 0.01\)"):
+        run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 2, "resume_path": last, "learning_rate": 0.01})
+
+
 def test_pretrained_path_starts_a_recbole_model_from_its_weights_at_epoch_0(tiny):
     base = run_recbole_rag("SASRec", "tiny", config_dict=tiny)
     trainer, train, valid, _ = _trainer({**tiny, "epochs": 0, "pretrained_path": base["saved_model_file"]}, "SASRec")

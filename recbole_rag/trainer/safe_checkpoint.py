@@ -17,7 +17,9 @@ import numbers
 import os
 import pickle
 import random
+import shutil
 import time
+import warnings
 from enum import Enum
 
 import numpy as np
@@ -132,6 +134,24 @@ def item_vocabulary(dataset):
     return hashlib.sha1("\n".join(map(str, tokens)).encode("utf-8")).hexdigest()[:16]
 
 
+# Settings a resumed optimizer keeps from its run, whatever the resuming command says.
+OPTIMIZER_SETTINGS = ("learning_rate", "raft_learning_rate", "weight_decay")
+
+
+def _warn_kept_settings(saved, config, path):
+    changed = [
+        f"{key} {saved[key]!r} (this command: {config[key]!r})"
+        for key in OPTIMIZER_SETTINGS
+        if key in saved and key in config and saved[key] != config[key]
+    ]
+    if changed:
+        warnings.warn(
+            f"Resuming '{path}' continues its run as it was: its optimizer keeps {', '.join(changed)}. "
+            "To train on with new settings, start from its weights with pretrained_path instead.",
+            stacklevel=3,
+        )
+
+
 def training_rows(dataset):
     """(rows, fingerprint) of a training split: its users, items and their order. Under
     leave-one-out any interaction added to or dropped from the data file changes the training
@@ -203,7 +223,10 @@ class SafeCheckpointMixin:
             elif self.config["pretrained_path"]:
                 self.load_pretrained(self.config["pretrained_path"])
         self.restore_random_states(train_data)
-        self.stopped_early = False
+        self.stopped_early = self.cur_step > self.stopping_step  # a resumed run that had stopped early
+        if self.stopped_early:
+            self.start_epoch = self.epochs  # it is finished: nothing to train, its best file stays
+            self.logger.info("The resumed run had stopped early: nothing to train; testing its best epoch.")
 
         def after_validation(epoch_idx, valid_score):
             self.stopped_early = self.cur_step > self.stopping_step
@@ -276,6 +299,8 @@ class SafeCheckpointMixin:
         if "saved_model_file" not in kwargs and self.saved_model_file != self.claimed_file:
             self.saved_model_file = self.claimed_file = claim_path(self.saved_model_file)
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        if epoch < 0 and os.path.isfile(saved_model_file):
+            return  # RecBole's save when a resumed run has no epoch left: its best file is the run's best
         save_checkpoint(self._state(epoch), saved_model_file)
         if epoch >= 0:  # RecBole saves at epoch -1 when a resumed run has no epoch left
             self.best_epoch = int(epoch)
@@ -291,23 +316,15 @@ class SafeCheckpointMixin:
         if self.train_dataset is not None:
             check_same_items(checkpoint, self.train_dataset, resume_file)
         check_fits(self.model, checkpoint, resume_file)
-        best_file = checkpoint.get("best_file")  # a -last checkpoint names its run's best file
-        beside = best_file and os.path.join(os.path.dirname(resume_file), os.path.basename(best_file))
-        if beside and os.path.isfile(beside):  # the best file sits beside its -last: a moved run folder resumes
-            best_file = beside
-        elif best_file and not os.path.isfile(best_file):
-            raise CheckpointError(
-                f"'{resume_file}' continues the run whose best checkpoint is "
-                f"'{best_file}', which is gone: start that run again."
-            )
-        self.saved_model_file = self.claimed_file = str(best_file or resume_file)
+        self.saved_model_file = self.claimed_file = self._continued_best(resume_file, checkpoint.get("best_file"))
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if best_file:
+        _warn_kept_settings(checkpoint["config"], self.config, resume_file)
+        if checkpoint.get("best_file"):
             self.best_epoch = checkpoint["best_epoch"]
             self.best_valid_result = checkpoint["best_valid_result"]
             self.resumed_train_s = checkpoint["train_s"]
@@ -316,6 +333,26 @@ class SafeCheckpointMixin:
         else:
             self.best_epoch = checkpoint["epoch"]
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _continued_best(self, resume_file, best_file):
+        """The best file a resumed run goes on writing. A ``-last`` checkpoint names its run's best
+        file: the one beside it (a moved run folder), else a copy made beside it, so a run resumed
+        from a copy in another folder never writes into the original run's files. A best
+        checkpoint (no ``best_file``) is copied to a new best file of this run: it stays as it is."""
+        if best_file is None:
+            target = claim_path(self.saved_model_file)
+            shutil.copyfile(resume_file, target)
+            return target
+        beside = os.path.join(os.path.dirname(os.path.abspath(resume_file)), os.path.basename(best_file))
+        if os.path.isfile(beside):
+            return beside
+        if not os.path.isfile(best_file):
+            raise CheckpointError(
+                f"'{resume_file}' continues the run whose best checkpoint is '{best_file}', which is gone: "
+                "start that run again."
+            )
+        shutil.copyfile(best_file, beside)
+        return beside
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
