@@ -66,6 +66,9 @@ def test_bad_milvus_input_is_one_line(tmp_path):
     assert len(MilvusMemoryBank(4, uri=str(tmp_path / "bank.db"), collection="c")) == 0  # its own settings: reopened
     with pytest.raises(ConfigError, match="memory_index must be one of flat, ivf, hnsw for the milvus backend"):
         MilvusMemoryBank(4, index_type="annoy", uri=str(tmp_path / "bank.db"))
+    bank = MilvusMemoryBank(4, uri=str(tmp_path / "bank.db"), collection="c")
+    with pytest.raises(ConfigError, match="at most 16,384 entries per query; this one needs 16,385"):
+        bank._search(np.zeros((1, 4), np.float32), 16_385)  # past Milvus's topk cap: one line, not a server error
 
 
 def test_raserec_on_milvus_ranks_as_on_faiss_and_reloads_its_bank(tiny, tmp_path):

@@ -38,6 +38,7 @@ INSERT_ROWS = 10_000  # rows per insert request
 SEARCH_ROWS = 1_024  # queries per search request
 FIELDS = ["vector", "item"]
 DEFAULT_NLIST = 1024  # ivf lists of a collection made before its size is known
+MAX_LIMIT = 16_384  # Milvus's largest topk per search
 
 
 @contextlib.contextmanager
@@ -164,6 +165,12 @@ class MilvusMemoryBank:
 
     def _search(self, queries, limit):
         """(scores, ids, keys, values) of the top ``limit`` entries per query, best first."""
+        if limit > MAX_LIMIT:
+            raise ConfigError(
+                f"A Milvus search returns at most {MAX_LIMIT:,} entries per query; this one needs {limit:,} "
+                "(retrieval_k plus the entries a training query leaves out, its own user's): lower retrieval_k, "
+                "or use memory_backend: faiss."
+            )
         _, _, search = INDEXES[self.index_type]
         scores = np.zeros((len(queries), limit), np.float32)
         ids = np.full((len(queries), limit), -1, np.int64)
