@@ -33,7 +33,7 @@ from recbole_rag.cli import parse_overrides
 from recbole_rag.config import presets, property_files
 from recbole_rag.errors import ConfigError, UnknownModelError, command
 from recbole_rag.files import atomic_path
-from recbole_rag.regeneration.pipeline import regenerate, regenerated_run, regenerator_key
+from recbole_rag.pipeline import regenerate, regenerated_run, regenerator_key
 from recbole_rag.regeneration.writer import REGEN_KEYS
 from recbole_rag.registry import get_model
 from recbole_rag.significance import per_user_path, save_per_user
@@ -62,7 +62,7 @@ def preset(name):
 
 
 # The table, in order; adding a method is one line here. A model this build lacks is skipped
-# with a note. The DR4SR rows are the three-stage pipeline (recbole_rag.regeneration.pipeline).
+# with a note. The DR4SR rows are the three-stage pipeline (recbole_rag.pipeline).
 _PATTERN_BANK = {"memory_source": "patterns", "memory_update": False}  # a pattern bank stays patterns
 RUNS = [
     Run("SASRec", "SASRec"),

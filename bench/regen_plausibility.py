@@ -22,13 +22,13 @@ from recbole.data.interaction import Interaction
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
 from bench.regenerator_views import load_regenerator
+from recbole_rag.checkpoint import check_same_items, load_checkpoint
 from recbole_rag.errors import CheckpointError, CommandParser, ConfigError, command, is_count
 from recbole_rag.inference import load_data_and_model
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.regeneration.inference import regenerate_sequences
 from recbole_rag.regeneration.patterns import mine_configured
 from recbole_rag.trainer.regenerator_trainer import last_items
-from recbole_rag.trainer.safe_checkpoint import check_same_items, load_checkpoint
 
 
 @torch.no_grad()

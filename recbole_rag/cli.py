@@ -18,13 +18,12 @@ import sys
 
 from recbole.utils import dict2str
 
-from recbole_rag import distributed
+from recbole_rag import distributed, pipeline
 from recbole_rag.data import convert
 from recbole_rag.errors import CommandParser, ConfigError, command
 from recbole_rag.inference import evaluate, recommend
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import compare, run_recbole_rag
-from recbole_rag.regeneration import pipeline
 from recbole_rag.significance import TESTED, check_metrics, compare_runs
 
 __all__ = ["main", "parse_overrides", "COMMANDS"]

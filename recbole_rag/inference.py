@@ -19,6 +19,7 @@ from recbole.data import data_preparation
 from recbole.data.interaction import Interaction
 from recbole.utils import ModelType, init_seed
 
+from recbole_rag.checkpoint import check_fits, check_same_items, check_same_split, load_checkpoint
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError, is_count
@@ -26,7 +27,6 @@ from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.significance import capture_per_user
 from recbole_rag.trainer.history_mask import history_masked
 from recbole_rag.trainer.raserec_trainer import restore_test_memory
-from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items, check_same_split, load_checkpoint
 
 # Settings RecBole's Config derives again (from the model class, the dataset, the machine).
 _DERIVED = {

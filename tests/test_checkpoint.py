@@ -6,10 +6,10 @@ import torch
 from recbole.data import data_preparation
 
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
+from recbole_rag.checkpoint import last_file_of
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError
 from recbole_rag.trainer import load_checkpoint
-from recbole_rag.trainer.safe_checkpoint import last_file_of
 
 
 def _trainer(tiny, model_name="DuoRec"):

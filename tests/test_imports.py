@@ -63,3 +63,52 @@ def test_no_import_circle_and_no_function_local_imports():
     for module in graph:
         if module not in state:
             visit(module, [module])
+
+
+# Floors, lowest first: a module imports only modules on its own floor or below (CLI -> quick_start
+# -> config/registry -> trainers -> models -> memory/regeneration/semantic -> data/errors/checkpoint).
+FLOORS = [
+    (
+        "recbole_rag.errors",
+        "recbole_rag.files",
+        "recbole_rag.checkpoint",
+        "recbole_rag.compat",
+        "recbole_rag.runtime",
+        "recbole_rag.process_group",
+        "recbole_rag.overrides",
+        "recbole_rag.settings_check",
+        "recbole_rag.significance",
+        "recbole_rag.data",
+    ),
+    ("recbole_rag.regeneration", "recbole_rag.semantic", "recbole_rag.memory"),
+    ("recbole_rag.model",),
+    ("recbole_rag.trainer",),
+    ("recbole_rag.registry", "recbole_rag.config"),
+    (
+        "recbole_rag.quick_start",
+        "recbole_rag.inference",
+        "recbole_rag.distributed",
+        "recbole_rag.pipeline",
+        "recbole_rag.cli",
+        "recbole_rag",
+    ),
+]
+
+
+def floor_of(module):
+    for floor, prefixes in enumerate(FLOORS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes if p != "recbole_rag"):
+            return floor
+    assert module == "recbole_rag", f"{module} is on no floor: add it to FLOORS"
+    return len(FLOORS) - 1
+
+
+def test_no_module_imports_one_on_a_higher_floor():
+    graph, _ = _graph()
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in graph.items()
+        for target in targets
+        if floor_of(target) > floor_of(module)
+    ]
+    assert not upward, f"imports of a higher floor: {upward}"

@@ -4,12 +4,12 @@ import torch
 from recbole.data import data_preparation
 
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
+from recbole_rag.checkpoint import last_file_of
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import load_checkpoint
 from recbole_rag.trainer.raserec_trainer import RaSeRecTrainer, memory_layout
-from recbole_rag.trainer.safe_checkpoint import last_file_of
 
 
 def _setup(tiny, **overrides):

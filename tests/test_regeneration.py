@@ -12,12 +12,12 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from conftest import SMALL, write_tiny_dataset
-from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
+from recbole_rag import Config, get_model, get_trainer, pipeline, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
 from recbole_rag.memory.builders import build_pattern_memory, pattern_prefixes
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_ITEMS
-from recbole_rag.regeneration import inference, pipeline, writer
+from recbole_rag.regeneration import inference, writer
 from recbole_rag.regeneration.patterns import (
     Patterns,
     mine_patterns,

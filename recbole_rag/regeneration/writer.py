@@ -33,8 +33,8 @@ import time
 
 import numpy as np
 
+from recbole_rag.checkpoint import load_checkpoint
 from recbole_rag.errors import CheckpointError, DatasetError
-from recbole_rag.trainer.safe_checkpoint import load_checkpoint
 
 FORMAT_VERSION = 2  # 2: regen_data, the control, sequences under their own user ids
 MANIFEST = "manifest.json"

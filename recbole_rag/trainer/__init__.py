@@ -2,12 +2,8 @@
 
 from recbole.trainer import Trainer as _RecBoleTrainer
 
-from recbole_rag.trainer.safe_checkpoint import (
-    SafeCheckpointMixin,
-    load_checkpoint,
-    save_checkpoint,
-    with_safe_checkpoints,
-)
+from recbole_rag.checkpoint import load_checkpoint, save_checkpoint
+from recbole_rag.trainer.safe_checkpoint import SafeCheckpointMixin, with_safe_checkpoints
 
 Trainer = with_safe_checkpoints(_RecBoleTrainer)
 

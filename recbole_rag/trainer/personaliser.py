@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_rag.checkpoint import load_checkpoint
 from recbole_rag.errors import ConfigError
 from recbole_rag.model.sequential_recommender.duorec import DuoRec
-from recbole_rag.trainer.safe_checkpoint import load_checkpoint
 
 SETTINGS = (
     "personalise_warmup_epochs",

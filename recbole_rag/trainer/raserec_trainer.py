@@ -14,6 +14,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import get_local_time, set_color
 
+from recbole_rag.checkpoint import check_fits, check_same_items
 from recbole_rag.errors import CheckpointError, ConfigError, RecBoleRagError
 from recbole_rag.files import claim_path
 from recbole_rag.memory import MemoryBank
@@ -22,7 +23,6 @@ from recbole_rag.memory.milvus import MilvusMemoryBank
 from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import Trainer, load_checkpoint
-from recbole_rag.trainer.safe_checkpoint import check_fits, check_same_items
 
 
 def memory_layout(user_ids, times, lengths):

@@ -11,6 +11,7 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import set_color
 
+from recbole_rag.checkpoint import check_same_items, load_checkpoint
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_INDEX, PATTERN_ITEMS
@@ -18,7 +19,6 @@ from recbole_rag.regeneration import inference
 from recbole_rag.regeneration.patterns import mine_configured, sample_occurrences, sequence_stats, training_sequences
 from recbole_rag.regeneration.writer import distinct_patterns, find_regenerated, write_regenerated
 from recbole_rag.trainer import Trainer
-from recbole_rag.trainer.safe_checkpoint import check_same_items, load_checkpoint
 
 
 def length_batches(lengths, batch_size):

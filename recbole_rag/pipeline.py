@@ -2,7 +2,7 @@
 (SASRec, DuoRec, ...) on the regenerated data -> RaSeRec's RAFT on that backbone with a memory
 bank of training pairs or of mined patterns. Also the original-data baseline, for the table.
 
-    python -m recbole_rag.regeneration.pipeline --backbone=SASRec --dataset=amazon-beauty \
+    python -m recbole_rag.pipeline --backbone=SASRec --dataset=amazon-beauty \
         --data_path=DATA_PATH --memory_sources=pairs,patterns --epochs=6 --raft_epochs=20
 
 ``--epochs`` is the backbone's budget; the regenerator trains ``--regen_epochs`` (default: its
