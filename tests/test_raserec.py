@@ -7,6 +7,7 @@ from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.checkpoint import last_file_of
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError
+from recbole_rag.memory import MemoryBank
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import load_checkpoint
 from recbole_rag.trainer.raserec_trainer import RaSeRecTrainer, memory_layout
@@ -136,6 +137,25 @@ def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
         },
     )
     assert again["epochs_run"] == 1  # stage 1 skipped
+    bank = MemoryBank.load(memory_files[0])
+    keys, values = bank.entries(np.arange(len(bank)))
+    assert len(bank) > 300
+    keys[-5:] = keys[:5]  # the last entries' keys damaged, past the first 256
+    damaged = MemoryBank(bank.dim, bank.index_type, bank.metric)
+    damaged.add(keys, values)
+    damaged.save(tmp_path / "damaged.npz")
+    with pytest.raises(CheckpointError, match="built from another backbone or training set \\(or changed since\\)"):
+        run_recbole_rag(
+            "RaSeRec",
+            "tiny",
+            config_dict={
+                **tiny,
+                "retrieval_k": 5,
+                "epochs": 1,
+                "pretrained_path": result["saved_model_file"],
+                "memory_path": str(tmp_path / "damaged.npz"),
+            },
+        )
     other = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "seed": 7})
     with pytest.raises(CheckpointError, match="built from another backbone"):
         run_recbole_rag(

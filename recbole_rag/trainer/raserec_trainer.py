@@ -50,6 +50,9 @@ def pair_layout(feat, config):
     )
 
 
+BANK_CHECKS = 512  # keys of a loaded bank compared with the backbone's, spread over the bank
+
+
 def load_pair_memory(model, feat, order, path, config, same_backbone=True):
     """The bank saved at ``path``, checked to hold these training pairs and (``same_backbone``:
     the model's weights are those that built it) this backbone's vectors of them."""
@@ -60,12 +63,17 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
             f"set has {len(feat)} pairs of dim {config['hidden_size']}: point memory_path "
             "at a new file to rebuild it."
         )
-    sample = order[:256]
-    first_keys = bank.entries(np.arange(len(sample)))[0]
-    same_keys = not same_backbone or np.allclose(first_keys, model.encode(feat[sample]), atol=1e-4)
-    if not same_keys or not np.array_equal(bank.values[: len(sample)], feat[config["ITEM_ID_FIELD"]][sample].numpy()):
+    # every value, and keys spread over the whole bank (encoding every pair again would cost what
+    # rebuilding the bank costs)
+    positions = np.unique(np.linspace(0, len(order) - 1, min(len(order), BANK_CHECKS)).astype(int))
+    keys = bank.entries(positions)[0]
+    same_values = np.array_equal(bank.values, feat[config["ITEM_ID_FIELD"]][order].numpy())
+    if not np.isfinite(keys).all() or (bank.holds_keys and not np.isfinite(bank.keys).all()):
+        raise CheckpointError(f"memory bank '{path}' holds NaN or infinite keys: point memory_path at a new file.")
+    same_keys = not same_backbone or np.allclose(keys, model.encode(feat[order[positions]]), atol=1e-4)
+    if not same_keys or not same_values:
         raise CheckpointError(
-            f"memory bank '{path}' was built from another backbone or training set: point "
+            f"memory bank '{path}' was built from another backbone or training set (or changed since): point "
             "memory_path at a new file to rebuild it."
         )
     return bank
