@@ -231,7 +231,7 @@ class SafeCheckpointMixin:
             target = claim_path(self.saved_model_file)
             shutil.copyfile(resume_file, target)
             return target
-        beside = os.path.join(os.path.dirname(os.path.abspath(resume_file)), os.path.basename(best_file))
+        beside = os.path.join(os.path.dirname(resume_file), os.path.basename(best_file))
         if os.path.isfile(beside):
             return beside
         if not os.path.isfile(best_file):
