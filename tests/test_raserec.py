@@ -137,6 +137,11 @@ def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
         },
     )
     assert again["epochs_run"] == 1  # stage 1 skipped
+    settings = {**tiny, "retrieval_k": 5, "epochs": 1, "pretrained_path": result["saved_model_file"]}
+    with pytest.raises(CheckpointError, match="is a flat bank on cosine, this run asks for memory_index ivf"):
+        run_recbole_rag(
+            "RaSeRec", "tiny", config_dict={**settings, "memory_path": str(memory_files[0]), "memory_index": "ivf"}
+        )
     bank = MemoryBank.load(memory_files[0])
     keys, values = bank.entries(np.arange(len(bank)))
     assert len(bank) > 300

@@ -63,6 +63,12 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
             f"set has {len(feat)} pairs of dim {config['hidden_size']}: point memory_path "
             "at a new file to rebuild it."
         )
+    if (bank.index_type, bank.metric) != (config["memory_index"], config["memory_metric"]):
+        raise CheckpointError(
+            f"memory bank '{path}' is a {bank.index_type} bank on {bank.metric}, this run asks for memory_index "
+            f"{config['memory_index']} on memory_metric {config['memory_metric']}: set those to the bank's, or "
+            "point memory_path at a new file to build one."
+        )
     # every value, and keys spread over the whole bank (encoding every pair again would cost what
     # rebuilding the bank costs)
     positions = np.unique(np.linspace(0, len(order) - 1, min(len(order), BANK_CHECKS)).astype(int))
