@@ -1,7 +1,10 @@
 """Files written whole or not at all."""
 
 import os
+import tempfile
 from contextlib import contextmanager
+
+from recbole_rag.errors import ConfigError
 
 
 @contextmanager
@@ -31,3 +34,18 @@ def claim_path(path):
             return candidate
         except FileExistsError:
             candidate, n = f"{stem}-{n}{ext}", n + 1
+
+
+def check_writable_folder(folder, setting):
+    """A one-line ConfigError, before any training, unless files can be written in ``folder``
+    (created if missing): not a file, not under a file, not read-only."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-", delete=True)
+        probe.close()
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"{setting} '{folder}' is a file or lies under one: point {setting} at a folder.") from None
+    except OSError as err:
+        raise ConfigError(
+            f"{setting} '{folder}' cannot be written ({err.strerror}): point {setting} elsewhere."
+        ) from None

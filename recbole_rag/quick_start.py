@@ -17,7 +17,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError, is_count
-from recbole_rag.files import atomic_path, claim_path
+from recbole_rag.files import atomic_path, check_writable_folder, claim_path
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
 from recbole_rag.significance import TESTED, capture_per_user, compare_runs, format_p, mean_over_runs
@@ -39,6 +39,7 @@ def run_recbole_rag(
     ``per_user``, also ``per_user``: each test user's values, for paired tests
     (recbole_rag.significance)."""
     config = Config(model, dataset, config_file_list, config_dict)
+    check_output_paths(config)
     init_seed(config["seed"], config["reproducibility"])
     _init_run_logger(config)
     logger = getLogger()
@@ -89,6 +90,18 @@ def run_recbole_rag(
         **({"per_user": users} if per_user else {}),
         **getattr(trainer, "run_info", {}),  # facts a trainer reports, e.g. SRA-CL's semantic source
     }
+
+
+def check_output_paths(config):
+    """Every place the run will write, checked writable before the data loads (a read-only or
+    file-blocked path used to fail after stage 1 had trained)."""
+    check_writable_folder(config["checkpoint_dir"], "checkpoint_dir")
+    for key in ("memory_path", "memory_uri"):
+        value = config[key] if key in config else None
+        if value and "://" not in str(value):  # a local file (a Milvus server's address is not)
+            if os.path.isdir(value):
+                raise ConfigError(f"{key} '{value}' is a folder: point it at a file.")
+            check_writable_folder(os.path.dirname(os.path.abspath(value)), f"{key}'s folder")
 
 
 def _init_run_logger(config):
@@ -275,8 +288,7 @@ def compare(
     if baseline is not None and baseline not in labels:
         raise ConfigError(f"--baseline '{baseline}' is not among the compared models ({', '.join(labels)}).")
     seeds = check_seeds(seeds)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"out_dir '{out_dir}' is a file: the comparison table needs a folder there.")
+    check_writable_folder(out_dir, "out_dir")
     results = []
     for seed in seeds:
         checkpoints = {}

@@ -3,7 +3,7 @@
 
 import pytest
 
-from recbole_rag import Config
+from recbole_rag import Config, run_recbole_rag
 from recbole_rag.cli import main
 from recbole_rag.errors import ConfigError
 from recbole_rag.settings_check import setting_problems
@@ -66,3 +66,12 @@ def test_the_command_line_prints_it_as_one_line(tiny, capsys):
 def test_a_dataset_name_that_is_a_path_is_refused(tiny, name):
     with pytest.raises(ConfigError, match="--dataset must be a plain name"):
         Config("SASRec", name, config_dict=tiny)
+
+
+@pytest.mark.parametrize("key", ["checkpoint_dir", "memory_path"])
+def test_an_output_path_blocked_by_a_file_stops_before_training(tiny, tmp_path, key):
+    (tmp_path / "taken").write_text("")
+    value = str(tmp_path / "taken" / "below" / ("bank.npz" if key == "memory_path" else ""))
+    with pytest.raises(ConfigError, match="is a file or lies under one"):
+        run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, key: value})
+    assert not list(tmp_path.glob("**/*.pth"))  # nothing trained
