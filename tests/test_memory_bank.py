@@ -2,7 +2,7 @@ import faiss
 import numpy as np
 import pytest
 
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.bank import BLAS_THRESHOLD
 
@@ -76,6 +76,18 @@ def test_save_and_load_round_trip(tmp_path):
             np.testing.assert_array_equal(a, b)
         loaded.add(keys[:1], [5])
         assert len(loaded) == len(bank) + 1
+
+
+def test_a_bank_file_with_nan_keys_is_refused(tmp_path):
+    bank, keys = _bank("flat")
+    bank.save(tmp_path / "bank.npz")
+    with np.load(tmp_path / "bank.npz", allow_pickle=False) as data:
+        parts = dict(data)
+    parts["keys"] = parts["keys"].copy()
+    parts["keys"][-1, 0] = np.nan  # written by something else than MemoryBank.add, which refuses NaN
+    np.savez(tmp_path / "nan.npz", **parts)
+    with pytest.raises(CheckpointError, match="holds NaN or infinite keys"):
+        MemoryBank.load(tmp_path / "nan.npz")
 
 
 def test_bad_input_is_a_clear_error(tmp_path):

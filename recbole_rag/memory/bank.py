@@ -343,6 +343,8 @@ class MemoryBank:
             ) from err
         if bank.index.ntotal != len(bank.values):
             raise CheckpointError(f"'{path}' is inconsistent: {bank.index.ntotal} vectors, {len(bank.values)} values")
+        if (bank.holds_keys and not np.isfinite(bank.keys).all()) or (len(bank.values) and bank.values.min() < 0):
+            raise CheckpointError(f"'{path}' holds NaN or infinite keys or negative item ids: rebuild the bank.")
         return bank
 
     def __repr__(self):
