@@ -99,7 +99,7 @@ def check_output_paths(config):
     for key in ("memory_path", "memory_uri"):
         value = config[key] if key in config else None
         if value and "://" not in str(value):  # a local file (a Milvus server's address is not)
-            if os.path.isdir(value):
+            if key == "memory_path" and os.path.isdir(value):
                 raise ConfigError(f"{key} '{value}' is a folder: point it at a file.")
             check_writable_folder(os.path.dirname(os.path.abspath(value)), f"{key}'s folder")
 

@@ -6,6 +6,7 @@ import pytest
 
 from recbole_rag import load_data_and_model, run_recbole_rag
 from recbole_rag.errors import ConfigError
+from recbole_rag.inference import evaluate
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.milvus import MilvusMemoryBank
 
@@ -83,6 +84,15 @@ def test_raserec_on_milvus_ranks_as_on_faiss_and_reloads_its_bank(tiny, tmp_path
     assert type(model.memory).__name__ == "MilvusMemoryBank"  # the stored collection, cut to its training pairs
     assert model.memory.collection != load_data_and_model(other["saved_model_file"])[1].memory.collection
     assert len(model.memory) == len(train.dataset.inter_feat) + len(valid.dataset.inter_feat)  # + validation
+
+
+def test_a_new_run_never_replaces_another_runs_named_collection(tiny, tmp_path):
+    milvus = {**tiny, "retrieval_k": 5, "epochs": 1, "raft_epochs": 1, "memory_backend": "milvus"}
+    named = {**milvus, "memory_uri": str(tmp_path / "memory.db"), "memory_collection": "beauty_bank"}
+    first = run_recbole_rag("RaSeRec", "tiny", config_dict=named)
+    with pytest.raises(ConfigError, match="'beauty_bank' .* already holds a bank"):
+        run_recbole_rag("RaSeRec", "tiny", config_dict={**named, "seed": 7})
+    assert evaluate(first["saved_model_file"]) == first["test_result"]  # its bank is still there
 
 
 def test_raserec_with_an_unreachable_milvus_stops_before_training(tiny):

@@ -19,7 +19,7 @@ from recbole_rag.errors import CheckpointError, ConfigError, RecBoleRagError
 from recbole_rag.files import claim_path
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.builders import build_pattern_memory, check_memory_source
-from recbole_rag.memory.milvus import MilvusMemoryBank
+from recbole_rag.memory.milvus import MilvusMemoryBank, connect
 from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import Trainer, load_checkpoint
@@ -154,6 +154,8 @@ class RaSeRecTrainer(Trainer):
         self.know_items(train_data.dataset)
         self.check_bank_fits(len(train_data.dataset))
         resume_stage, checkpoint = self.resume_stage()
+        if resume_stage is None:
+            self.check_collection_is_new()
         if resume_stage == "raft":  # stage 1 is done: its weights are in the stage-2 checkpoint
             self.model.load_state_dict(checkpoint["state_dict"])
         else:
@@ -183,6 +185,25 @@ class RaSeRecTrainer(Trainer):
             raise ConfigError(
                 f"memory_index=ivf with memory_nlist={c['memory_nlist']} needs at least that many "
                 f"training pairs, this training set has {n_pairs}: lower memory_nlist."
+            )
+
+    def check_collection_is_new(self):
+        """A new run never replaces a Milvus collection another run built: that run's checkpoint
+        names it and could no longer be evaluated. (A run's own default name is new each run.)"""
+        c = self.config
+        if self.model.memory_backend() != "milvus" or not c["memory_collection"]:
+            return
+        settings = self.model.milvus_settings()
+        client = connect(settings["uri"], settings["token"])
+        try:
+            taken = client.has_collection(c["memory_collection"])
+        finally:
+            client.close()
+        if taken:
+            raise ConfigError(
+                f"Milvus collection '{c['memory_collection']}' at '{settings['uri']}' already holds a bank (an "
+                "earlier run's checkpoint names it): set memory_collection to a new name, leave it unset for a "
+                "name of this run's own, or drop that collection."
             )
 
     def resume_stage(self):
