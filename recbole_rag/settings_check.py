@@ -80,6 +80,7 @@ RANGES = {
     "memory_ef_search": _int(1),
 }
 HIDDEN_ACTS = ("gelu", "relu", "swish", "tanh", "sigmoid")  # RecBole's TransformerEncoder's
+SEQUENTIAL_LOSSES = ("CE", "BPR")  # the losses RecBole's sequential models implement
 
 
 def setting_problems(final, model_type=None):
@@ -121,6 +122,8 @@ def _evaluation_problems(final, model_type):
             f"valid_metric must be a measured metric (metrics x topk, e.g. {', '.join(choices)}), got {valid!r}"
         )
     if model_type == ModelType.SEQUENTIAL:
+        if "loss_type" in final and final["loss_type"] not in SEQUENTIAL_LOSSES:
+            problems.append(f"loss_type must be one of {', '.join(SEQUENTIAL_LOSSES)}, got {final['loss_type']!r}")
         order = (final.get("eval_args") or {}).get("order")
         if order not in (None, "TO"):
             problems.append(f"eval_args order must be TO for a sequential model (its next item by time), got {order!r}")
