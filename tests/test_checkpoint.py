@@ -144,16 +144,6 @@ def test_resuming_a_finished_run_trains_nothing_and_keeps_its_best(tiny):
     assert resumed["test_result"] == part["test_result"]
 
 
-def test_resuming_from_a_best_checkpoint_leaves_it_as_it_is(tiny):
-    part = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
-    best = open(part["saved_model_file"], "rb").read()
-    resumed = run_recbole_rag(
-        "SASRec", "tiny", config_dict={**tiny, "epochs": 3, "resume_path": part["saved_model_file"]}
-    )
-    assert resumed["saved_model_file"] != part["saved_model_file"]
-    assert open(part["saved_model_file"], "rb").read() == best
-
-
 def test_a_changed_learning_rate_on_resume_is_said_to_be_kept(tiny):
     part = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
     last = last_file_of(part["saved_model_file"])

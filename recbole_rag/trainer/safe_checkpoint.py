@@ -223,14 +223,12 @@ class SafeCheckpointMixin:
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def _continued_best(self, resume_file, best_file):
-        """The best file a resumed run goes on writing. A ``-last`` checkpoint names its run's best
-        file: the one beside it (a moved run folder), else a copy made beside it, so a run resumed
-        from a copy in another folder never writes into the original run's files. A best
-        checkpoint (no ``best_file``) is copied to a new best file of this run: it stays as it is."""
+        """The best file a resumed run goes on writing: a best checkpoint itself (the run goes on in
+        its own file); for a ``-last`` checkpoint, its run's best file beside it (a moved run
+        folder), else a copy made beside it, so a run resumed from a copy in another folder never
+        writes into the original run's files."""
         if best_file is None:
-            target = claim_path(self.saved_model_file)
-            shutil.copyfile(resume_file, target)
-            return target
+            return str(resume_file)
         beside = os.path.join(os.path.dirname(resume_file), os.path.basename(best_file))
         if os.path.isfile(beside):
             return beside
