@@ -1,6 +1,8 @@
 """The device-resident bank (recbole_rag/memory/device.py): the faiss flat bank's neighbours as
 tensors, its file format, and RaSeRec on it (on the CPU here; on CUDA it is the default)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,12 +10,15 @@ import torch
 from recbole_rag import Config, get_model, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError
-from recbole_rag.memory import MemoryBank
+from recbole_rag.memory import MemoryBank, device
 from recbole_rag.memory.device import DeviceMemoryBank
+from recbole_rag.model.sequential_recommender import raserec
 
 
+@pytest.mark.parametrize("entries_at_a_time", [262_144, 7, 50])  # whole, and in chunks smaller than k
 @pytest.mark.parametrize("metric", ["ip", "cosine"])
-def test_device_bank_returns_the_flat_faiss_banks_neighbours(metric):
+def test_device_bank_returns_the_flat_faiss_banks_neighbours(metric, entries_at_a_time, monkeypatch):
+    monkeypatch.setattr(device, "SEARCH_ENTRIES", entries_at_a_time)
     rng = np.random.default_rng(0)
     faiss_bank, device_bank = MemoryBank(8, metric=metric), DeviceMemoryBank(8, metric)
     queries = rng.normal(size=(30, 8)).astype(np.float32)
@@ -47,7 +52,9 @@ def test_a_device_bank_saves_as_and_loads_from_the_faiss_banks_file(tmp_path):
     assert torch.equal(back.keys, bank.keys) and back.metric == "cosine"
 
 
-def test_a_query_with_fewer_entries_left_than_k_gets_empty_slots_on_the_device():
+@pytest.mark.parametrize("entries_at_a_time", [262_144, 2])
+def test_a_query_with_fewer_entries_left_than_k_gets_empty_slots_on_the_device(entries_at_a_time, monkeypatch):
+    monkeypatch.setattr(device, "SEARCH_ENTRIES", entries_at_a_time)
     bank = DeviceMemoryBank(2)
     bank.add(np.eye(2, dtype=np.float32).repeat(3, 0), np.arange(1, 7))
     _, _, values, ids = bank.search(torch.ones(1, 2), 3, torch.tensor([[0, 4]]))  # a tensor: no host check
@@ -70,3 +77,18 @@ def test_auto_is_faiss_on_a_cpu_and_torch_refuses_an_approximate_index(tiny):
     assert model.memory_backend() == "faiss" and isinstance(model.new_memory(), MemoryBank)
     with pytest.raises(ConfigError, match="memory_backend: torch searches exactly: memory_index must be flat"):
         run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "memory_backend": "torch", "memory_index": "hnsw"})
+
+
+def test_an_approximate_index_on_cuda_says_once_that_it_searches_on_the_host(tiny):
+    config = Config("RaSeRec", "tiny", config_dict={**tiny, "memory_index": "ivf"})
+    model = get_model("RaSeRec")(config, load_dataset(config).build()[0])
+    assert model.memory_backend() == "faiss"  # on a CPU nothing to say
+    model.config["device"] = torch.device("cuda")  # as Config sets it on a GPU machine
+    raserec._warn_host_search.cache_clear()
+    with pytest.warns(UserWarning, match="memory_index ivf on a CUDA model is searched by faiss on the CPU"):
+        assert model.memory_backend() == "faiss"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.memory_backend()  # once per process
+    model.config["memory_index"] = "flat"
+    assert model.memory_backend() == "torch"

@@ -15,7 +15,8 @@ import torch
 
 from recbole_rag.memory.bank import MemoryBank, check_bank_settings, checked_pairs, search_plan
 
-SEARCH_ROWS = 512  # queries scored at a time: (SEARCH_ROWS, n) scores in memory
+SEARCH_ROWS = 512  # queries scored at a time
+SEARCH_ENTRIES = 262_144  # entries scored at a time: at most (SEARCH_ROWS, SEARCH_ENTRIES) scores, 512 MiB
 
 
 class DeviceMemoryBank:
@@ -73,22 +74,37 @@ class DeviceMemoryBank:
         if exclude is not None:
             ranges = torch.as_tensor(exclude, dtype=torch.long, device=self.device)
             ranges = torch.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
-        ids_in_bank = torch.arange(self._size, device=self.device)
         scores_out, ids_out = [], []
         for start in range(0, len(queries), SEARCH_ROWS):
-            part = queries[start : start + SEARCH_ROWS]
-            scores = part @ self.keys.T
-            if self.metric == "cosine":
-                scores = scores / part.norm(dim=1, keepdim=True).clamp_min(1e-12) / self._norms[: self._size]
-            if ranges is not None:
-                rows = ranges[start : start + SEARCH_ROWS]
-                scores = scores.masked_fill((ids_in_bank >= rows[:, :1]) & (ids_in_bank < rows[:, 1:]), float("-inf"))
-            top = scores.topk(k, dim=1)  # ties: torch's order (faiss orders equal scores by id)
-            scores_out.append(top.values)
-            ids_out.append(top.indices)
+            rows = None if ranges is None else ranges[start : start + SEARCH_ROWS]
+            top_scores, top_ids = self._search_rows(queries[start : start + SEARCH_ROWS], k, rows)
+            scores_out.append(top_scores)
+            ids_out.append(top_ids)
         scores, ids = torch.cat(scores_out), torch.cat(ids_out)
         ids = torch.where(torch.isinf(scores), -1, ids)
         return (scores, *self.entries(ids), ids)
+
+    def _search_rows(self, part, k, ranges):
+        """Top-k (scores, ids) of some queries, the bank scored SEARCH_ENTRIES entries at a time
+        (a bank larger than the device's memory allows for one score matrix still searches) and
+        each chunk's top-k merged into the running one."""
+        query_norms = part.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        best_scores = part.new_full((len(part), 0), float("-inf"))
+        best_ids = torch.zeros(len(part), 0, dtype=torch.long, device=self.device)
+        for begin in range(0, self._size, SEARCH_ENTRIES):
+            end = min(begin + SEARCH_ENTRIES, self._size)
+            scores = part @ self._keys[begin:end].T
+            if self.metric == "cosine":
+                scores = scores / query_norms / self._norms[begin:end]
+            ids = torch.arange(begin, end, device=self.device)
+            if ranges is not None:
+                scores = scores.masked_fill((ids >= ranges[:, :1]) & (ids < ranges[:, 1:]), float("-inf"))
+            top = scores.topk(min(k, end - begin), dim=1)  # ties: torch's order (faiss orders equal scores by id)
+            merged_scores = torch.cat([best_scores, top.values], 1)
+            merged_ids = torch.cat([best_ids, ids[top.indices]], 1)
+            keep = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1)
+            best_scores, best_ids = keep.values, merged_ids.gather(1, keep.indices)
+        return best_scores, best_ids
 
     def entries(self, ids):
         """Keys (..., dim) and values (...) of entry ids (any shape; tensor or array); id -1 gives

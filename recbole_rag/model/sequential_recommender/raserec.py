@@ -6,9 +6,11 @@ item> memories and fuses h~ = alpha * h + (1 - alpha) * h', h' from retrieval-au
 trained with cross-entropy over all items. RaSeRecTrainer runs both stages and builds the bank.
 """
 
+import functools
 import os
 import re
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -32,6 +34,17 @@ MEMORY_ID, MEMORY_STOP = "memory_id", "memory_stop"
 # tensors on the model's device, exact search by matmul + top-k (memory/device.py); milvus: a
 # Milvus collection (memory/milvus.py)
 MEMORY_BACKENDS = ("auto", "faiss", "torch", "milvus")
+
+
+@functools.cache
+def _warn_host_search(index):
+    """Once per process: an approximate index on a CUDA model is searched by faiss on the CPU."""
+    warnings.warn(
+        f"memory_index {index} on a CUDA model is searched by faiss on the CPU: every search copies its "
+        "queries to the host and back. memory_index: flat searches exactly on the device, faster at the "
+        "sizes of the benchmark datasets.",
+        stacklevel=3,
+    )
 
 
 class RaSeRec(DuoRec):
@@ -93,6 +106,8 @@ class RaSeRec(DuoRec):
         backend = self.config["memory_backend"]
         if backend == "auto":
             on_cuda = torch.device(self.config["device"] or "cpu").type == "cuda"
+            if on_cuda and self.config["memory_index"] != "flat":
+                _warn_host_search(self.config["memory_index"])
             return "torch" if on_cuda and self.config["memory_index"] == "flat" else "faiss"
         return backend
 
