@@ -385,6 +385,7 @@ _RESULT_KEYS = {
     "stopped_early",
     "log_file",
     "per_user",
+    "unread_settings",
 }
 
 

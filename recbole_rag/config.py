@@ -301,11 +301,27 @@ class Config(RecBoleConfig):
         ]
         if problems:
             raise ConfigError("Invalid override: " + "; ".join(problems) + ".")
+        self._user_keys = user_keys
         final = super()._get_final_config_dict()
         self._sample_negatives_where_needed(final, user_keys)
         no_code_from_files(final)
         check_settings(final, getattr(self.model_class, "type", None))
         return final
+
+    # Which settings a run reads: a key the user set that nothing read changed nothing (e.g.
+    # --alpha on SASRec: a known key, RaSeRec's, so the unknown-setting warning stays quiet).
+    def __getitem__(self, item):
+        self.__dict__.setdefault("_read", set()).add(item)
+        return super().__getitem__(item)
+
+    def __contains__(self, key):
+        self.__dict__.setdefault("_read", set()).add(key)
+        return super().__contains__(key)
+
+    def unread_settings(self):
+        """The keys the user set (YAML files, overrides) that nothing has read from this Config."""
+        read = self.__dict__.get("_read", set())
+        return sorted(k for k in self.__dict__.get("_user_keys", ()) if k not in read and k not in _RUNTIME_KEYS)
 
     def _sample_negatives_where_needed(self, final, user_keys):
         """overall.yaml trains with cross-entropy over all items and no sampled negatives; a model

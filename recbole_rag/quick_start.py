@@ -8,6 +8,7 @@ import logging
 import os
 import statistics
 import time
+import warnings
 from logging import getLogger
 from typing import Any
 
@@ -33,11 +34,13 @@ def run_recbole_rag(
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
     per_user: bool = False,
+    warn_unread: bool = True,
 ) -> dict[str, Any]:
     """Train and test ``model`` on ``dataset``; returns a dict with the best valid and the test
     results (RecBole's metric names, e.g. ``test_result['ndcg@10']``) and timings; with
     ``per_user``, also ``per_user``: each test user's values, for paired tests
-    (recbole_rag.significance)."""
+    (recbole_rag.significance); ``unread_settings``: settings given that the run never read
+    (warned about unless ``warn_unread`` is False)."""
     config = Config(model, dataset, config_file_list, config_dict)
     check_output_paths(config)
     init_seed(config["seed"], config["reproducibility"])
@@ -73,6 +76,9 @@ def run_recbole_rag(
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     epochs_run = max(len(trainer.train_loss_dict), 1)
+    unread = config.unread_settings()
+    if unread and warn_unread:
+        warn_unread_settings(unread, f"{config['model']} never read them")
     return {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -87,9 +93,23 @@ def run_recbole_rag(
         "stopped_early": getattr(trainer, "stopped_early", None),
         "saved_model_file": trainer.saved_model_file if saved else None,
         "log_file": _log_file(logger),
+        "unread_settings": unread,
         **({"per_user": users} if per_user else {}),
         **getattr(trainer, "run_info", {}),  # facts a trainer reports, e.g. SRA-CL's semantic source
     }
+
+
+class UnreadSettingWarning(UserWarning):
+    """Settings a run was given and never read (another model's, e.g. --alpha on SASRec)."""
+
+
+def warn_unread_settings(keys, who_read_none):
+    if keys:
+        warnings.warn(
+            f"{', '.join(keys)}: given, but {who_read_none}, so they changed nothing (a setting of another model?).",
+            UnreadSettingWarning,
+            stacklevel=3,
+        )
 
 
 def check_output_paths(config):
@@ -298,10 +318,13 @@ def compare(
                 overrides["seed"] = seed
             if backbone:
                 overrides["pretrained_path"] = checkpoints[backbone]
-            result = run_recbole_rag(name, dataset, config_file_list, overrides, per_user=True)
+            result = run_recbole_rag(name, dataset, config_file_list, overrides, per_user=True, warn_unread=False)
             result["model"] = label
             checkpoints[label] = result["saved_model_file"]
             results.append(result)
+    # a setting one compared model reads and another does not is the comparison's, not a mistake
+    unread = set.intersection(*(set(r["unread_settings"]) for r in results))
+    warn_unread_settings(sorted(unread), "no compared model read them")
     table = write_comparison(results, dataset, out_dir, baseline)
     return results, table
 

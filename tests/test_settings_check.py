@@ -1,11 +1,14 @@
 """Every setting out of range, or at odds with another, stops in one line before any data loads
 (RecBole's own checks came as tracebacks, some after stage 1 had trained)."""
 
+import warnings
+
 import pytest
 
-from recbole_rag import Config, run_recbole_rag
+from recbole_rag import Config, compare, run_recbole_rag
 from recbole_rag.cli import main
 from recbole_rag.errors import ConfigError
+from recbole_rag.quick_start import UnreadSettingWarning
 from recbole_rag.settings_check import setting_problems
 
 CASES = [
@@ -76,3 +79,19 @@ def test_an_output_path_blocked_by_a_file_stops_before_training(tiny, tmp_path, 
     with pytest.raises(ConfigError, match="is a file or lies under one"):
         run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, key: value})
     assert not list(tmp_path.glob("**/*.pth"))  # nothing trained
+
+
+def test_a_setting_the_model_never_reads_is_said_to_change_nothing(tiny, tmp_path):
+    with pytest.warns(
+        UnreadSettingWarning, match="alpha, retrieval_k: given, but SASRec never read them, so they changed nothing"
+    ):
+        result = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1, "alpha": 0.3, "retrieval_k": 5})
+    assert result["unread_settings"] == ["alpha", "retrieval_k"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnreadSettingWarning)
+        # in a comparison a setting one model reads is the comparison's: no warning
+        compare(
+            "SASRec,RaSeRec@SASRec", "tiny", config_dict={**tiny, "epochs": 1, "retrieval_k": 5}, out_dir=str(tmp_path)
+        )
+    with pytest.warns(UnreadSettingWarning, match="^alpha, .*: given, but no compared model read them"):
+        compare("GRU4Rec", "tiny", config_dict={**tiny, "epochs": 1, "alpha": 0.1}, out_dir=str(tmp_path))
