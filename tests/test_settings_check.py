@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from recbole_rag import Config, compare, run_recbole_rag
+from recbole_rag import Config, compare, files, run_recbole_rag
 from recbole_rag.cli import main
 from recbole_rag.errors import ConfigError
 from recbole_rag.quick_start import UnreadSettingWarning
@@ -72,10 +72,10 @@ def test_a_dataset_name_that_is_a_path_is_refused(tiny, name):
         Config("SASRec", name, config_dict=tiny)
 
 
-@pytest.mark.parametrize("key", ["checkpoint_dir", "memory_path"])
+@pytest.mark.parametrize("key", ["checkpoint_dir", "memory_path", "memory_uri"])
 def test_an_output_path_blocked_by_a_file_stops_before_training(tiny, tmp_path, key):
     (tmp_path / "taken").write_text("")
-    value = str(tmp_path / "taken" / "below" / ("bank.npz" if key == "memory_path" else ""))
+    value = str(tmp_path / "taken" / "below" / {"memory_path": "bank.npz", "memory_uri": "bank.db"}.get(key, ""))
     with pytest.raises(ConfigError, match="is a file or lies under one"):
         run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, key: value})
     assert not list(tmp_path.glob("**/*.pth"))  # nothing trained
@@ -95,3 +95,12 @@ def test_a_setting_the_model_never_reads_is_said_to_change_nothing(tiny, tmp_pat
         )
     with pytest.warns(UnreadSettingWarning, match="^alpha, .*: given, but no compared model read them"):
         compare("GRU4Rec", "tiny", config_dict={**tiny, "epochs": 1, "alpha": 0.1}, out_dir=str(tmp_path))
+
+
+def test_a_read_only_output_folder_stops_before_training(tiny, tmp_path, monkeypatch):
+    def refused(*args, **kwargs):  # what a read-only folder answers (root writes anywhere, so it is simulated)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", refused)
+    with pytest.raises(ConfigError, match="checkpoint_dir '.*' cannot be written \\(Permission denied\\)"):
+        run_recbole_rag("SASRec", "tiny", config_dict=tiny)
