@@ -19,6 +19,7 @@ from bench import (
     scale,
     search_bounds,
     sensitivity,
+    serving,
     speed,
 )
 from bench.accuracy import row_pattern
@@ -465,3 +466,18 @@ def test_bench_argument_errors_are_one_line(module, argv, capsys):
     assert module.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "--help" in err, err
+
+
+def test_serving_times_one_user_and_batches_and_finds_the_pairs_it_adds(raserec_run, tmp_path, capsys):
+    argv = [f"--checkpoint={raserec_run['saved_model_file']}", "--users=20", "--batch=8", "--adds=30"]
+    assert serving.main([*argv, f"--out_dir={tmp_path}"]) == 0
+    with open(tmp_path / "tiny-serving.csv") as f:
+        rows = {r["retrieval"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"with", "without"}
+    assert all(0 < float(r["one user p50 ms"]) <= float(r["one user p99 ms"]) for r in rows.values())
+    out = capsys.readouterr().out
+    assert "Adding 30 new <history, next item> pairs" in out and "retrieved by a query of their own history" in out
+    found = float(out.split("ms (encoding included); ")[1].split("%")[0])
+    assert found >= 90  # a query of the added history finds the pair (its own key: cosine 1)
+    assert serving.main(["--checkpoint=nope.pth"]) == 2
+    assert serving.main([f"--checkpoint={raserec_run['saved_model_file']}", "--users=0"]) == 2
