@@ -17,17 +17,18 @@ from recbole_rag.errors import CommandParser, ConfigError, command
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 _PAIR = re.compile(r"\('([a-z]+@\d+)', (?:np\.float64\()?([0-9.e-]+)\)?\)")
+_PLAIN = re.compile(r"([a-z]+@\d+) : ([0-9.e-]+)")  # RecBole's dict2str form, as runs log it now
 
 
 def from_log(path, index):
     try:
         with open(path, encoding="utf-8") as f:
-            lines = [line for line in f if "test result: OrderedDict" in line]
+            lines = [line for line in f if "test result" in line and ("OrderedDict" in line or " : " in line)]
     except OSError as error:
         raise ConfigError(f"--log_row: cannot read {path!r} ({error.strerror}).") from None
     if not -len(lines) <= index < len(lines):
         raise ConfigError(f"--log_row: {path!r} has {len(lines)} test result line(s); index {index} is not one.")
-    found = {k: float(v) for k, v in _PAIR.findall(lines[index])}
+    found = {k: float(v) for k, v in _PAIR.findall(lines[index]) or _PLAIN.findall(lines[index])}
     if any(m not in found for m in METRICS):
         raise ConfigError(
             f"--log_row: {path!r}'s test result line {index} lacks {', '.join(sorted(set(METRICS) - set(found)))}."

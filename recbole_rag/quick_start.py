@@ -13,7 +13,7 @@ from logging import getLogger
 from typing import Any
 
 from recbole.data import data_preparation
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import dict2str, init_logger, init_seed, set_color
 
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
@@ -73,8 +73,8 @@ def run_recbole_rag(
     train_time = trainer.train_seconds() if hasattr(trainer, "train_seconds") else time.perf_counter() - start
     with capture_per_user(trainer, train_data.dataset, {}) as users:
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    logger.info(set_color("best valid ", "yellow") + f": {dict2str(best_valid_result or {})}")
+    logger.info(set_color("test result", "yellow") + f": {dict2str(test_result or {})}")
     epochs_run = max(len(trainer.train_loss_dict), 1)
     unread = config.unread_settings()
     if unread and warn_unread:

@@ -237,6 +237,12 @@ def test_regen_table_reads_logs_and_comparison_csvs(tmp_path, capsys):
     assert (
         "| regen | 0.0100 | 0.0200 | 0.0300 | 0.0400 | 0.0600 | 0.0600 | +20.0% | -60.0% |" in capsys.readouterr().out
     )
+    plain = tmp_path / "plain.log"  # the form runs log now: RecBole's dict2str
+    plain.write_text(
+        "x test result: " + "    ".join(f"{m} : {0.02 * (i + 1)}" for i, m in enumerate(regen_table.METRICS))
+    )
+    assert regen_table.main([f"--out={out}", f"--log_row=plain={plain}:-1"]) == 0
+    assert (tmp_path / "table.csv").read_text().splitlines()[1].startswith("plain,0.02,0.04,0.06,0.08,0.1,0.12")
 
 
 def test_scale_recall_and_dataset_copies(tmp_path):
