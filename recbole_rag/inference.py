@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 from recbole.data import data_preparation
+from recbole.data.dataloader import AbstractDataLoader
+from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
 from recbole.utils import ModelType, init_seed
 
@@ -51,7 +53,9 @@ _DERIVED = {
 }
 
 
-def saved_config(checkpoint, path, config_dict=None):
+def saved_config(
+    checkpoint: dict[str, Any], path: str | os.PathLike, config_dict: dict[str, Any] | None = None
+) -> Config:
     """The Config of the run that wrote ``checkpoint``; ``config_dict`` overrides (e.g. data_path
     where the data has moved, or ``device``)."""
     settings = checkpoint.get("config") if isinstance(checkpoint, dict) else None
@@ -108,7 +112,7 @@ def evaluate(
     return (result, users) if per_user else result
 
 
-def user_ids(dataset, users):
+def user_ids(dataset: Dataset, users: Sequence[str]) -> list[int]:
     """Internal ids of user tokens; a clear error naming the ones the dataset does not hold."""
     field = dataset.uid_field
     known = dataset.field2token_id[field]
@@ -122,7 +126,7 @@ def user_ids(dataset, users):
     return [known[str(u)] for u in users]
 
 
-def padded(histories, config):
+def padded(histories: Sequence[torch.Tensor], config: Config) -> Interaction:
     """Item-id sequences (each a 1-d tensor, oldest first) -> the model's input Interaction: the
     last MAX_ITEM_LIST_LENGTH items of each, padded after."""
     max_length = config["MAX_ITEM_LIST_LENGTH"]
@@ -138,7 +142,7 @@ def padded(histories, config):
 
 
 def sequences(
-    dataset, config: Config, histories: Sequence[Sequence[str]], next_items: Sequence[str] | None = None
+    dataset: Dataset, config: Config, histories: Sequence[Sequence[str]], next_items: Sequence[str] | None = None
 ) -> Interaction:
     """Item-token histories (oldest first) -> the model's input Interaction; with ``next_items``
     (one token per history) <history, next item> pairs, as ``RaSeRec.add_to_memory`` takes them:
@@ -163,7 +167,7 @@ def sequences(
 
 
 @torch.no_grad()
-def history_queries(test_data, uids):
+def history_queries(test_data: AbstractDataLoader, uids: Sequence[int]) -> Interaction:
     """The model's input for each user's whole history: the test row's sequence and its target."""
     feat = test_data.dataset.inter_feat
     config = test_data.config
@@ -228,7 +232,7 @@ def recommend(
     }
 
 
-def seen_items(dataset, uids):
+def seen_items(dataset: Dataset, uids: Sequence[int]) -> list[torch.Tensor]:
     """Each user's items in the whole dataset (every split), as id tensors."""
     feat = dataset.inter_feat
     return [feat[dataset.iid_field][feat[dataset.uid_field] == uid] for uid in uids]

@@ -9,6 +9,7 @@ import os
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from logging import getLogger
 from typing import Any
 
@@ -21,7 +22,7 @@ from recbole_rag.errors import ConfigError, is_count
 from recbole_rag.files import atomic_path, check_writable_folder, claim_path
 from recbole_rag.registry import get_model, get_trainer
 from recbole_rag.runtime import tune_cpu
-from recbole_rag.significance import TESTED, capture_per_user, compare_runs, format_p, mean_over_runs
+from recbole_rag.significance import TESTED, PairedTest, capture_per_user, compare_runs, format_p, mean_over_runs
 from recbole_rag.trainer.distributed import distributed_trainer
 from recbole_rag.trainer.history_mask import history_masked
 from recbole_rag.trainer.personaliser import personalised
@@ -103,7 +104,7 @@ class UnreadSettingWarning(UserWarning):
     """Settings a run was given and never read (another model's, e.g. --alpha on SASRec)."""
 
 
-def warn_unread_settings(keys, who_read_none):
+def warn_unread_settings(keys: Sequence[str], who_read_none: str) -> None:
     if keys:
         warnings.warn(
             f"{', '.join(keys)}: given, but {who_read_none}, so they changed nothing (a setting of another model?).",
@@ -112,7 +113,7 @@ def warn_unread_settings(keys, who_read_none):
         )
 
 
-def check_output_paths(config):
+def check_output_paths(config: Config) -> None:
     """Every place the run will write, checked writable before the data loads (a read-only or
     file-blocked path used to fail after stage 1 had trained)."""
     check_writable_folder(config["checkpoint_dir"], "checkpoint_dir")
@@ -124,7 +125,7 @@ def check_output_paths(config):
             check_writable_folder(os.path.dirname(os.path.abspath(value)), f"{key}'s folder")
 
 
-def _init_run_logger(config):
+def _init_run_logger(config: Config) -> None:
     """RecBole's init_logger, with a log file per run. Its logging.basicConfig adds handlers only
     to a root logger that has none: with any handler there (an earlier run's, a caller's) the run
     would log to no file of its own. So the other handlers step aside while it runs, and the
@@ -145,7 +146,7 @@ def _init_run_logger(config):
             root.addHandler(handler)
 
 
-def _log_file(logger):
+def _log_file(logger: logging.Logger) -> str | None:
     """The file RecBole's init_logger is writing this run's log to (None if it writes none)."""
     files = [
         h.baseFilename
@@ -155,7 +156,7 @@ def _log_file(logger):
     return files[-1] if files else None
 
 
-def comparison_table(results, metrics, baseline):
+def comparison_table(results: list[dict[str, Any]], metrics: list[str], baseline: str) -> list[tuple]:
     """Rows of (label, seeds, means, sample stds (None for one seed), relative change of each mean
     over ``baseline``'s, mean train seconds, mean epochs), one per label in the order run."""
     by_label = {}
@@ -174,7 +175,9 @@ def comparison_table(results, metrics, baseline):
     return rows
 
 
-def significance_table(results, baseline, metrics=TESTED):
+def significance_table(
+    results: list[dict[str, Any]], baseline: str, metrics: Sequence[str] = TESTED
+) -> list[tuple[str, Any, PairedTest]]:
     """Paired tests of every label against ``baseline`` over the same test users: per seed and,
     with several seeds, ``pooled`` (each user's value averaged over the seeds).
     Returns [(label, seed or "pooled", PairedTest)]."""
@@ -196,11 +199,13 @@ def significance_table(results, baseline, metrics=TESTED):
     return rows
 
 
-def _cell(mean, std):
+def _cell(mean: float, std: float | None) -> str:
     return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
 
 
-def write_comparison(results, dataset, out_dir="saved", baseline=None):
+def write_comparison(
+    results: list[dict[str, Any]], dataset: str, out_dir: str = "saved", baseline: str | None = None
+) -> str:
     """Write ``<out_dir>/<dataset>-compare.md`` and ``.csv`` (mean ± std over seeds, change over
     the baseline) and ``<dataset>-compare-significance.csv`` (paired tests); return the Markdown.
     A table already there stays: the new one takes the next free ``-compare-<n>`` name, which
@@ -266,7 +271,7 @@ def write_comparison(results, dataset, out_dir="saved", baseline=None):
 TAKES_BACKBONE = {"RaSeRec"}
 
 
-def parse_compare_entries(models):
+def parse_compare_entries(models: str | list[str]) -> list[tuple[str, str, str | None]]:
     """``"SASRec,DuoRec,RaSeRec@DuoRec"`` -> [(label, model, backbone label or None)], checked.
 
     ``M@B`` runs M starting from the checkpoint of B, trained earlier in the same comparison
@@ -329,7 +334,7 @@ def compare(
     return results, table
 
 
-def check_seeds(seeds):
+def check_seeds(seeds: str | Sequence[int] | None) -> list[int | None]:
     """``seeds`` as a list of distinct integers ([None]: the configured seed, when not given)."""
     if seeds is None:
         return [None]

@@ -17,8 +17,10 @@ import gzip
 import inspect
 import math
 import os
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +30,16 @@ from scipy import stats
 from recbole_rag.errors import ConfigError
 from recbole_rag.files import atomic_path
 
+if TYPE_CHECKING:  # annotations only: this module stays below the trainers and Config
+    from recbole.config import Config
+    from recbole.data.dataset import Dataset
+    from recbole.data.interaction import Interaction
+    from recbole.evaluator.collector import DataStruct
+    from recbole.trainer import Trainer
+
+# Per-user results: "user" -> tokens (n,), each metric -> values (n,) in the same order.
+PerUser = dict[str, np.ndarray]
+
 # RecBole's top-k metrics, each computed per user from the hit matrix ("rec.topk").
 _TOPK = {"recall": Recall, "ndcg": NDCG, "hit": Hit, "mrr": MRR, "precision": Precision, "map": MAP}
 USER = "user"  # the key of the user tokens in a per-user result
@@ -36,7 +48,7 @@ BOOTSTRAP = 2000  # resamples of the test users behind an interval
 
 
 @contextmanager
-def capture_per_user(trainer, dataset, into):
+def capture_per_user(trainer: Trainer, dataset: Dataset, into: PerUser) -> Iterator[PerUser]:
     """While the block evaluates with ``trainer``, fill ``into`` with each test user's value of
     every top-k metric in the run's ``metrics`` x ``topk`` (arrays in evaluation order) and the
     users' tokens under ``USER``."""
@@ -45,11 +57,13 @@ def capture_per_user(trainer, dataset, into):
     users, batches = [], []
     collect, evaluate = trainer.eval_collector.eval_batch_collect, trainer.evaluator.evaluate
 
-    def collect_users(scores, interaction, positive_u, positive_i):
+    def collect_users(
+        scores: torch.Tensor, interaction: Interaction, positive_u: torch.Tensor, positive_i: torch.Tensor
+    ) -> None:
         users.append(interaction[uid_field].cpu())
         return collect(scores, interaction, positive_u, positive_i)
 
-    def keep_hits(struct):
+    def keep_hits(struct: DataStruct) -> dict[str, float]:
         batches.append(struct.get("rec.topk").clone())
         return evaluate(struct)
 
@@ -63,7 +77,7 @@ def capture_per_user(trainer, dataset, into):
         into[USER] = np.asarray(dataset.id2token(uid_field, torch.cat(users).numpy()), dtype=str)
 
 
-def per_user_metrics(hits, config):
+def per_user_metrics(hits: torch.Tensor, config: Config) -> dict[str, np.ndarray]:
     """RecBole's hit matrix (users x (max k hits + number of positives)) -> {"ndcg@10": array of
     per-user values, ...} for each top-k metric of the run's ``metrics``, at each k of ``topk``,
     computed by RecBole's own metric classes."""
@@ -82,7 +96,7 @@ def per_user_metrics(hits, config):
     return out
 
 
-def save_per_user(path, per_user):
+def save_per_user(path: str | os.PathLike, per_user: PerUser) -> None:
     """Per-user results as gzip'd CSV (a user column, then one per metric), written atomically."""
     metrics = [m for m in per_user if m != USER]
     with atomic_path(path) as tmp, gzip.open(tmp, "wt", newline="", encoding="utf-8") as f:
@@ -92,7 +106,7 @@ def save_per_user(path, per_user):
             writer.writerow([user, *(f"{per_user[m][i]:.6g}" for m in metrics)])
 
 
-def load_per_user(path):
+def load_per_user(path: str | os.PathLike) -> PerUser:
     """What ``save_per_user`` wrote."""
     with gzip.open(path, "rt", newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
@@ -105,7 +119,7 @@ def load_per_user(path):
     return out
 
 
-def paired(a, b, metric):
+def paired(a: PerUser, b: PerUser, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The values of ``metric`` of the same users in ``a`` and ``b`` (per-user results), in one
     order; a clear error if they were not tested on the same users."""
     for side in (a, b):
@@ -139,14 +153,14 @@ class PairedTest:
     p_wilcoxon: float | None
 
     @property
-    def identical(self):
+    def identical(self) -> bool:
         return self.p_t is None and self.p_wilcoxon is None
 
     @property
-    def relative(self):
+    def relative(self) -> float:
         return self.difference / self.mean_a * 100 if self.mean_a else math.nan
 
-    def describe(self):
+    def describe(self) -> str:
         if self.identical:
             return f"{self.metric}: identical on all {self.users} test users (no difference to test)"
         return (
@@ -156,11 +170,18 @@ class PairedTest:
         )
 
 
-def format_p(p):
+def format_p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
 
-def paired_test(values_a, values_b, metric, resamples=BOOTSTRAP, confidence=0.95, seed=0):
+def paired_test(
+    values_a: Sequence[float] | np.ndarray,
+    values_b: Sequence[float] | np.ndarray,
+    metric: str,
+    resamples: int = BOOTSTRAP,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedTest:
     """Test the per-user differences ``values_b - values_a`` (same users, same order)."""
     a, b = np.asarray(values_a, dtype=np.float64), np.asarray(values_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
@@ -174,7 +195,9 @@ def paired_test(values_a, values_b, metric, resamples=BOOTSTRAP, confidence=0.95
     return PairedTest(metric, len(a), float(a.mean()), float(b.mean()), float(diff.mean()), low, high, p_t, p_w)
 
 
-def bootstrap_interval(diff, resamples=BOOTSTRAP, confidence=0.95, seed=0):
+def bootstrap_interval(
+    diff: np.ndarray, resamples: int = BOOTSTRAP, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile interval of the mean of ``diff`` over users drawn with replacement."""
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
@@ -187,7 +210,7 @@ def bootstrap_interval(diff, resamples=BOOTSTRAP, confidence=0.95, seed=0):
     return float(low), float(high)
 
 
-def mean_over_runs(per_user_runs):
+def mean_over_runs(per_user_runs: Sequence[PerUser]) -> PerUser:
     """Several runs' per-user results (e.g. seeds) -> one, each user's mean value per metric:
     the pooled test over seeds pairs users on their seed-averaged values."""
     first = per_user_runs[0]
@@ -197,12 +220,12 @@ def mean_over_runs(per_user_runs):
     return out
 
 
-def compare_runs(a, b, metrics=TESTED, **kwargs):
+def compare_runs(a: PerUser, b: PerUser, metrics: Sequence[str] = TESTED, **kwargs: Any) -> list[PairedTest]:
     """[PairedTest] of per-user results ``b`` against ``a`` on each of ``metrics``."""
     return [paired_test(*paired(a, b, metric), metric, **kwargs) for metric in metrics]
 
 
-def check_metrics(metrics, per_user):
+def check_metrics(metrics: Sequence[str], per_user: PerUser) -> list[str]:
     """``metrics`` (names such as ndcg@10), each one measured per user."""
     missing = [m for m in metrics if m not in per_user]
     if missing:
@@ -211,7 +234,7 @@ def check_metrics(metrics, per_user):
     return list(metrics)
 
 
-def per_user_path(result_path):
+def per_user_path(result_path: str) -> str:
     """Where a stored result's per-user values lie: beside it, ``<name>.per-user.csv.gz``."""
     root, _ = os.path.splitext(result_path)
     return root + ".per-user.csv.gz"
