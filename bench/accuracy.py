@@ -29,6 +29,7 @@ from recbole.utils.logger import RemoveColorFilter
 
 from bench.report import table_parser, write_report
 from recbole_rag import run_recbole_rag
+from recbole_rag.checkpoint import drop_training_state
 from recbole_rag.cli import parse_overrides
 from recbole_rag.config import presets, property_files
 from recbole_rag.errors import ConfigError, UnknownModelError, command
@@ -536,6 +537,8 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
                 "run_info": {k: v for k, v in result.items() if k not in _RESULT_KEYS},
             }
             _save_json(path, stored)
+            if result["saved_model_file"] and os.path.isfile(result["saved_model_file"]):
+                drop_training_state(result["saved_model_file"])  # a finished row is evaluated, not resumed
             results[run.label].append(stored)
     return results, skipped
 

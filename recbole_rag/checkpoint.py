@@ -85,6 +85,21 @@ def load_checkpoint(path, map_location="cpu"):
     return checkpoint
 
 
+TRAINING_STATE = ("optimizer",)  # what only a run that goes on needs
+
+
+def drop_training_state(path):
+    """Rewrite the checkpoint at ``path`` without its optimizer state (two thirds of a model's
+    file): what evaluating it, starting from it (pretrained_path) or a finished run's resume need
+    stays. Returns the bytes saved."""
+    checkpoint = load_checkpoint(path)
+    if not any(key in checkpoint for key in TRAINING_STATE):
+        return 0
+    before = os.path.getsize(path)
+    save_checkpoint({k: v for k, v in checkpoint.items() if k not in TRAINING_STATE}, path)
+    return before - os.path.getsize(path)
+
+
 def last_file_of(best_file):
     """Where the per-epoch state of a run whose best checkpoint is ``best_file`` is kept."""
     stem, ext = os.path.splitext(str(best_file))

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from bench import accuracy
 from bench.accuracy import Run, parse_seeds, run_all, select_runs, write_accuracy
@@ -63,6 +64,7 @@ def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
     assert float(rows[0]["ndcg@10"]) == pytest.approx(sum(ndcg) / 2, abs=1e-6)
     stored = json.loads(open(results["SASRec"][0]["path"]).read())
     assert stored["settings"]["seed"] == 1
+    assert "optimizer" not in torch.load(results["SASRec"][0]["saved_model_file"], weights_only=True)  # weights only
     per_user = load_per_user(per_user_path(results["SASRec"][0]["path"]))  # for the paired tests of a table
     assert np.mean(per_user["ndcg@10"]) == pytest.approx(ndcg[0], abs=5e-5)
 

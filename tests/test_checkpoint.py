@@ -6,9 +6,10 @@ import torch
 from recbole.data import data_preparation
 
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
-from recbole_rag.checkpoint import last_file_of
+from recbole_rag.checkpoint import drop_training_state, last_file_of
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError
+from recbole_rag.inference import evaluate
 from recbole_rag.trainer import load_checkpoint
 
 
@@ -142,6 +143,18 @@ def test_resuming_a_finished_run_trains_nothing_and_keeps_its_best(tiny):
     assert resumed["stopped_early"] and resumed["best_epoch"] == 0
     assert open(part["saved_model_file"], "rb").read() == best
     assert resumed["test_result"] == part["test_result"]
+
+
+def test_a_weights_only_checkpoint_evaluates_but_resumes_only_a_finished_run(tiny):
+    part = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 2})
+    last = last_file_of(part["saved_model_file"])
+    assert drop_training_state(part["saved_model_file"]) > 0 and drop_training_state(last) > 0
+    assert "optimizer" not in load_checkpoint(last) and drop_training_state(last) == 0
+    assert evaluate(part["saved_model_file"]) == part["test_result"]
+    finished = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 2, "resume_path": last})
+    assert finished["test_result"] == part["test_result"]  # nothing left to train: its best epoch is tested
+    with pytest.raises(CheckpointError, match="holds weights only .* start from its weights with pretrained_path"):
+        run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 4, "resume_path": last})
 
 
 def test_a_changed_learning_rate_on_resume_is_said_to_be_kept(tiny):

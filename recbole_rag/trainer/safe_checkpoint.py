@@ -210,7 +210,13 @@ class SafeCheckpointMixin:
         self.best_valid_score = checkpoint["best_valid_score"]
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if "optimizer" in checkpoint:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        elif self.start_epoch < self.epochs and self.cur_step <= self.stopping_step:
+            raise CheckpointError(
+                f"'{resume_file}' holds weights only (no optimizer state), so the run cannot go on as it was: "
+                "start from its weights with pretrained_path, or resume from its -last checkpoint."
+            )  # a finished run's weights-only checkpoint resumes: nothing is left to train
         _warn_kept_settings(checkpoint["config"], self.config, resume_file)
         if checkpoint.get("best_file"):
             self.best_epoch = checkpoint["best_epoch"]
