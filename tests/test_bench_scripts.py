@@ -7,22 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from bench import (
+from bench import epoch_time, gpu_smoke, scale, sensitivity, serving, speed
+from bench.accuracy import row_pattern
+from bench.diagnostics import (
     curves,
-    epoch_time,
-    gpu_smoke,
+    faiss_blas,
     mining_time,
     personaliser_weights,
     regen_plausibility,
-    regen_table,
     regenerator_views,
-    scale,
     search_bounds,
-    sensitivity,
-    serving,
-    speed,
 )
-from bench.accuracy import row_pattern
+from bench.diagnostics.__main__ import main as diagnostics
 from bench.sensitivity import settings_grid
 from recbole_rag.errors import RecBoleRagError
 from recbole_rag.memory import MemoryBank
@@ -125,19 +121,6 @@ def test_speed_stops_with_one_line_when_its_measuring_process_fails(capsys):
 
 
 def test_bench_tools_give_one_line_errors(tmp_path, capsys):
-    log = tmp_path / "run.log"
-    log.write_text("no results here\n")
-    for argv, message in [
-        ([], "no rows"),
-        ([f"--log_row=a={tmp_path / 'missing.log'}:-1"], "cannot read"),
-        ([f"--log_row=a={log}:-1"], "has 0 test result line(s)"),
-        ([f"--log_row=a={log}:last"], "is not a line index"),
-        (["--log_row=nothing"], "expected LABEL=PATH:N"),
-        ([f"--csv_row=a={log}:SASRec"], "no row with model 'SASRec'"),
-    ]:
-        assert regen_table.main([f"--out={tmp_path / 'table'}", *argv]) == 2, argv
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and message in err and err.count("\n") == 1, (argv, err)
     assert personaliser_weights.main([f"--checkpoint={tmp_path / 'missing.pth'}"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert mining_time.main(["--dataset=missing", "--data_path=nowhere"]) == 2
@@ -221,30 +204,6 @@ def test_mining_time_mines_a_dataset_and_a_synthetic_set(tiny, capsys):
     assert lines[2].startswith("synthetic: 250 sequences")
 
 
-def test_regen_table_reads_logs_and_comparison_csvs(tmp_path, capsys):
-    log = tmp_path / "run.log"
-    result = "OrderedDict([" + ", ".join(
-        f"('{m}', np.float64({0.01 * (i + 1)}))" for i, m in enumerate(regen_table.METRICS)
-    )
-    log.write_text(f"x test result: {result}])\nx test result: {result.replace('0.05', '0.06')}])\n")
-    compare = tmp_path / "compare.csv"
-    compare.write_text("model," + ",".join(regen_table.METRICS) + "\nSASRec," + ",".join(["0.05"] * 6) + "\n")
-    out = tmp_path / "table"
-    argv = [f"--out={out}", f"--csv_row=base={compare}:SASRec", f"--log_row=regen={log}:-1"]
-    assert regen_table.main(argv) == 0
-    rows = (tmp_path / "table.csv").read_text().splitlines()
-    assert rows[2].startswith("regen,0.01,0.02,0.03,0.04,0.06,0.06")  # the last test result, ndcg@10 changed
-    assert (
-        "| regen | 0.0100 | 0.0200 | 0.0300 | 0.0400 | 0.0600 | 0.0600 | +20.0% | -60.0% |" in capsys.readouterr().out
-    )
-    plain = tmp_path / "plain.log"  # the form runs log now: RecBole's dict2str
-    plain.write_text(
-        "x test result: " + "    ".join(f"{m} : {0.02 * (i + 1)}" for i, m in enumerate(regen_table.METRICS))
-    )
-    assert regen_table.main([f"--out={out}", f"--log_row=plain={plain}:-1"]) == 0
-    assert (tmp_path / "table.csv").read_text().splitlines()[1].startswith("plain,0.02,0.04,0.06,0.08,0.1,0.12")
-
-
 def test_scale_recall_and_dataset_copies(tmp_path):
     assert scale.recall_at_k(np.array([[1, 2] + list(range(10, 18))]), np.array([list(range(10))])) == 0.2
     source = tmp_path / "src" / "d"
@@ -316,7 +275,6 @@ def test_speed_inference_is_the_median_of_timed_passes_after_an_untimed_one():
 
 
 def test_faiss_blas_times_both_switches_and_compares_neighbours(tmp_path, capsys):
-    from bench import faiss_blas
     from recbole_rag.memory import MemoryBank
 
     rng = np.random.default_rng(5)
@@ -334,7 +292,7 @@ def test_faiss_blas_times_both_switches_and_compares_neighbours(tmp_path, capsys
 
 
 def test_search_bounds_reports_what_exact_pruning_leaves(tmp_path, capsys):
-    from bench import search_bounds
+
     from recbole_rag.memory import MemoryBank
 
     rng = np.random.default_rng(0)
@@ -461,7 +419,6 @@ def test_regen_plausibility_ranks_each_decoded_item_by_the_scorer(tiny, tmp_path
         (speed, ["--eval_repeats=x"]),
         (scale, ["--batches=x"]),
         (mining_time, ["--min_support=x"]),
-        (regen_table, []),  # --out missing
         (personaliser_weights, []),  # --checkpoint missing
         (search_bounds, []),  # --bank missing
         (gpu_smoke, []),  # --dataset missing
@@ -487,3 +444,12 @@ def test_serving_times_one_user_and_batches_and_finds_the_pairs_it_adds(raserec_
     assert found >= 90  # a query of the added history finds the pair (its own key: cosine 1)
     assert serving.main(["--checkpoint=nope.pth"]) == 2
     assert serving.main([f"--checkpoint={raserec_run['saved_model_file']}", "--users=0"]) == 2
+
+
+def test_the_diagnostics_have_one_entry_point(capsys):
+    assert diagnostics([]) == 0
+    assert "regen_plausibility" in capsys.readouterr().out
+    assert diagnostics(["nope"]) == 2
+    assert "unknown diagnostic 'nope'" in capsys.readouterr().err
+    assert diagnostics(["mining_time", "--dataset=missing", "--data_path=nowhere"]) == 2  # NAME's own arguments
+    assert "Dataset 'missing' not found" in capsys.readouterr().err

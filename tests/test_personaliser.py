@@ -8,7 +8,7 @@ import pytest
 import torch
 from recbole.data import data_preparation
 
-from bench import personaliser_weights
+from bench.diagnostics import personaliser_weights
 from recbole_rag import Config, get_model, get_trainer, run_recbole_rag
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError

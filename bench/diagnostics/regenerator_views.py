@@ -1,7 +1,7 @@
 """How a trained regenerator uses DR4SR's diversity promoter: which of its K views the condition
 encoder picks for the mined patterns, and how many distinct sequences a user's K decodes give.
 
-    python -m bench.regenerator_views --checkpoint=<a Regenerator .pth> [--patterns=4000] [--users=2000]
+    python -m bench.diagnostics regenerator_views --checkpoint=<a Regenerator .pth> [--patterns=4000] [--users=2000]
         [--key=value ...]
 
 A promoter that works spreads the patterns over the views and gives each user up to K different

@@ -1,7 +1,7 @@
 """How much of a saved memory bank an exact search must score: the pruning that keeps the top-K
 exact, measured on real keys.
 
-    python -m bench.search_bounds --bank=saved/bank-<run>.npz [--queries=512] [--k=20]
+    python -m bench.diagnostics search_bounds --bank=saved/bank-<run>.npz [--queries=512] [--k=20]
 
 Queries are bank keys plus Gaussian noise (0.3 x the keys' spread). Printed: the share of keys a
 per-cluster bound (q.centre + |q| radius >= the K-th best score) leaves to score, for k-means

@@ -1,7 +1,7 @@
 """Time pattern mining (recbole_rag.regeneration.patterns) on a RecBole dataset's training split
 and on a synthetic set of about 300k interactions (amazon-sports-outdoors' size).
 
-    python -m bench.mining_time --dataset=amazon-beauty --data_path=DATA_PATH \
+    python -m bench.diagnostics mining_time --dataset=amazon-beauty --data_path=DATA_PATH \
         [--window=5] [--min_support=2] [--max_len=5]    (the reference's values; --window=0: consecutive)
 """
 

@@ -1,6 +1,6 @@
 """How plausible each item of a regenerated sequence is to a model trained on the original data.
 
-    python -m bench.regen_plausibility --regenerator=<a Regenerator .pth> --scorer=<a SASRec .pth>
+    python -m bench.diagnostics regen_plausibility --regenerator=<a Regenerator .pth> --scorer=<a SASRec .pth>
         [--users=2000] [--min_len=N] [--window=3] [--key=value ...]
 
 Decodes a random sample of users through every view of the regenerator (``--min_len``: no end
@@ -21,7 +21,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 import recbole_rag  # noqa: F401  (compat shims before RecBole)
-from bench.regenerator_views import load_regenerator
+from bench.diagnostics.regenerator_views import load_regenerator
 from recbole_rag.checkpoint import check_same_items, load_checkpoint
 from recbole_rag.errors import CheckpointError, CommandParser, ConfigError, command, is_count
 from recbole_rag.inference import load_data_and_model

@@ -1,6 +1,6 @@
 """Validation curves from RecBole run logs: one metric per epoch for several runs, side by side.
 
-    python -m bench.curves "SASRec=log/SASRec/run.log" "SRA-CL=sracl.log" --metric=ndcg@10 \
+    python -m bench.diagnostics curves "SASRec=log/SASRec/run.log" "SRA-CL=sracl.log" --metric=ndcg@10 \
         --out=results/sracl/amazon-beauty-valid
 
 Reads each log's ``valid result`` blocks (RecBole prints one per evaluation, in epoch order; a

@@ -2,7 +2,7 @@
 as RAFT's neighbour retrieval makes them, under faiss's default switch and under the bank's,
 timed, and whether both give each query the same neighbours.
 
-    python -m bench.faiss_blas --bank=saved/bank-<run>.npz [--k=20] [--batch=1024]
+    python -m bench.diagnostics faiss_blas --bank=saved/bank-<run>.npz [--k=20] [--batch=1024]
 
 faiss scores a batch with one BLAS matrix product only when queries x dim reaches
 ``distance_compute_blas_threshold`` (128,000 in faiss 1.15), else query by query;

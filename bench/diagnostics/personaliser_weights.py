@@ -1,6 +1,6 @@
 """What DR4SR+'s scorer learned: the weights it gives the training rows, without its Gumbel noise.
 
-    python -m bench.personaliser_weights --checkpoint=<a DR4SR+ run's .pth> [--key=value ...]
+    python -m bench.diagnostics personaliser_weights --checkpoint=<a DR4SR+ run's .pth> [--key=value ...]
 
 The training log's per-epoch line (``row weights mean m, std s``) describes sampled weights,
 Gumbel noise included: at temperature 10, noise alone spreads weights of 0.5 by about 0.045.
