@@ -118,9 +118,15 @@ def per_user_of(row, dataset, store_dir, log=print, backfill=False, sasrec=None)
     overrides = {"show_progress": False}
     settings = row["settings"]
     if "regen_data_path" in settings["overrides"]:  # evaluated on its regenerated set, decoded again if gone
-        run = next(r for r in RUNS if r.label == settings["label"])
+        run = next((r for r in RUNS if r.label == settings["label"]), None)
+        if run is None:
+            raise ConfigError(
+                f"Row '{settings['label']}' is no longer in bench.accuracy's RUNS: its set cannot be made."
+            )
         config = {**settings["overrides"], "seed": settings["seed"]}
-        folder = regenerated_dataset(run, config, dataset, settings["seed"], sasrec, store_dir, log)
+        # the regenerator lies beside the row that used it (a row read from another store too)
+        row_store = os.path.dirname(row["path"]) or store_dir
+        folder = regenerated_dataset(run, config, dataset, settings["seed"], sasrec, row_store, log)
         overrides["data_path"] = os.path.dirname(os.path.normpath(folder))
     log(f"evaluate {settings['label']} from {checkpoint} for its per-user values")
     result, per_user = evaluate(checkpoint, overrides, per_user=True)

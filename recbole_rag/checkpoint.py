@@ -90,8 +90,8 @@ TRAINING_STATE = ("optimizer",)  # what only a run that goes on needs
 
 def drop_training_state(path):
     """Rewrite the checkpoint at ``path`` without its optimizer state (two thirds of a model's
-    file): what evaluating it, starting from it (pretrained_path) or a finished run's resume need
-    stays. Returns the bytes saved."""
+    file): what evaluating it, starting from it (pretrained_path) or resuming a finished run's
+    ``-last`` checkpoint need stays. Returns the bytes saved."""
     checkpoint = load_checkpoint(path)
     if not any(key in checkpoint for key in TRAINING_STATE):
         return 0

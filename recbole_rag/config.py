@@ -101,6 +101,8 @@ _RUNTIME_KEYS = {
     "has_residual",
     "norm",
 }
+# Settings RecBole reads from its final dict directly, past __getitem__ (device set-up).
+_READ_DIRECTLY = {"gpu_id", "use_gpu", "nproc", "world_size", "offset", "ip", "port"}
 # RecBole reads ``alias_of_<field>`` for any field name.
 _RUNTIME_PREFIXES = ("alias_of_",)
 
@@ -305,7 +307,8 @@ class Config(RecBoleConfig):
         final = super()._get_final_config_dict()
         self._sample_negatives_where_needed(final, user_keys)
         no_code_from_files(final)
-        check_settings(final, getattr(self.model_class, "type", None))
+        pairwise = getattr(self.model_class, "input_type", None) == InputType.PAIRWISE
+        check_settings(final, getattr(self.model_class, "type", None), pairwise)
         return final
 
     # Which settings a run reads: a key the user set that nothing read changed nothing (e.g.
@@ -318,10 +321,16 @@ class Config(RecBoleConfig):
         self.__dict__.setdefault("_read", set()).add(key)
         return super().__contains__(key)
 
+    def __getattr__(self, item):
+        if item in self.__dict__.get("final_config_dict", {}):
+            self.__dict__.setdefault("_read", set()).add(item)
+        return super().__getattr__(item)
+
     def unread_settings(self):
         """The keys the user set (YAML files, overrides) that nothing has read from this Config."""
         read = self.__dict__.get("_read", set())
-        return sorted(k for k in self.__dict__.get("_user_keys", ()) if k not in read and k not in _RUNTIME_KEYS)
+        exempt = _RUNTIME_KEYS | _READ_DIRECTLY
+        return sorted(k for k in self.__dict__.get("_user_keys", ()) if k not in read and k not in exempt)
 
     def _sample_negatives_where_needed(self, final, user_keys):
         """overall.yaml trains with cross-entropy over all items and no sampled negatives; a model

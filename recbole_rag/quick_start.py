@@ -122,6 +122,8 @@ def check_output_paths(config: Config) -> None:
         if value and "://" not in str(value):  # a local file (a Milvus server's address is not)
             if key == "memory_path" and os.path.isdir(value):
                 raise ConfigError(f"{key} '{value}' is a folder: point it at a file.")
+            if os.path.isfile(value):
+                continue  # an existing bank is read, not written
             check_writable_folder(os.path.dirname(os.path.abspath(value)), f"{key}'s folder")
 
 
@@ -190,12 +192,13 @@ def significance_table(
         if label == baseline:
             continue
         seeds = [seed for seed in by_seed if seed in runs.get(baseline, {})]
+        measured = [m for m in metrics if all(m in run for run in (*by_seed.values(), *runs[baseline].values()))]
         for seed in seeds:
-            rows += [(label, seed, t) for t in compare_runs(runs[baseline][seed], by_seed[seed], metrics)]
+            rows += [(label, seed, t) for t in compare_runs(runs[baseline][seed], by_seed[seed], measured)]
         if len(seeds) > 1:
             pooled_base = mean_over_runs([runs[baseline][s] for s in seeds])
             pooled = mean_over_runs([by_seed[s] for s in seeds])
-            rows += [(label, "pooled", t) for t in compare_runs(pooled_base, pooled, metrics)]
+            rows += [(label, "pooled", t) for t in compare_runs(pooled_base, pooled, measured)]
     return rows
 
 

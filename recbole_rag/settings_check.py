@@ -51,7 +51,7 @@ RANGES = {
     "weight_decay": _number(0.0),
     "epochs": _int(0),
     "stopping_step": _int(0),
-    "eval_step": _int(1),
+    "eval_step": _int(0),  # 0: no validation, a checkpoint every epoch (RecBole's meaning)
     "train_batch_size": _int(1),
     "eval_batch_size": _int(1),
     "seed": _int(0, 2**32 - 1),
@@ -83,7 +83,7 @@ HIDDEN_ACTS = ("gelu", "relu", "swish", "tanh", "sigmoid")  # RecBole's Transfor
 SEQUENTIAL_LOSSES = ("CE", "BPR")  # the losses RecBole's sequential models implement
 
 
-def setting_problems(final, model_type=None):
+def setting_problems(final, model_type=None, pairwise=False):
     """Messages for the settings in ``final`` that are out of range or disagree."""
     problems = [
         f"{key} must be {wanted}, got {final[key]!r}"
@@ -95,11 +95,11 @@ def setting_problems(final, model_type=None):
             problems.append(f"hidden_size ({final['hidden_size']}) must be a multiple of n_heads ({final['n_heads']})")
     if "hidden_act" in final and final["hidden_act"] not in HIDDEN_ACTS:
         problems.append(f"hidden_act must be one of {', '.join(HIDDEN_ACTS)}, got {final['hidden_act']!r}")
-    problems += _evaluation_problems(final, model_type)
+    problems += _evaluation_problems(final, model_type, pairwise)
     return problems
 
 
-def _evaluation_problems(final, model_type):
+def _evaluation_problems(final, model_type, pairwise=False):
     problems = []
     topk = final.get("topk")
     topk = [topk] if isinstance(topk, int) and not isinstance(topk, bool) else topk
@@ -115,7 +115,9 @@ def _evaluation_problems(final, model_type):
     valid = str(final.get("valid_metric", ""))
     name, _, k = valid.lower().partition("@")
     measured = {m.lower() for m in metrics}
-    at_k = name in metrics_dict and issubclass(metrics_dict[name], TopkMetric)
+    # metrics RecBole reports per cut-off: the top-k ones and those over the top-k lists (ItemCoverage@10)
+    needs = set(getattr(metrics_dict.get(name), "metric_need", ()))
+    at_k = name in metrics_dict and (issubclass(metrics_dict[name], TopkMetric) or "rec.items" in needs)
     if name not in measured or (at_k and (not k.isdigit() or int(k) not in topk)) or (k and not at_k):
         choices = [f"{m}@{k}" for m in metrics for k in topk][:6]
         problems.append(
@@ -127,7 +129,8 @@ def _evaluation_problems(final, model_type):
         order = (final.get("eval_args") or {}).get("order")
         if order not in (None, "TO"):
             problems.append(f"eval_args order must be TO for a sequential model (its next item by time), got {order!r}")
-        if final.get("loss_type") == "CE" and final.get("train_neg_sample_args") is not None:
+        # a pairwise model (FPMC, SINE, TransRec) learns from sampled negatives whatever loss_type says
+        if final.get("loss_type") == "CE" and final.get("train_neg_sample_args") is not None and not pairwise:
             problems.append(
                 "train_neg_sample_args must be ~ with loss_type CE (a softmax over all items samples no "
                 "negatives); set loss_type: BPR to train on sampled negatives"
@@ -135,8 +138,8 @@ def _evaluation_problems(final, model_type):
     return problems
 
 
-def check_settings(final, model_type=None):
+def check_settings(final, model_type=None, pairwise=False):
     """Raise one ConfigError naming every setting that is out of range or disagrees."""
-    problems = setting_problems(final, model_type)
+    problems = setting_problems(final, model_type, pairwise)
     if problems:
         raise ConfigError("Invalid setting: " + "; ".join(problems) + ".")

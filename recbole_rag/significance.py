@@ -64,7 +64,8 @@ def capture_per_user(trainer: Trainer, dataset: Dataset, into: PerUser) -> Itera
         return collect(scores, interaction, positive_u, positive_i)
 
     def keep_hits(struct: DataStruct) -> dict[str, float]:
-        batches.append(struct.get("rec.topk").clone())
+        if "rec.topk" in struct:  # registered only when a top-k metric is measured
+            batches.append(struct.get("rec.topk").clone())
         return evaluate(struct)
 
     trainer.eval_collector.eval_batch_collect, trainer.evaluator.evaluate = collect_users, keep_hits
@@ -72,9 +73,12 @@ def capture_per_user(trainer: Trainer, dataset: Dataset, into: PerUser) -> Itera
         yield into
     finally:
         trainer.eval_collector.eval_batch_collect, trainer.evaluator.evaluate = collect, evaluate
-    if batches:
+    tokens = np.asarray(dataset.id2token(uid_field, torch.cat(users).numpy()), dtype=str) if users else None
+    # one row a user (full ranking, leave-one-out), else no per-user values: a user with several
+    # rows (a random split) or a row a candidate (sampled ranking) has no single value to pair
+    if batches and len(tokens) == len(batches[-1]) == len(set(tokens)):
         into.update(per_user_metrics(batches[-1], config))
-        into[USER] = np.asarray(dataset.id2token(uid_field, torch.cat(users).numpy()), dtype=str)
+        into[USER] = tokens
 
 
 def per_user_metrics(hits: torch.Tensor, config: Config) -> dict[str, np.ndarray]:
@@ -140,7 +144,8 @@ def paired(a: PerUser, b: PerUser, metric: str) -> tuple[np.ndarray, np.ndarray]
 @dataclass(frozen=True)
 class PairedTest:
     """B against A on one metric over the same ``users``: B's mean minus A's, its bootstrap
-    interval, and two-sided p-values (None where the test is undefined: every pair equal)."""
+    interval, and two-sided p-values (None where a test is undefined: every pair equal, every
+    pair moved by the same amount for the t-test, or a single user)."""
 
     metric: str
     users: int
@@ -151,10 +156,7 @@ class PairedTest:
     ci_high: float
     p_t: float | None
     p_wilcoxon: float | None
-
-    @property
-    def identical(self) -> bool:
-        return self.p_t is None and self.p_wilcoxon is None
+    identical: bool = False  # every pair equal
 
     @property
     def relative(self) -> float:
@@ -188,11 +190,15 @@ def paired_test(
         raise ConfigError(f"A paired test needs two equal-length lists of per-user values, got {a.shape}, {b.shape}.")
     diff = b - a
     low, high = bootstrap_interval(diff, resamples, confidence, seed)
+    identical = not np.any(diff != 0)
     p_t = p_w = None
-    if np.any(diff != 0):
-        p_t = float(stats.ttest_rel(b, a).pvalue) if np.any(diff != diff[0]) else 0.0
+    if not identical and len(diff) > 1:
+        # every user moved by the same amount: no spread, so the t-test is undefined (Wilcoxon is not)
+        if not np.allclose(diff, diff[0], rtol=1e-9, atol=1e-12):
+            p_t = float(stats.ttest_rel(b, a).pvalue)
         p_w = float(stats.wilcoxon(diff).pvalue)
-    return PairedTest(metric, len(a), float(a.mean()), float(b.mean()), float(diff.mean()), low, high, p_t, p_w)
+    mean_a, mean_b = float(a.mean()), float(b.mean())
+    return PairedTest(metric, len(a), mean_a, mean_b, float(diff.mean()), low, high, p_t, p_w, identical)
 
 
 def bootstrap_interval(
@@ -227,6 +233,11 @@ def compare_runs(a: PerUser, b: PerUser, metrics: Sequence[str] = TESTED, **kwar
 
 def check_metrics(metrics: Sequence[str], per_user: PerUser) -> list[str]:
     """``metrics`` (names such as ndcg@10), each one measured per user."""
+    if USER not in per_user:
+        raise ConfigError(
+            "These runs have no per-user values: they need full ranking with one test row per user "
+            "(eval_args mode full and a leave-one-out split, as properties/overall.yaml sets)."
+        )
     missing = [m for m in metrics if m not in per_user]
     if missing:
         have = ", ".join(m for m in per_user if m != USER)

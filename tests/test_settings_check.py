@@ -104,3 +104,28 @@ def test_a_read_only_output_folder_stops_before_training(tiny, tmp_path, monkeyp
     monkeypatch.setattr(files.tempfile, "NamedTemporaryFile", refused)
     with pytest.raises(ConfigError, match="checkpoint_dir '.*' cannot be written \\(Permission denied\\)"):
         run_recbole_rag("SASRec", "tiny", config_dict=tiny)
+
+
+@pytest.mark.parametrize("model", ["FPMC", "SINE", "TransRec"])
+def test_pairwise_models_keep_their_sampled_negatives(tiny, model):
+    Config(model, "tiny", config_dict=tiny)  # overall.yaml's CE does not forbid what they learn from
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"metrics": ["Recall", "ItemCoverage"], "valid_metric": "ItemCoverage@10"},  # reported per cut-off
+        {"eval_step": 0},  # no validation, a checkpoint every epoch
+    ],
+)
+def test_recbole_settings_that_are_valid_pass(tiny, settings):
+    Config("SASRec", "tiny", config_dict={**tiny, **settings})
+
+
+def test_a_bare_per_cutoff_metric_is_refused(tiny):
+    with pytest.raises(ConfigError, match="valid_metric must be a measured metric"):
+        Config(
+            "SASRec",
+            "tiny",
+            config_dict={**tiny, "metrics": ["Recall", "ItemCoverage"], "valid_metric": "ItemCoverage"},
+        )

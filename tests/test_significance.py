@@ -170,3 +170,25 @@ def test_an_unmeasured_metric_is_refused_in_one_line(trained, capsys):
     path = result["saved_model_file"]
     assert main(["significance", f"--checkpoints={path},{path}", "--metrics=ndcg@7"]) == 2
     assert "Cannot test ndcg@7" in capsys.readouterr().err
+
+
+def test_tests_that_are_undefined_say_so():
+    one = paired_test([0.1], [0.3], "ndcg@10")  # a single user
+    assert one.p_t is None and one.p_wilcoxon is None and not one.identical
+    same_shift = paired_test([0.1, 0.2, 0.4], [0.3, 0.4, 0.6], "ndcg@10")  # every user +0.2 (floating point)
+    assert same_shift.p_t is None and same_shift.p_wilcoxon is not None and not same_shift.identical
+
+
+def test_a_run_without_a_top_k_metric_still_tests_and_has_no_per_user_values(tiny, capsys):
+    settings = {**tiny, "epochs": 1, "metrics": ["GAUC"], "valid_metric": "GAUC"}
+    result = run_recbole_rag("SASRec", "tiny", config_dict=settings, per_user=True)
+    assert "gauc" in result["test_result"] and result["per_user"] == {}
+    path = result["saved_model_file"]
+    assert main(["significance", f"--checkpoints={path},{path}"]) == 2
+    assert "no per-user values: they need full ranking" in capsys.readouterr().err
+
+
+def test_a_sampled_ranking_has_no_per_user_values_to_pair(tiny):
+    args = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "uni10"}
+    result = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1, "eval_args": args}, per_user=True)
+    assert result["per_user"] == {}

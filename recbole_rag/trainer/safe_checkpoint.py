@@ -30,7 +30,7 @@ from recbole_rag.checkpoint import (
     training_rows,
 )
 from recbole_rag.errors import CheckpointError
-from recbole_rag.files import claim_path
+from recbole_rag.files import atomic_path, claim_path
 
 
 def _random_states(train_data):
@@ -243,7 +243,9 @@ class SafeCheckpointMixin:
                 f"'{resume_file}' continues the run whose best checkpoint is '{best_file}', which is gone: "
                 "start that run again."
             )
-        shutil.copyfile(best_file, beside)
+        if self.config["single_spec"] or self.config["local_rank"] == 0:  # one process copies, whole or not at all
+            with atomic_path(beside) as tmp:
+                shutil.copyfile(best_file, tmp)
         return beside
 
     @torch.no_grad()
