@@ -17,9 +17,11 @@ import math
 import operator
 import os
 import zipfile
+from collections.abc import Collection
 
 import faiss
 import numpy as np
+from numpy.typing import ArrayLike
 
 from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.files import atomic_path
@@ -39,7 +41,7 @@ BLAS_THRESHOLD = 512
 faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, BLAS_THRESHOLD)
 
 
-def auto_nlist(n):
+def auto_nlist(n: int) -> int:
     """IVF lists for a bank of ``n`` keys when ``nlist`` is not set: the power of two nearest
     4 * sqrt(n) (faiss's guideline is 4-16 * sqrt(n)), at most n / 39 (k-means wants >= 39
     points per centroid). 10^5 -> 1024, 10^6 -> 4096, 10^7 -> 16384."""
@@ -48,13 +50,13 @@ def auto_nlist(n):
     return max(1, min(by_size, by_points))
 
 
-def auto_nprobe(nlist):
+def auto_nprobe(nlist: int) -> int:
     """Lists searched per query when ``nprobe`` is not set: sqrt(nlist) / 2, at least 16 (the
     setting that gave recall@10 >= 0.99 at nlist 1024 in results/scale.md), at most nlist."""
     return min(nlist, max(16, int(math.sqrt(nlist)) // 2))
 
 
-def _as_matrix(array, dim, what):
+def _as_matrix(array: ArrayLike, dim: int, what: str) -> np.ndarray:
     array = np.ascontiguousarray(np.asarray(array, dtype=np.float32))
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{what} must have shape (n, {dim}), got {array.shape}")
@@ -64,7 +66,7 @@ def _as_matrix(array, dim, what):
     return array
 
 
-def exclusion_ranges(exclude):
+def exclusion_ranges(exclude: ArrayLike | None) -> np.ndarray | None:
     """``exclude`` of ``search`` as (q, 2) [start, stop) id ranges; None stays None."""
     if exclude is None:
         return None
@@ -72,7 +74,9 @@ def exclusion_ranges(exclude):
     return np.stack([ranges, ranges + 1], 1) if ranges.ndim == 1 else ranges.reshape(-1, 2)
 
 
-def check_bank_settings(index_type, metric, index_types=INDEX_TYPES, backend=None):
+def check_bank_settings(
+    index_type: str, metric: str, index_types: Collection[str] = INDEX_TYPES, backend: str | None = None
+) -> None:
     """One-line errors for an index type a bank's backend lacks, or a metric none has: the check
     every backend (faiss here, memory/device.py, memory/milvus.py) makes of its settings."""
     if index_type not in index_types:
@@ -85,7 +89,7 @@ def check_bank_settings(index_type, metric, index_types=INDEX_TYPES, backend=Non
         raise ConfigError(f"memory metric must be one of {', '.join(METRICS)}, got {metric!r}")
 
 
-def checked_pairs(keys, values, dim):
+def checked_pairs(keys: ArrayLike, values: ArrayLike, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(keys (n, dim) float32, values (n,) int64) to add, or a ValueError naming what is wrong."""
     keys = _as_matrix(keys, dim, "keys")
     values = np.asarray(values, dtype=np.int64).reshape(-1)
@@ -96,7 +100,9 @@ def checked_pairs(keys, values, dim):
     return keys, values
 
 
-def search_plan(size, k, exclude, n_queries):
+def search_plan(
+    size: int, k: int, exclude: ArrayLike | None, n_queries: int
+) -> tuple[int, np.ndarray | None, np.ndarray]:
     """(k, exclusion ranges or None, widest range) for a search of a bank of ``size`` entries,
     or a ValueError naming what is wrong (the checks every bank backend shares)."""
     if size == 0:
@@ -116,14 +122,14 @@ def search_plan(size, k, exclude, n_queries):
     return k, ranges, widths
 
 
-def _joined(chunks):
+def _joined(chunks: list[np.ndarray]) -> np.ndarray:
     """The one array of a list of added chunks (collapsed in place, so joined once)."""
     if len(chunks) > 1:
         chunks[:] = [np.concatenate(chunks)]
     return chunks[0]
 
 
-def _optional_int(value):
+def _optional_int(value: int | None) -> int | None:
     return None if value is None else int(value)
 
 
@@ -162,28 +168,28 @@ class MemoryBank:
         self._values = [np.zeros(0, dtype=np.int64)]
 
     @property
-    def holds_keys(self):
+    def holds_keys(self) -> bool:
         """Whether the keys are kept beside the index (flat) or read back from it."""
         return self.index_type == "flat"
 
     @property
-    def keys(self):
+    def keys(self) -> np.ndarray:
         """(n, dim) key vectors, as added (for ivf / hnsw a copy read back from the index)."""
         if self.holds_keys:
             return _joined(self._keys)
         return self.entries(np.arange(len(self)))[0]
 
     @keys.setter
-    def keys(self, keys):
+    def keys(self, keys: np.ndarray) -> None:
         self._keys = [keys]
 
     @property
-    def values(self):
+    def values(self) -> np.ndarray:
         """(n,) item ids."""
         return _joined(self._values)
 
     @values.setter
-    def values(self, values):
+    def values(self, values: np.ndarray) -> None:
         self._values = [values]
 
     def _new_index(self):
@@ -204,14 +210,14 @@ class MemoryBank:
         self._set_nprobe(index)
         return index
 
-    def _set_nprobe(self, index):
+    def _set_nprobe(self, index: faiss.Index) -> None:
         nprobe = self.params["nprobe"] or auto_nprobe(index.nlist)
         index.nprobe = nprobe
         quantizer = faiss.downcast_index(index.quantizer)
         if isinstance(quantizer, faiss.IndexHNSW):  # the graph search must see nprobe lists
             quantizer.hnsw.efSearch = max(2 * nprobe, 64)
 
-    def _plan_ivf(self, n):
+    def _plan_ivf(self, n: int) -> None:
         """An untrained ivf bank's first add of ``n`` keys settles ``nlist`` / ``nprobe``."""
         if self.params["nlist"] is None:
             self.params["nlist"] = auto_nlist(n)
@@ -219,13 +225,13 @@ class MemoryBank:
         if self.params["nprobe"] is None:
             self.params["nprobe"] = self.index.nprobe
 
-    def _for_index(self, vectors):
+    def _for_index(self, vectors: np.ndarray) -> np.ndarray:
         if self.metric == "cosine":
             vectors = vectors.copy()
             faiss.normalize_L2(vectors)
         return vectors
 
-    def __len__(self):
+    def __len__(self) -> int:
         return int(self.index.ntotal)
 
     def add(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -347,5 +353,5 @@ class MemoryBank:
             raise CheckpointError(f"'{path}' holds NaN or infinite keys or negative item ids: rebuild the bank.")
         return bank
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"MemoryBank({len(self)} entries, dim={self.dim}, {self.index_type}, {self.metric})"
