@@ -8,6 +8,7 @@ result is a JSON file under ``results/<dataset>-accuracy/`` named by label, seed
 settings, so a rerun with the same settings skips it; its checkpoints and its log (``.log``, every
 attempt appended) lie beside it under the same name, and a run stopped midway continues from its
 last epoch's checkpoint (recbole_rag.trainer.safe_checkpoint) when the command is run again
+(it needs the ``-last.pth`` and the best ``.pth`` beside it: keep both to carry a run elsewhere)
 (its settings, written at its start as ``.settings.json``, find it again under the same settings
 spelt otherwise, e.g. ``--data_path`` relative or absolute).
 Writes ``results/<dataset>-accuracy.md`` and ``.csv``: the mean (and sample standard deviation,
