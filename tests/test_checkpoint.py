@@ -97,11 +97,25 @@ def test_resume_keeps_the_early_stopping_counter_and_best_score(tiny, model_name
     assert resumed["best_valid_score"] == 2.0
 
 
-def test_a_last_checkpoint_whose_best_file_is_gone_is_refused(tiny):
+def test_a_last_checkpoint_alone_carries_its_run_elsewhere(tiny):
+    settings = {**tiny, "epochs": 4, "stopping_step": 10}
+    whole = run_recbole_rag("SASRec", "tiny", config_dict=settings)
+    part = run_recbole_rag("SASRec", "tiny", config_dict={**settings, "epochs": 2})
+    last = last_file_of(part["saved_model_file"])
+    os.remove(part["saved_model_file"])  # only the -last was kept: it holds the best epoch's weights too
+    resumed = run_recbole_rag("SASRec", "tiny", config_dict={**settings, "resume_path": last})
+    assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test_result"] == whole["test_result"]
+
+
+def test_an_older_last_checkpoint_whose_best_file_is_gone_is_refused(tiny):
     part = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1})
     os.remove(part["saved_model_file"])
+    last = last_file_of(part["saved_model_file"])
+    state = load_checkpoint(last)
+    del state["best_state"]  # as -last checkpoints were written before they carried it
+    torch.save(state, last)
     with pytest.raises(CheckpointError, match="best checkpoint .* is gone"):
-        run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "resume_path": last_file_of(part["saved_model_file"])})
+        run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "resume_path": last})
 
 
 def test_a_run_folder_moved_elsewhere_resumes_from_the_best_file_beside_its_last(tiny, tmp_path):

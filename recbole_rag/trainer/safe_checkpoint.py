@@ -58,6 +58,8 @@ def _set_random_states(states, train_data):
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+# What a best checkpoint holds besides its weights (rebuilt from a -last checkpoint when gone).
+BEST_KEYS = ("config", "cur_step", "best_valid_score", "item_vocabulary", "training_rows")
 # Settings a resumed optimizer keeps from its run, whatever the resuming command says.
 OPTIMIZER_SETTINGS = ("learning_rate", "raft_learning_rate", "weight_decay")
 
@@ -90,6 +92,7 @@ class SafeCheckpointMixin:
     resume_in_fit = True
     train_items = None  # item_vocabulary of the training set, once fit has seen it
     train_split = None  # training_rows of the training set, once fit has seen it
+    _best_state = None  # the best epoch's weights, kept for the -last checkpoint
     train_dataset = None
     resumed_train_s = 0.0  # training seconds spent before the resumed checkpoint
     best_epoch = None
@@ -173,6 +176,7 @@ class SafeCheckpointMixin:
         state = self._state(epoch)
         state.update(
             best_file=os.path.abspath(self.saved_model_file),
+            best_state=self._best_state,  # the best epoch's weights: the -last alone carries a run elsewhere
             best_epoch=self.best_epoch,
             best_valid_result=plain(self.best_valid_result),
             train_s=self.train_seconds(),
@@ -192,6 +196,10 @@ class SafeCheckpointMixin:
         save_checkpoint(self._state(epoch), saved_model_file)
         if epoch >= 0:  # RecBole saves at epoch -1 when a resumed run has no epoch left
             self.best_epoch = int(epoch)
+            self._best_state = {
+                "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "other_parameter": plain(self.model.other_parameter()),
+            }
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -204,7 +212,8 @@ class SafeCheckpointMixin:
         if self.train_dataset is not None:
             check_same_items(checkpoint, self.train_dataset, resume_file)
         check_fits(self.model, checkpoint, resume_file)
-        self.saved_model_file = self.claimed_file = self._continued_best(resume_file, checkpoint.get("best_file"))
+        self.saved_model_file = self.claimed_file = self._continued_best(resume_file, checkpoint)
+        self._best_state = checkpoint.get("best_state")
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -228,22 +237,32 @@ class SafeCheckpointMixin:
             self.best_epoch = checkpoint["epoch"]
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
-    def _continued_best(self, resume_file, best_file):
+    def _continued_best(self, resume_file, checkpoint):
         """The best file a resumed run goes on writing: a best checkpoint itself (the run goes on in
         its own file); for a ``-last`` checkpoint, its run's best file beside it (a moved run
-        folder), else a copy made beside it, so a run resumed from a copy in another folder never
-        writes into the original run's files."""
+        folder), else one made beside it, so a run resumed from a copy in another folder never
+        writes into the original run's files: a copy of the original's best file, or the best
+        weights the ``-last`` checkpoint carries."""
+        best_file = checkpoint.get("best_file")
         if best_file is None:
             return str(resume_file)
         beside = os.path.join(os.path.dirname(resume_file), os.path.basename(best_file))
         if os.path.isfile(beside):
+            return beside
+        one_process = self.config["single_spec"] or self.config["local_rank"] == 0
+        if checkpoint.get("best_state") and not os.path.isfile(best_file):
+            if one_process:
+                best = {k: v for k, v in checkpoint.items() if k in BEST_KEYS}
+                save_checkpoint(
+                    {**best, **checkpoint["best_state"], "epoch": checkpoint["best_epoch"], "cur_step": 0}, beside
+                )
             return beside
         if not os.path.isfile(best_file):
             raise CheckpointError(
                 f"'{resume_file}' continues the run whose best checkpoint is '{best_file}', which is gone: "
                 "start that run again."
             )
-        if self.config["single_spec"] or self.config["local_rank"] == 0:  # one process copies, whole or not at all
+        if one_process:  # one process copies, whole or not at all
             with atomic_path(beside) as tmp:
                 shutil.copyfile(best_file, tmp)
         return beside
