@@ -6,12 +6,22 @@ sequence with the same next item (``contrast: us_x``, the paper's DuoRec), with 
 sequences of the batch as negatives.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from recbole_rag.errors import ConfigError
 from recbole_rag.model.encoder_recommender import EncoderRecommender
 from recbole_rag.model.layers import SASRecEncoder
+
+if TYPE_CHECKING:
+    from recbole.config import Config
+    from recbole.data.dataset import Dataset
+    from recbole.data.interaction import Interaction
 
 CONTRASTS = ("us_x", "un", "su", "us", "none")
 
@@ -20,23 +30,23 @@ class SameTargetSampler:
     """Draws, for each target item, a training sequence with the same target (DuoRec's
     supervised positive), preferring one that differs from the query sequence."""
 
-    def __init__(self, item_seq, item_seq_len, targets, n_items):
+    def __init__(self, item_seq: torch.Tensor, item_seq_len: torch.Tensor, targets: torch.Tensor, n_items: int) -> None:
         self.item_seq, self.item_seq_len = item_seq, item_seq_len
         self.rows_by_target = torch.argsort(targets, stable=True)
         self.counts = torch.bincount(targets, minlength=n_items)
         self.starts = torch.cumsum(self.counts, 0) - self.counts
 
-    def to(self, device):
+    def to(self, device: torch.device | str) -> SameTargetSampler:
         for name in ("item_seq", "item_seq_len", "rows_by_target", "counts", "starts"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
-    def _draw(self, targets):
+    def _draw(self, targets: torch.Tensor) -> torch.Tensor:
         counts = self.counts[targets].clamp(min=1)
         offsets = (torch.rand(targets.shape, device=targets.device) * counts).long()
         return self.rows_by_target[self.starts[targets] + offsets.clamp(max=counts - 1)]
 
-    def sample(self, item_seq, targets):
+    def sample(self, item_seq: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, L) query sequences, (batch,) targets -> same-target sequences and lengths.
         A target seen only once gives the query's own sequence (its other dropout view)."""
         if self.item_seq.device != targets.device:
@@ -48,7 +58,7 @@ class SameTargetSampler:
         return self.item_seq[rows], self.item_seq_len[rows]
 
 
-def info_nce(z_i, z_j, temperature, similarity="dot"):
+def info_nce(z_i: torch.Tensor, z_j: torch.Tensor, temperature: float, similarity: str = "dot") -> torch.Tensor:
     """Symmetric InfoNCE over 2B views: (z_i[b], z_j[b]) are positives, all other views of the
     batch are negatives (DuoRec's formulation)."""
     batch = z_i.shape[0]
@@ -64,7 +74,7 @@ def info_nce(z_i, z_j, temperature, similarity="dot"):
 class DuoRec(EncoderRecommender):
     """SASRec + DuoRec's contrastive regularisation; scores are h . item embedding."""
 
-    def __init__(self, config, dataset):
+    def __init__(self, config: Config, dataset: Dataset) -> None:
         super().__init__(config, dataset)
         if config["contrast"] not in CONTRASTS:
             raise ConfigError(f"contrast must be one of {', '.join(CONTRASTS)}, got {config['contrast']!r}.")
@@ -85,7 +95,7 @@ class DuoRec(EncoderRecommender):
                 feat[self.ITEM_SEQ], feat[self.ITEM_SEQ_LEN], feat[self.POS_ITEM_ID], self.n_items
             )
 
-    def views(self, interaction):
+    def views(self, interaction: Interaction) -> tuple[torch.Tensor, ...]:
         """Every encoder pass a training step needs, run as one stacked batch (independent
         dropout per row): the sequence, and the extra views ``contrast`` asks for."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
@@ -99,7 +109,7 @@ class DuoRec(EncoderRecommender):
             lens.append(sem_len)
         return self.forward(torch.cat(seqs), torch.cat(lens)).chunk(len(seqs))
 
-    def contrastive_loss(self, views):
+    def contrastive_loss(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         """DuoRec's regularisers given ``views()`` (0 when ``contrast: none``)."""
         if self.contrast == "none":
             return views[0].new_zeros(())
@@ -113,7 +123,7 @@ class DuoRec(EncoderRecommender):
             views[0], views[2], self.tau, self.sim
         )
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction: Interaction) -> torch.Tensor:
         views = self.views(interaction)
         logits = views[0] @ self.item_embedding.weight.T
         loss = F.cross_entropy(logits, interaction[self.POS_ITEM_ID])

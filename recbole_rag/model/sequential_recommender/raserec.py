@@ -6,11 +6,14 @@ item> memories and fuses h~ = alpha * h + (1 - alpha) * h', h' from retrieval-au
 trained with cross-entropy over all items. RaSeRecTrainer runs both stages and builds the bank.
 """
 
+from __future__ import annotations
+
 import functools
 import os
 import re
 import time
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +29,13 @@ from recbole_rag.memory.milvus import MilvusMemoryBank, connect
 from recbole_rag.model.retrieval import RetrievalAugmentedAttention
 from recbole_rag.model.sequential_recommender.duorec import DuoRec
 
+if TYPE_CHECKING:
+    from recbole.config import Config
+    from recbole.data.dataset import Dataset
+    from recbole.data.interaction import Interaction
+
+Bank = MemoryBank | DeviceMemoryBank | MilvusMemoryBank  # the backends share their verbs
+
 # Fields the trainer adds to the training rows: the row's own entry id in the memory bank and
 # the end of its user's block, so [memory_id, memory_stop) is the row's own pair and the user's
 # later prefixes (which contain the row's target): never retrieved for that row.
@@ -37,7 +47,7 @@ MEMORY_BACKENDS = ("auto", "faiss", "torch", "milvus")
 
 
 @functools.cache
-def _warn_host_search(index):
+def _warn_host_search(index: str) -> None:
     """Once per process: an approximate index on a CUDA model is searched by faiss on the CPU."""
     warnings.warn(
         f"memory_index {index} on a CUDA model is searched by faiss on the CPU: every search copies its "
@@ -48,7 +58,7 @@ def _warn_host_search(index):
 
 
 class RaSeRec(DuoRec):
-    def __init__(self, config, dataset):
+    def __init__(self, config: Config, dataset: Dataset) -> None:
         super().__init__(config, dataset)  # settings' ranges: recbole_rag.settings_check, checked by Config
         self.config = config
         self.memory_collection = None  # the milvus backend's collection for this run (milvus_settings)
@@ -71,7 +81,7 @@ class RaSeRec(DuoRec):
         self.other_parameter_name = ["stage", "memory_file", "memory_collection"]
 
     # --- memory -------------------------------------------------------------------------------
-    def memory_settings(self):
+    def memory_settings(self) -> dict[str, Any]:
         c = self.config
         return {
             "dim": c["hidden_size"],
@@ -83,7 +93,7 @@ class RaSeRec(DuoRec):
             "ef_search": c["memory_ef_search"],
         }
 
-    def milvus_settings(self):
+    def milvus_settings(self) -> dict[str, Any]:
         """Where the milvus backend keeps the bank: ``memory_uri`` (default: a Milvus Lite file in
         the checkpoint folder) and ``memory_collection`` (default: one of this run's own,
         raserec_<dataset>_<time>_<pid>, which its checkpoints name so a test reopens that one)."""
@@ -101,7 +111,7 @@ class RaSeRec(DuoRec):
             "token": c["memory_token"] or "",
         }
 
-    def memory_backend(self):
+    def memory_backend(self) -> str:
         """The backend ``memory_backend`` resolves to (``auto``: torch on CUDA with a flat index)."""
         backend = self.config["memory_backend"]
         if backend == "auto":
@@ -111,7 +121,7 @@ class RaSeRec(DuoRec):
             return "torch" if on_cuda and self.config["memory_index"] == "flat" else "faiss"
         return backend
 
-    def new_memory(self):
+    def new_memory(self) -> Bank:
         """An empty bank of the configured backend (a fresh collection for Milvus)."""
         backend = self.memory_backend()
         if backend == "milvus":
@@ -120,13 +130,13 @@ class RaSeRec(DuoRec):
             return DeviceMemoryBank(self.config["hidden_size"], self.config["memory_metric"], self.device)
         return MemoryBank(**self.memory_settings())
 
-    def on_backend(self, bank):
+    def on_backend(self, bank: Bank) -> Bank:
         """A faiss bank (e.g. loaded from its file) on the configured backend."""
         if self.memory_backend() == "torch" and isinstance(bank, MemoryBank):
             return DeviceMemoryBank.from_faiss(bank, self.device)
         return bank
 
-    def check_memory_settings(self):
+    def check_memory_settings(self) -> None:
         """Bad memory settings fail at model construction, not after stage 1: the faiss bank
         checks its own; the milvus backend's index and metric are checked and its server asked."""
         backend = self.config["memory_backend"]
@@ -146,7 +156,7 @@ class RaSeRec(DuoRec):
         connect(settings["uri"], settings["token"]).close()
 
     @torch.no_grad()
-    def encode(self, inter_feat, batch_size=2048, show_progress=False):
+    def encode(self, inter_feat: Interaction, batch_size: int = 2048, show_progress: bool = False) -> np.ndarray:
         """User vectors (n, hidden) of every row of an Interaction, dropout off."""
         was_training = self.training
         self.eval()
@@ -160,7 +170,7 @@ class RaSeRec(DuoRec):
             np.concatenate(chunks) if chunks else np.zeros((0, self.encoder.item_embedding.embedding_dim), np.float32)
         )
 
-    def add_to_memory(self, inter_feat, batch_size=2048, show_progress=False):
+    def add_to_memory(self, inter_feat: Interaction, batch_size: int = 2048, show_progress: bool = False) -> np.ndarray:
         """Encode <sequence, next item> rows and add them to the bank (no gradient step)."""
         keys = self.encode(inter_feat, batch_size, show_progress)
         values = inter_feat[self.POS_ITEM_ID].numpy()
@@ -173,7 +183,7 @@ class RaSeRec(DuoRec):
         return self.memory.add(keys, values)
 
     # --- stage 2 ------------------------------------------------------------------------------
-    def start_raft(self):
+    def start_raft(self) -> None:
         """Switch to stage 2: the backbone frozen (as config says), the retrieval module trained."""
         if self.memory is None or len(self.memory) == 0:
             raise ValueError("RAFT needs a non-empty memory bank: build it with add_to_memory() first.")
@@ -187,7 +197,9 @@ class RaSeRec(DuoRec):
             p.requires_grad_(not self.freeze_backbone)
         self.train(self.training)
 
-    def cache_training_neighbours(self, entry_stop, chunk_size=1024, show_progress=False):
+    def cache_training_neighbours(
+        self, entry_stop: np.ndarray, chunk_size: int = 1024, show_progress: bool = False
+    ) -> None:
         """Retrieve the top-K memories of every training entry once.
 
         With the backbone frozen, a training query is its own memory key and the bank does not
@@ -208,13 +220,18 @@ class RaSeRec(DuoRec):
             torch.cat(parts) if parts and torch.is_tensor(parts[0]) else np.concatenate(parts or [empty])
         )
 
-    def train(self, mode=True):
+    def train(self, mode: bool = True) -> RaSeRec:
         super().train(mode)
         if self.stage == "raft" and self.freeze_backbone:
             self.encoder.eval()  # a frozen backbone encodes as it did for the memory bank
         return self
 
-    def augment(self, h, exclude=None, neighbours=None):
+    def augment(
+        self,
+        h: torch.Tensor,
+        exclude: np.ndarray | torch.Tensor | None = None,
+        neighbours: np.ndarray | torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """h (B, H) -> h~ = alpha * h + (1 - alpha) * RAM(h, retrieved keys, their next items).
 
         neighbours: bank ids already retrieved for these rows (B, K); else searched here."""
@@ -230,7 +247,7 @@ class RaSeRec(DuoRec):
         h_retrieved = self.retrieval(h, keys.to(h.dtype), self.item_embedding(values), found)
         return self.alpha * h + (1.0 - self.alpha) * h_retrieved
 
-    def final_vector(self, interaction):
+    def final_vector(self, interaction: Interaction) -> torch.Tensor:
         if self.stage != "raft":
             return self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         if MEMORY_ID not in interaction:  # evaluation: search the bank as it is now
@@ -246,14 +263,14 @@ class RaSeRec(DuoRec):
         exclude = torch.stack([entries, stop], 1) if on_device else np.stack([entries, stop], 1)
         return self.augment(h, exclude)
 
-    def calculate_loss(self, interaction):
+    def calculate_loss(self, interaction: Interaction) -> torch.Tensor:
         if self.stage != "raft":
             return super().calculate_loss(interaction)
         logits = self.final_vector(interaction) @ self.item_embedding.weight.T
         return F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
 
-    def predict(self, interaction):
+    def predict(self, interaction: Interaction) -> torch.Tensor:
         return (self.final_vector(interaction) * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)
 
-    def full_sort_predict(self, interaction):
+    def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         return self.final_vector(interaction) @ self.item_embedding.weight.T
