@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import numbers
 import os
 import statistics
 import time
@@ -346,7 +347,7 @@ def check_seeds(seeds: str | Sequence[int] | None) -> list[int | None]:
             seeds = [int(s) for s in seeds.split(",") if s.strip()]
         except ValueError:
             raise ConfigError(f"--seeds must be comma-separated integers such as 2020,2021, got {seeds!r}.") from None
-    seeds = list(seeds)
+    seeds = [int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or not all(is_count(s, 0) for s in seeds):
         raise ConfigError(f"seeds must be distinct integers >= 0 such as 2020,2021, got {seeds!r}.")
     return seeds
