@@ -150,17 +150,7 @@ def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
     damaged.add(keys, values)
     damaged.save(tmp_path / "damaged.npz")
     with pytest.raises(CheckpointError, match="built from another backbone or training set \\(or changed since\\)"):
-        run_recbole_rag(
-            "RaSeRec",
-            "tiny",
-            config_dict={
-                **tiny,
-                "retrieval_k": 5,
-                "epochs": 1,
-                "pretrained_path": result["saved_model_file"],
-                "memory_path": str(tmp_path / "damaged.npz"),
-            },
-        )
+        run_recbole_rag("RaSeRec", "tiny", config_dict={**settings, "memory_path": str(tmp_path / "damaged.npz")})
     other = run_recbole_rag("DuoRec", "tiny", config_dict={**tiny, "epochs": 1, "seed": 7})
     with pytest.raises(CheckpointError, match="built from another backbone"):
         run_recbole_rag(
