@@ -407,6 +407,14 @@ def last_checkpoint_in(folder):
     return newest(folder, "*-last.pth")
 
 
+def finished_regenerator_in(folder):
+    """The checkpoint a finished pre-training wrote (the regenerator saves its final epoch, once,
+    at the end), or None: resuming from it trains nothing and decodes again, so a finished
+    regenerator needs no ``-last`` file kept beside it."""
+    found = [f for f in glob.glob(os.path.join(glob.escape(folder), "*.pth")) if not f.endswith("-last.pth")]
+    return max(found, key=os.path.getmtime) if found else None
+
+
 class row_log:
     """Append the run's log (RecBole's file format) to ``path`` while the block runs."""
 
@@ -454,7 +462,9 @@ def regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log=print
     if own:
         folder = os.path.join(folder, "-".join(f"{k}={v}" for k, v in sorted(own.items())))
     regen_config["regen_data_path"] = folder
-    regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"])
+    regen_resume = last_checkpoint_in(regen_config["checkpoint_dir"]) or finished_regenerator_in(
+        regen_config["checkpoint_dir"]
+    )
     if regen_resume:
         regen_config["resume_path"] = regen_resume
         log(f"resume the regenerator of {run.label} seed {seed} from {regen_resume}")

@@ -150,6 +150,18 @@ def test_regenerated_rows_train_on_the_regenerated_dataset_and_raft_on_its_backb
     assert any(m.startswith("resume the regenerator") and regenerator_dir in m for m in logged)
     assert (tmp_path / "regen" / "seed1" / "tiny-regen-control" / "manifest.json").is_file()
     assert glob.glob(str(tmp_path / "store" / "regenerator-seed1-*")) == [regenerator_dir]
+    # a finished regenerator kept without its -last file decodes from its final checkpoint alone:
+    # nothing is pre-trained again (a new pre-training would write a -last file)
+    for last in glob.glob(os.path.join(regenerator_dir, "*-last.pth")):
+        os.remove(last)
+    shutil.rmtree(tmp_path / "regen" / "seed1" / "tiny-regen-control")
+    for stored in glob.glob(str(tmp_path / "store" / "SASRec+regen-control-seed1-*.json")):
+        os.remove(stored)
+    alone = []
+    run_all(control, "tiny", [1], settings, str(tmp_path / "store"), run_recbole_rag, alone.append)
+    assert any(m.startswith("resume the regenerator") and regenerator_dir in m for m in alone)
+    assert (tmp_path / "regen" / "seed1" / "tiny-regen-control" / "manifest.json").is_file()
+    assert not glob.glob(os.path.join(regenerator_dir, "*-last.pth"))
     # a row that decodes otherwise reuses the regenerator too, and writes its set beside the other
     longer = [Run("SASRec", "SASRec"), Run("SASRec+regen(min_len=3)", "SASRec", {"regen_min_len": 3}, regenerated=True)]
     results, _ = run_all(longer, "tiny", [1], settings, str(tmp_path / "store"), recording_run, logged.append)
