@@ -36,11 +36,15 @@ from recbole_rag.config import presets, property_files
 from recbole_rag.errors import ConfigError, UnknownModelError, command
 from recbole_rag.files import atomic_path
 from recbole_rag.pipeline import regenerate, regenerated_run, regenerator_key
-from recbole_rag.regeneration.writer import REGEN_KEYS
+from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS, REGEN_KEYS
 from recbole_rag.registry import get_model
 from recbole_rag.significance import per_user_path, save_per_user
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
+
+
+# The row whose checkpoint starts a regenerator's item table (the reference's start), by default.
+ITEM_TABLE_ROW = "SASRec"
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,15 @@ class Run:
     """One row: ``model`` trained with ``overrides``; ``backbone`` names an earlier row whose
     checkpoint it starts from (``pretrained_path``), as ``M@B`` in ``--compare``; ``regenerated``
     trains on ``<dataset>-regen`` (DR4SR, written once, reused while its manifest matches);
-    ``"control"`` on its control (the original rows plus as many again, nothing new)."""
+    ``"control"`` on its control (the original rows plus as many again, nothing new);
+    ``item_table`` names the row whose checkpoint starts its regenerator's item table."""
 
     label: str
     model: str
     overrides: dict = field(default_factory=dict)
     backbone: str = None
     regenerated: bool | str = False
+    item_table: str = ITEM_TABLE_ROW
 
 
 def preset(name):
@@ -126,7 +132,19 @@ RUNS = [
     ],
     Run("GRU4Rec (SRA-CL off)", "SRACL", {"backbone": "GRU4Rec", "cross_weight": 0, "intra_weight": 0}),
     Run("SRACL(GRU4Rec)", "SRACL", {"backbone": "GRU4Rec"}),
+    # DR4SR under its reference code's own protocol (preset dr4sr-reference), the regenerator
+    # starting from that protocol's SASRec (BCE), as the reference's shipped item table
+    Run("SASRec (DR4SR protocol)", "SASRec", preset("dr4sr-reference")),
+    Run(
+        "SASRec+regen (DR4SR protocol)",
+        "SASRec",
+        preset("dr4sr-reference"),
+        regenerated=True,
+        item_table="SASRec (DR4SR protocol)",
+    ),
 ]
+# Settings of the model a regenerated set trains, never of its regenerator (which keeps its own).
+TARGET_ONLY = tuple(preset("dr4sr-reference"))
 
 # Published test numbers on amazon-beauty (full ranking, leave-one-out): run label -> [(source,
 # {metric: value})]. Only what the sources report; missing metrics stay blank.
@@ -193,10 +211,6 @@ def parse_labels(text):
     return [label.strip() for label in text.split(",") if label.strip()]
 
 
-# The row whose checkpoint starts every regenerator's item table (the reference's start).
-ITEM_TABLE_ROW = "SASRec"
-
-
 def select_runs(labels, runs=RUNS, item_table_given=False):
     """The rows named in ``labels`` (all when empty), each backbone listed before its user, and
     SASRec before a row on regenerated data, whose regenerator starts from SASRec's item table
@@ -212,9 +226,9 @@ def select_runs(labels, runs=RUNS, item_table_given=False):
         if run.backbone and run.backbone not in labels[:position]:
             raise ConfigError(f"'{run.label}' starts from '{run.backbone}': list {run.backbone} before it in --runs.")
         own_table = "regen_item_embedding" in run.overrides or item_table_given
-        if run.regenerated and not own_table and ITEM_TABLE_ROW not in labels[:position]:
+        if run.regenerated and not own_table and run.item_table not in labels[:position]:
             raise ConfigError(
-                f"'{run.label}' regenerates from {ITEM_TABLE_ROW}'s item table: list {ITEM_TABLE_ROW} "
+                f"'{run.label}' regenerates from {run.item_table}'s item table: list {run.item_table} "
                 "before it in --runs, or pass --regen_item_embedding=<checkpoint>."
             )
     return chosen
@@ -231,7 +245,17 @@ def available(run):
 
 # Overrides only a row on regenerated data reads (where that data is written): left out of the
 # other rows' settings, so giving them keeps those rows' stored results (e.g. SASRec's).
-REGENERATED_ONLY = ("regen_data_path",)
+REGENERATED_ONLY = ("regen_data_path", *ADDED_REGEN_KEYS)
+
+
+def regenerator_defaults(keys, dataset):
+    """The Regenerator's YAML defaults of ``keys`` (a row on a regenerated set records the ones
+    added since rows were stored: its own properties files are its model's, not the regenerator's)."""
+    merged = {}
+    for path in property_files("Regenerator", dataset):
+        with open(path, encoding="utf-8") as f:
+            merged.update(yaml.safe_load(f) or {})
+    return {k: merged[k] for k in keys if k in merged}
 
 
 def settings_of(run, seed, overrides, dataset):
@@ -240,6 +264,8 @@ def settings_of(run, seed, overrides, dataset):
     overrides = {**overrides, **run.overrides}
     if not run.regenerated:
         overrides = {k: v for k, v in overrides.items() if k not in REGENERATED_ONLY}
+    else:  # the regenerator's settings added since rows were stored, at the value this row's set uses
+        overrides = {**regenerator_defaults(ADDED_REGEN_KEYS, dataset), **overrides}
     defaults = {}
     for path in property_files(run.model, dataset):
         with open(path, encoding="utf-8") as f:
@@ -288,6 +314,7 @@ ADDED_DEFAULTS = {
     "memory_uri": None,
     "memory_collection": None,
     "memory_token": None,
+    **ADDED_REGEN_KEYS,
 }
 
 
@@ -325,14 +352,15 @@ CACHE_LOCATIONS = ("semantic_cache",)
 
 def effective(settings):
     """``settings`` with its YAML defaults merged: what the run computed with, whichever
-    properties files held each default (a backbone's settings too), ``data_path`` as the
-    folder it names, so ``../shared/datasets`` and its absolute path find the same result, and
-    no cache locations."""
+    properties files held each default (a backbone's settings too) and whether a value was
+    given or a default, ``data_path`` as the folder it names, so ``../shared/datasets`` and its
+    absolute path find the same result, and no cache locations."""
     merged = merged_defaults(settings.get("defaults") or {})
     overrides = {k: v for k, v in (settings.get("overrides") or {}).items() if k not in CACHE_LOCATIONS}
     if overrides.get("data_path"):
         overrides["data_path"] = os.path.realpath(overrides["data_path"])
-    out = {**settings, "overrides": overrides, "defaults": used_defaults(merged, overrides)}
+    out = {k: v for k, v in settings.items() if k not in ("overrides", "defaults")}
+    out["values"] = {**used_defaults(merged, overrides), **overrides}
     if settings.get("backbone_settings"):
         out["backbone_settings"] = effective(settings["backbone_settings"])
     return json.dumps(out, sort_keys=True, default=str)
@@ -440,7 +468,9 @@ def regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log=print
     item table starts the regenerator): reused while its manifest matches, else decoded from the
     trained regenerator, else the regenerator is pre-trained first."""
     regen_config = {
-        k: v for k, v in config.items() if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir")
+        k: v
+        for k, v in config.items()
+        if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir", *TARGET_ONLY)
     }
     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
     if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
@@ -526,7 +556,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             log(f"run  {run.label} seed {seed}")
             with row_log(row_dir + ".log"):
                 if run.regenerated:
-                    sasrec = (results.get(ITEM_TABLE_ROW) or [None] * len(seeds))[index]
+                    sasrec = (results.get(run.item_table) or [None] * len(seeds))[index]
                     folder = regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log)
                     name, files, config = regenerated_run(folder, config_dict=config)
                     result = run_fn(run.model, name, config_file_list=files, config_dict=config, per_user=True)

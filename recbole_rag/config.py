@@ -232,6 +232,10 @@ class Config(RecBoleConfig):
             config_file_list=files,
             config_dict=dict(config_dict or {}),
         )
+        if self.final_config_dict.get("loss_type") == "BCE" and "MODEL_INPUT_TYPE" not in self.final_config_dict:
+            # RecBole derives the loader's format from CE or BPR only: BCE reads BPR's (a positive
+            # and a sampled negative per row) (recbole_rag.model.bce)
+            self.final_config_dict["MODEL_INPUT_TYPE"] = InputType.PAIRWISE
 
     def _load_config_files(self, file_list):
         merged = {}
@@ -334,13 +338,13 @@ class Config(RecBoleConfig):
 
     def _sample_negatives_where_needed(self, final, user_keys):
         """overall.yaml trains with cross-entropy over all items and no sampled negatives; a model
-        that learns from sampled negatives (BPR, or any model with a pairwise loss) gets RecBole's
+        that learns from sampled negatives (BPR, BCE, or any model with a pairwise loss) gets RecBole's
         own default sampling back, unless the user set train_neg_sample_args."""
         user_set = "train_neg_sample_args" in user_keys
         pairwise = getattr(self.model_class, "input_type", None) == InputType.PAIRWISE
         if (
             not user_set
             and final.get("train_neg_sample_args") is None
-            and (pairwise or final.get("loss_type") == "BPR")
+            and (pairwise or final.get("loss_type") in ("BPR", "BCE"))
         ):
             final["train_neg_sample_args"] = self.internal_config_dict.get("train_neg_sample_args")

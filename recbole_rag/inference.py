@@ -25,7 +25,8 @@ from recbole_rag.checkpoint import check_fits, check_same_items, check_same_spli
 from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError, is_count
-from recbole_rag.registry import get_model, get_trainer
+from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS
+from recbole_rag.registry import get_trainer, model_class
 from recbole_rag.significance import capture_per_user
 from recbole_rag.trainer.history_mask import history_masked
 from recbole_rag.trainer.raserec_trainer import restore_test_memory
@@ -62,6 +63,8 @@ def saved_config(
     if not isinstance(settings, dict) or not settings.get("model") or not settings.get("dataset"):
         raise CheckpointError(f"'{path}' holds no run settings: it is not a checkpoint saved by recbole-rag.")
     overrides = {k: v for k, v in settings.items() if k not in _DERIVED}
+    if settings["model"] == "Regenerator":  # one saved before a recipe key was trained without it
+        overrides = {**ADDED_REGEN_KEYS, **overrides}
     negatives = overrides.get("train_neg_sample_args")
     if isinstance(negatives, dict) and negatives.get("distribution") == "none":
         overrides["train_neg_sample_args"] = None  # RecBole's spelled-out form of "no sampling"
@@ -85,7 +88,7 @@ def load_data_and_model(model_file: str | os.PathLike, config_dict: dict[str, An
     check_same_split(checkpoint, train_data.dataset, model_file)
 
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    model = model_class(config)(config, train_data.dataset).to(config["device"])
     check_fits(model, checkpoint, model_file)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))

@@ -21,7 +21,7 @@ from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError, is_count
 from recbole_rag.files import atomic_path, check_writable_folder, claim_path
-from recbole_rag.registry import get_model, get_trainer
+from recbole_rag.registry import get_model, get_trainer, model_class
 from recbole_rag.runtime import tune_cpu
 from recbole_rag.significance import TESTED, PairedTest, capture_per_user, compare_runs, format_p, mean_over_runs
 from recbole_rag.trainer.distributed import distributed_trainer
@@ -57,7 +57,7 @@ def run_recbole_rag(
     train_data, valid_data, test_data = data_preparation(config, data)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    model = model_class(config)(config, train_data.dataset).to(config["device"])
     logger.info(model)
     trainer_class = get_trainer(config["MODEL_TYPE"], config["model"])
     if config["personalise"]:  # DR4SR+: the model trains on personalised row weights

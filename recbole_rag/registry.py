@@ -7,6 +7,7 @@ from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
 
 from recbole_rag.errors import UnknownModelError
+from recbole_rag.model.bce import with_bce
 from recbole_rag.trainer.safe_checkpoint import with_safe_checkpoints
 
 # name -> module of the plug-in's models (imported on first use).
@@ -61,6 +62,15 @@ def get_model(name):
     close = [m for m in known_models() if m.lower() == name.lower()]
     hint = f" Did you mean {close[0]}?" if close else ""
     raise UnknownModelError(f"Unknown model '{name}'.{hint} Known models: {', '.join(known_models())}.")
+
+
+def model_class(config):
+    """The class that builds ``config``'s model: ``get_model``'s, trained with BCE on sampled
+    negatives where ``loss_type`` is BCE (recbole_rag.model.bce)."""
+    model = get_model(config["model"])
+    if config["loss_type"] == "BCE":
+        model = with_bce(model)
+    return model
 
 
 def get_trainer(model_type, model_name):

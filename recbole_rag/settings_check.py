@@ -80,7 +80,7 @@ RANGES = {
     "memory_ef_search": _int(1),
 }
 HIDDEN_ACTS = ("gelu", "relu", "swish", "tanh", "sigmoid")  # RecBole's TransformerEncoder's
-SEQUENTIAL_LOSSES = ("CE", "BPR")  # the losses RecBole's sequential models implement
+SEQUENTIAL_LOSSES = ("CE", "BPR", "BCE")  # RecBole's sequential losses, and BCE (recbole_rag.model.bce)
 
 
 def setting_problems(final, model_type=None, pairwise=False):
@@ -134,6 +134,11 @@ def _evaluation_problems(final, model_type, pairwise=False):
             problems.append(
                 "train_neg_sample_args must be ~ with loss_type CE (a softmax over all items samples no "
                 "negatives); set loss_type: BPR to train on sampled negatives"
+            )
+        if final.get("loss_type") in ("BPR", "BCE") and final.get("train_neg_sample_args") is None and not pairwise:
+            problems.append(
+                f"loss_type {final['loss_type']} trains on sampled negatives: set train_neg_sample_args "
+                "(e.g. {distribution: uniform, sample_num: 1})"
             )
     return problems
 

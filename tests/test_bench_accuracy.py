@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench import accuracy
+from bench import accuracy, table1
 from bench.accuracy import Run, parse_seeds, run_all, select_runs, write_accuracy
 from recbole_rag import run_recbole_rag
 from recbole_rag.errors import ConfigError
-from recbole_rag.regeneration.writer import item_table_fingerprint
+from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS, item_table_fingerprint
 from recbole_rag.significance import load_per_user, per_user_path
 
 RUNS = [
@@ -100,6 +100,8 @@ def test_bad_arguments_give_clear_errors(tiny, capsys):
     with pytest.raises(ConfigError, match="regenerates from SASRec's item table"):
         select_runs(["DuoRec", "DuoRec+regen"])
     assert [run.label for run in select_runs(["DuoRec", "DuoRec+regen"], item_table_given=True)][-1] == "DuoRec+regen"
+    with pytest.raises(ConfigError, match="regenerates from SASRec \\(DR4SR protocol\\)'s item table"):
+        select_runs(["SASRec", "SASRec+regen (DR4SR protocol)"])
     assert accuracy.main(["--dataset=tiny", "--runs=DuoRec,DuoRec+regen"]) == 2
     assert capsys.readouterr().err.startswith("error: 'DuoRec+regen' regenerates from SASRec's item table")
     assert accuracy.main(["--dataset=tiny", "--epochs=0"]) == 2
@@ -366,3 +368,42 @@ def test_a_stopped_row_resumes_under_a_data_path_written_another_way(tmp_path, m
     assert calls[1]["data_path"].startswith(str(tmp_path))  # resumed with the paths it was given now
     run_all(runs, "tiny", [1], {"data_path": str(tmp_path)}, store, finished, lambda m: None)
     assert calls[2]["checkpoint_dir"] != calls[0]["checkpoint_dir"] and "resume_path" not in calls[2]
+
+
+def test_a_regenerated_row_stored_before_the_reference_recipe_is_found_only_under_its_recipe(tmp_path):
+    run = Run("SASRec+regen", "SASRec", regenerated=True)
+    stored_settings = accuracy.settings_of(run, 1, {}, "tiny")
+    for key in ADDED_REGEN_KEYS:  # as a row stored before the keys existed recorded its settings
+        stored_settings["overrides"].pop(key)
+    stored = accuracy.result_path(str(tmp_path), stored_settings)
+    with open(stored, "w", encoding="utf-8") as f:
+        json.dump({"settings": stored_settings, "test_result": {}}, f)
+    now = accuracy.settings_of(run, 1, {}, "tiny")  # the Regenerator's defaults: the reference's recipe
+    assert now["overrides"]["regen_original_copies"] == 2 and now["overrides"]["regen_source_tokens"] is True
+    assert accuracy.stored_result_path(str(tmp_path), now) != stored  # another set: the row runs again
+    pinned = accuracy.settings_of(run, 1, dict(table1.RECIPE), "tiny")  # Table 1's recipe: the stored one
+    assert accuracy.stored_result_path(str(tmp_path), pinned) == stored
+    plain = accuracy.settings_of(Run("SASRec", "SASRec"), 1, dict(table1.RECIPE), "tiny")
+    assert not set(ADDED_REGEN_KEYS) & set(plain["overrides"])  # a row on the original data never records them
+
+
+def test_the_reference_protocol_row_regenerates_from_its_own_sasrec_with_the_regenerators_settings(
+    tiny, tmp_path, monkeypatch
+):
+    seen = {}
+
+    def recording_regenerate(dataset, config_dict=None, control=False):
+        seen.update(config_dict)
+        raise ConfigError("stop here")  # what the regenerator is given is all this test needs
+
+    monkeypatch.setattr(accuracy, "regenerate", recording_regenerate)
+    runs = select_runs(["SASRec (DR4SR protocol)", "SASRec+regen (DR4SR protocol)"])
+    settings = {**tiny, "epochs": 1, "regen_data_path": str(tmp_path / "regen")}
+    with pytest.raises(ConfigError, match="stop here"):
+        run_all(runs, "tiny", [1], settings, str(tmp_path / "store"), run_recbole_rag, lambda m: None)
+    [protocol_sasrec] = glob.glob(str(tmp_path / "store" / "SASRec__DR4SR_protocol_-seed1-??????????.json"))
+    with open(protocol_sasrec, encoding="utf-8") as f:
+        stored = json.load(f)
+    assert stored["settings"]["overrides"]["loss_type"] == "BCE"  # the protocol row trained with BCE
+    assert seen["regen_item_embedding"] == stored["saved_model_file"]  # its item table starts the regenerator
+    assert not set(accuracy.TARGET_ONLY) & set(seen)  # the regenerator keeps its own FFN, loss, stopping

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -13,8 +14,10 @@ from recbole.utils import init_seed
 
 from conftest import SMALL, write_tiny_dataset
 from recbole_rag import Config, get_model, get_trainer, pipeline, run_recbole_rag
+from recbole_rag.checkpoint import save_checkpoint
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CheckpointError, ConfigError, DatasetError
+from recbole_rag.inference import load_data_and_model
 from recbole_rag.memory.builders import build_pattern_memory, pattern_prefixes
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_ITEMS
 from recbole_rag.regeneration import inference, writer
@@ -170,6 +173,7 @@ def test_bad_regenerator_settings_are_refused(tiny):
         ("regen_entropy_weight", -1.0, "regen_entropy_weight must be >= 0"),
         ("regen_view_balance", -0.5, "regen_view_balance must be >= 0"),
         ("regen_lr_schedule", "step", "regen_lr_schedule must be one of epoch, batch"),
+        ("regen_original_copies", 0, "regen_original_copies must be an integer >= 1"),
     ]:
         with pytest.raises(ConfigError, match=message):
             run_recbole_rag("Regenerator", "tiny", config_dict={**tiny, key: value})
@@ -227,6 +231,38 @@ def test_reference_inference_decodes_one_sequence_per_view_from_the_source_then_
             assert set(items[:2]) <= set(source)  # the first two from the source
     out = inference.regenerate_sequences(model, sources)
     assert len(out) == len(set(out)) <= 6 * 3 and all(len(s) >= 2 for s in out)
+
+
+def test_the_source_is_read_between_bos_and_eos_as_the_reference_or_alone(tiny):
+    model, _ = _trained_regenerator(tiny)  # regen_source_tokens: True, the default
+    sources = torch.tensor([[5, 6, 7, 0], [8, 0, 0, 0]])
+    wrapped = model.wrap_source(sources)
+    assert wrapped.tolist() == [[model.bos, 5, 6, 7, model.eos, 0], [model.bos, 8, model.eos, 0, 0, 0]]
+    memory, padding = model.eval().encode(sources)
+    assert memory.shape[1] == 5 and padding.tolist() == [[False] * 5, [False] * 3 + [True] * 2]
+    longest = torch.randint(1, model.n_items, (2, model.max_seq_length))  # a full-length source fits the positions
+    assert model.encode(longest)[0].shape[1] == model.max_seq_length + 2
+    items_only, _ = _trained_regenerator({**tiny, "regen_source_tokens": False})
+    memory, padding = items_only.eval().encode(sources)
+    assert memory.shape[1] == 3 and padding.tolist() == [[False] * 3, [False, True, True]]
+    with pytest.raises(ConfigError, match="'regen_source_tokens' expects true or false \\(default True\\), got 'yes'"):
+        _trained_regenerator({**tiny, "regen_source_tokens": "yes"})
+
+
+def test_sets_saved_before_the_reference_recipe_keys_are_found_under_their_recipe(regenerated):
+    settings, _ = regenerated
+    before = writer.expected_manifest(
+        Config(
+            "Regenerator", "tiny", config_dict={**settings, "regen_source_tokens": False, "regen_original_copies": 1}
+        )
+    )
+    assert not {"regen_source_tokens", "regen_original_copies"} & set(before["settings"])
+    now = writer.expected_manifest(Config("Regenerator", "tiny", config_dict=settings))
+    assert now["settings"]["regen_source_tokens"] is True and now["settings"]["regen_original_copies"] == 2
+    once = {**settings, "regen_original_copies": 1}
+    assert writer.pretraining_key(Config("Regenerator", "tiny", config_dict=once)) == writer.pretraining_key(
+        Config("Regenerator", "tiny", config_dict=settings)
+    )  # the copies are written, not learned: the same regenerator decodes both
 
 
 def test_the_diversity_promoter_picks_views_by_gumbel_softmax_and_trains_them(tiny):
@@ -362,6 +398,19 @@ def test_a_finished_pre_training_resumed_decodes_again_without_training(tiny, tm
     assert model_file.read_bytes() == saved  # the trained model's file is left as it was
 
 
+def test_a_regenerator_saved_before_the_recipe_keys_loads_as_it_was_trained(tiny, tmp_path):
+    settings = {**tiny, **REGEN, "checkpoint_dir": str(tmp_path / "saved"), "regen_data_path": str(tmp_path / "a")}
+    run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_source_tokens": False})
+    [model_file] = (path for path in (tmp_path / "saved").glob("*.pth") if not path.name.endswith("-last.pth"))
+    checkpoint = load_checkpoint(str(model_file))
+    for key in writer.ADDED_REGEN_KEYS:  # as a checkpoint written before the keys existed
+        del checkpoint["config"][key]
+    save_checkpoint(checkpoint, str(tmp_path / "before.pth"))
+    config, model, *_ = load_data_and_model(str(tmp_path / "before.pth"))
+    assert config["regen_source_tokens"] is False and config["regen_original_copies"] == 1
+    assert not model.source_tokens_on
+
+
 def test_a_finished_pre_training_killed_before_its_model_file_was_written_writes_it_on_resume(tiny, tmp_path):
     settings = {**tiny, **REGEN, "epochs": 2, "checkpoint_dir": str(tmp_path / "saved")}
     run_recbole_rag("Regenerator", "tiny", config_dict={**settings, "regen_data_path": str(tmp_path / "a")})
@@ -423,9 +472,13 @@ def test_regenerated_set_keeps_each_users_valid_and_test_rows(regenerated, regen
         assert not new_users and set(regen_train) == set(original_train)  # (user, history, target)
         reference = json.loads((folder.parent / "tiny-regen" / "manifest.json").read_text())
         assert added == reference["counts"]["train_rows_added"] and manifest["control"] is True
-    else:  # every mined pattern and regenerated sequence as a sequence of its own
+    else:  # the original rows twice, every mined pattern and regenerated sequence as a sequence of its own
         counts = manifest["counts"]
-        assert {u.split("-")[0] for u in new_users} == {"pattern", "regen"} and len(extra) == added
+        assert counts["original_rows_repeated"] == len(original_train)  # regen_original_copies: 2, the reference's
+        copies = Counter(regen_train)
+        assert all(copies[row] >= 2 for row in original_train)
+        assert {u.split("-")[0] for u in new_users} == {"pattern", "regen"}
+        assert len(extra) + len(original_train) == added
         assert len({u for u in new_users if u.startswith("pattern")}) == counts["pattern_sequences"] > 0
         assert len({u for u in new_users if u.startswith("regen")}) == counts["regenerated_sequences"] > 0
         stats = counts["regenerated_stats"]
@@ -441,9 +494,11 @@ def test_pairs_bank_never_gives_a_user_its_own_regenerated_rows(regenerated_ours
     feat = _splits(config)[0].dataset.inter_feat
     users = feat["user_id"].numpy()
     _, memory_id, memory_stop = memory_layout(users, feat["timestamp"].numpy(), feat["item_length"].numpy())
-    n_original = json.loads((folder / "manifest.json").read_text())["counts"]["train_rows_original"]
-    for row in range(n_original):  # the file lists the original rows first
-        own_regenerated = np.flatnonzero(users[n_original:] == users[row]) + n_original
+    counts = json.loads((folder / "manifest.json").read_text())["counts"]
+    n_original = counts["train_rows_original"]
+    first = n_original + counts.get("original_rows_repeated", 0)  # the original rows, their copy, then the new
+    for row in range(n_original):
+        own_regenerated = np.flatnonzero(users[first:] == users[row]) + first
         assert ((memory_id[own_regenerated] >= memory_id[row]) & (memory_id[own_regenerated] < memory_stop[row])).all()
 
 

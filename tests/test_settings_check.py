@@ -27,7 +27,7 @@ CASES = [
     ("SASRec", {"valid_metric": "Foo@10"}, "valid_metric must be a measured metric"),
     ("SASRec", {"topk": 5}, "valid_metric must be a measured metric"),  # NDCG@10 is not measured at [5]
     ("SASRec", {"metrics": ["Recall", "Foo"]}, "unknown metric(s) ['Foo']"),
-    ("SASRec", {"loss_type": "MSE"}, "loss_type must be one of CE, BPR, got 'MSE'"),
+    ("SASRec", {"loss_type": "MSE"}, "loss_type must be one of CE, BPR, BCE, got 'MSE'"),
     ("SASRec", {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "RO", "mode": "full"}}, "order must be TO"),
     ("SASRec", {"train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, "must be ~ with loss_type CE"),
     ("RaSeRec", {"raft_epochs": 0}, "raft_epochs must be an integer >= 1 or ~"),

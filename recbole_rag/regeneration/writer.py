@@ -3,7 +3,8 @@
 Layout of ``<regen_data_path>/<dataset>-regen/`` (RecBole's ``benchmark_filename`` format, one
 row per <history, next item> pair, so RecBole uses the split as written):
 
-    <name>.train.inter   every original training row, then what ``regen_data`` adds:
+    <name>.train.inter   every original training row (``regen_original_copies`` times: the
+                         reference's set holds them twice), then what ``regen_data`` adds:
                          reference (the reference code's data): every mined pattern and every
                          regenerated sequence s as a sequence of its own, rows s[:j] -> s[j]
                          (j >= 1) under a user id of its own ("pattern-<i>", "regen-<i>");
@@ -53,6 +54,8 @@ REGEN_KEYS = (
     "regen_entropy_weight",
     "regen_view_balance",
     "regen_source_mask",
+    "regen_source_tokens",
+    "regen_original_copies",
     "regen_source_steps",
     "regen_max_len",
     "regen_min_len",
@@ -71,6 +74,11 @@ REGEN_KEYS = (
     "inner_size",
     "hidden_dropout_prob",
 )
+# Keys added after sets were saved, with the value every set saved before them was written under:
+# such a key enters a manifest (and a regenerator's name) only at another value, so the sets and
+# regenerators saved before are still found where the run is theirs.
+ADDED_REGEN_KEYS = {"regen_source_tokens": False, "regen_original_copies": 1}
+_ABSENT = object()
 
 
 def regen_name(dataset):
@@ -108,7 +116,7 @@ def item_table_fingerprint(path):
 
 def expected_manifest(config, control=False):
     """The parts of a manifest that must match for a saved set to be reused."""
-    settings = {key: config[key] for key in REGEN_KEYS}
+    settings = {key: config[key] for key in REGEN_KEYS if ADDED_REGEN_KEYS.get(key, _ABSENT) != config[key]}
     settings["regen_item_embedding"] = item_table_fingerprint(config["regen_item_embedding"])
     return {
         "version": FORMAT_VERSION,
@@ -119,7 +127,7 @@ def expected_manifest(config, control=False):
 
 
 # Settings read only when decoding: a trained regenerator decodes again under other values.
-DECODING_KEYS = ("regen_data", "regen_max_len", "regen_min_len", "regen_source_steps")
+DECODING_KEYS = ("regen_data", "regen_max_len", "regen_min_len", "regen_source_steps", "regen_original_copies")
 
 
 def pretraining_key(config):
@@ -303,6 +311,10 @@ def write_regenerated(config, splits, regenerated, patterns, seconds, stats=None
     train = splits[0]
     train_rows = split_rows(train, config)
     parts, counts = added_rows(config, train, regenerated, patterns)
+    repeats = config["regen_original_copies"] - 1  # the reference: the original rows a second time
+    if repeats:
+        parts = [train_rows] * repeats + parts
+        counts["original_rows_repeated"] = repeats * len(train_rows[0])
     n_added = sum(len(part[0]) for part in parts)
     counts.update(train_rows_original=len(train_rows[0]), train_rows_added=n_added)
     if stats:

@@ -14,7 +14,9 @@ As the reference code (github.com/USTC-StarTeam/DR4SR, ``2.Pretrain_regenerator.
   weighted, so the one-hot picks spread over the K views instead of all landing on one (on
   Beauty the reference's loss leaves every pattern on the same view: docs/dr4sr.md);
 * with ``regen_source_mask``, every decoding step's logits are restricted to the source's items
-  (and EOS) during training.
+  (and EOS) during training;
+* with ``regen_source_tokens`` (the reference's), the encoder reads ``[BOS] + s + [EOS]``, as
+  ``2.Pretrain_regenerator.py`` and ``3.Hybrid_inference.py`` build their sources.
 
 A selection head scores every mined pattern against the encoded sequence, for our own inference
 mode (``regen_inference: ours``, recbole_rag.regeneration.inference); it is trained only then.
@@ -52,6 +54,7 @@ class Regenerator(SequentialRecommender):
             ("regen_conditions", 1),
             ("regen_max_len", 3),
             ("regen_source_steps", 1),
+            ("regen_original_copies", 1),
         ):
             if not is_count(config[key], least):
                 raise ConfigError(f"{key} must be an integer >= {least}, got {config[key]!r}.")
@@ -83,13 +86,15 @@ class Regenerator(SequentialRecommender):
         self.source_steps = config["regen_source_steps"]
         self.min_len = config["regen_min_len"]
         self.source_mask = config["regen_source_mask"]
+        self.source_tokens_on = config["regen_source_tokens"]
         self.n_conditions = config["regen_conditions"]
         self.entropy_weight = config["regen_entropy_weight"]
         self.view_balance = config["regen_view_balance"]
         self.tau = TAU_START
         self.other_parameter_name = ["tau"]  # the Gumbel temperature's decay goes on after a resume
         self.embedding = nn.Embedding(self.n_items + 2, hidden, padding_idx=0)
-        self.position = nn.Embedding(max(self.max_seq_length, self.max_len + 1, self.pattern_max_len + 1), hidden)
+        source_width = self.max_seq_length + (2 if self.source_tokens_on else 0)
+        self.position = nn.Embedding(max(source_width, self.max_len + 1, self.pattern_max_len + 1), hidden)
         self.dropout = nn.Dropout(config["hidden_dropout_prob"])
         layer_args = dict(
             d_model=hidden,
@@ -142,10 +147,22 @@ class Regenerator(SequentialRecommender):
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         return self.dropout(self.embedding(tokens) + self.position(positions))
 
+    def wrap_source(self, item_seq):
+        """(B, L) items, left-aligned -> (B, L + 2) ``[BOS] + items + [EOS]`` (the reference's source)."""
+        lengths = (item_seq > 0).sum(1)
+        wrapped = torch.cat(
+            [torch.full_like(item_seq[:, :1], self.bos), item_seq, torch.zeros_like(item_seq[:, :1])], 1
+        )
+        wrapped[torch.arange(len(wrapped), device=wrapped.device), lengths + 1] = self.eos
+        return wrapped
+
     def encode(self, item_seq):
         """(B, L) items, left-aligned -> memory (B, W, H) and its padding mask (B, W), True at
-        padding; W is the batch's longest sequence (the padding after it is cut off)."""
+        padding; W is the batch's longest source (the padding after it is cut off). With
+        ``regen_source_tokens`` the source is ``[BOS] + items + [EOS]``."""
         item_seq = item_seq[:, : max(int((item_seq > 0).sum(1).max()), 1)]
+        if self.source_tokens_on:
+            item_seq = self.wrap_source(item_seq)
         padding = item_seq == 0
         padding[:, 0] = False  # an all-padding row would give NaNs
         return self.transformer.encoder(self._embed(item_seq), src_key_padding_mask=padding), padding
