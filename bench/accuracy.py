@@ -130,6 +130,10 @@ RUNS = [
             ("item-mean prefixes + plain item texts", {"prefix_semantics": "items", "item_text_histories": 0}),
         ]
     ],
+    # The preset with one more of the authors' parts: a forward pass of its own for the cross
+    # term's anchor; exact semantic neighbours of every prefix (ours: IVF past 50,000)
+    Run("SRACL(SASRec) preset + separate anchor", "SRACL", {**preset("sracl-authors"), "cross_anchor": "separate"}),
+    Run("SRACL(SASRec) preset + exact neighbours", "SRACL", {**preset("sracl-authors"), "neighbour_search": "exact"}),
     Run("GRU4Rec (SRA-CL off)", "SRACL", {"backbone": "GRU4Rec", "cross_weight": 0, "intra_weight": 0}),
     Run("SRACL(GRU4Rec)", "SRACL", {"backbone": "GRU4Rec"}),
     # DR4SR under its reference code's own protocol (preset dr4sr-reference), the regenerator
@@ -315,6 +319,8 @@ ADDED_DEFAULTS = {
     "memory_collection": None,
     "memory_token": None,
     **ADDED_REGEN_KEYS,
+    "cross_anchor": "shared",
+    "neighbour_search": "auto",
 }
 
 

@@ -111,6 +111,33 @@ def test_approximate_neighbours_above_the_exact_limit_are_near_the_exact_ones(mo
     assert not (approximate == np.arange(3000)[:, None]).any()
     overlap = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(approximate, exact)])
     assert overlap > 0.9
+    assert np.array_equal(nearest_neighbours(vectors, 5, exact=True), exact)  # neighbour_search: exact
+
+
+@pytest.mark.parametrize("intra_weight", [0.0, 0.5])
+def test_a_separate_anchor_is_a_pass_of_its_own_for_the_cross_term(tiny, tmp_path, monkeypatch, intra_weight):
+    vectors = _vector_file(tmp_path)
+    settings = dict(semantic_embedding_file=vectors, cross_view="encode", intra_weight=intra_weight)
+    _, model, trainer, train = _setup(tiny, **settings, cross_anchor="separate")
+    trainer.prepare_semantics(train.dataset)
+    batch = next(iter(train))
+    forward, rows = model.forward, []
+
+    def counting_forward(item_seq, item_seq_len):
+        rows.append(len(item_seq))
+        return forward(item_seq, item_seq_len)
+
+    monkeypatch.setattr(model, "forward", counting_forward)
+    model.eval()  # no dropout: the separate pass gives the shared anchor's values
+    torch.manual_seed(0)  # the same substitutions in both calls
+    separate = model.calculate_loss(batch)
+    n = len(batch)
+    assert rows == [n * (1 + (2 if intra_weight else 0) + 1 + model.user_k)]  # the anchor once more, one stacked pass
+    model.separate_anchor = False
+    rows.clear()
+    torch.manual_seed(0)
+    assert torch.allclose(model.calculate_loss(batch), separate)
+    assert rows == [n * (1 + (2 if intra_weight else 0) + model.user_k)]
 
 
 def test_prefix_retrieval_finds_the_nearest_other_training_prefixes(tiny, tmp_path):
@@ -145,6 +172,7 @@ def test_substitution_uses_semantic_neighbours_at_the_configured_rate(tiny, tmp_
     assert (swapped[~real] == 0).all()
     assert (model.item_neighbours[seq[real]] == swapped[real][:, None]).any(1).all()
     assert not (model.item_neighbours[1:] == torch.arange(1, model.n_items)[:, None]).any()
+    assert (model.item_neighbours[1:] > 0).all()  # padding is never a substitute (the authors' table allows it)
     model.substitute_rate = 0.0
     assert torch.equal(model.substitute(seq), seq)
 
@@ -329,6 +357,8 @@ def test_prefix_texts_give_each_training_prefix_its_own_vector(texts, tmp_path, 
         ({"backbone": "Caser"}, "backbone must be one of SASRec, GRU4Rec"),
         ({"cross_view": "both"}, "cross_view must be one of"),
         ({"cross_retrieval": "session"}, "cross_retrieval must be one of user, prefix"),
+        ({"cross_anchor": "twice"}, "cross_anchor must be one of shared, separate"),
+        ({"neighbour_search": "ivf"}, "neighbour_search must be one of auto, exact"),
         ({"substitute_rate": 1.5}, "substitute_rate must be in"),
         ({"user_k": 0}, "user_k must be > 0"),
         ({"synthesis_dropout": 1.0}, "synthesis_dropout must be in"),

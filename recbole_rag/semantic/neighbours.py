@@ -9,13 +9,14 @@ EXACT_UP_TO = 50_000
 PROBED_CELLS = 16  # of about sqrt(n) cells, for the approximate search
 
 
-def nearest_neighbours(vectors, k):
-    """(n, dim) vectors -> (n, k) row indices of each row's k nearest other rows."""
+def nearest_neighbours(vectors, k, exact=False):
+    """(n, dim) vectors -> (n, k) row indices of each row's k nearest other rows (``exact``: an
+    exact search at any size)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     n, dim = vectors.shape
     if not 0 < k < n:
         raise ValueError(f"need 0 < k < number of vectors, got k={k} for {n} vectors")
-    if n <= EXACT_UP_TO:
+    if exact or n <= EXACT_UP_TO:
         index = faiss.IndexFlatIP(dim)
     else:
         cells = int(np.sqrt(n))

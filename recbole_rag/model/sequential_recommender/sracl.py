@@ -34,6 +34,8 @@ from recbole_rag.semantic import nearest_neighbours
 
 BACKBONES = {"SASRec": SASRecEncoder, "GRU4Rec": GRUEncoder}
 CROSS_VIEWS = ("encode", "memory")
+CROSS_ANCHORS = ("shared", "separate")  # the cross term's anchor: the CE pass's output, or a pass of its own
+NEIGHBOUR_SEARCHES = ("auto", "exact")  # semantic neighbours: IVF past 50,000 vectors, or exact always
 CROSS_RETRIEVALS = ("user", "prefix")
 PREFIX_SEMANTICS = ("items", "text")  # a prefix's vector: the mean of its items', or its own text's
 PREFIX_ID = "sracl_prefix_id"  # a training row's index, added to the training set by prepare()
@@ -99,6 +101,9 @@ class SRACL(EncoderRecommender):
         for key in ("tau", "user_k", "substitute_k"):
             if config[key] <= 0:
                 raise ConfigError(f"{key} must be > 0, got {config[key]}.")
+        for key, choices in (("cross_anchor", CROSS_ANCHORS), ("neighbour_search", NEIGHBOUR_SEARCHES)):
+            if config[key] not in choices:
+                raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {config[key]!r}.")
         if config["sim"] not in ("dot", "cos"):
             raise ConfigError(f"sim must be dot or cos, got {config['sim']!r}.")
         if config["prefix_semantics"] not in PREFIX_SEMANTICS:
@@ -113,6 +118,8 @@ class SRACL(EncoderRecommender):
         self.user_k, self.substitute_k = config["user_k"], config["substitute_k"]
         self.substitute_rate, self.cross_view = config["substitute_rate"], config["cross_view"]
         self.cross_retrieval = config["cross_retrieval"]
+        self.separate_anchor = config["cross_anchor"] == "separate"
+        self.exact_neighbours = config["neighbour_search"] == "exact"
         self.prefix_texts = self.cross_retrieval == "prefix" and config["prefix_semantics"] == "text"
         self.unit_field = self.USER_ID if self.cross_retrieval == "user" else PREFIX_ID
         self.n_users = dataset.num(self.USER_ID)
@@ -145,7 +152,8 @@ class SRACL(EncoderRecommender):
         training set's interactions, which gain a PREFIX_ID field)."""
         self.semantic_source = semantics.source
         device = self.item_embedding.weight.device
-        items = nearest_neighbours(semantics.item_vectors[1:], min(self.substitute_k, self.n_items - 2)) + 1
+        k = min(self.substitute_k, self.n_items - 2)
+        items = nearest_neighbours(semantics.item_vectors[1:], k, self.exact_neighbours) + 1
         self.item_neighbours = torch.cat(
             [torch.zeros(1, items.shape[1], dtype=torch.long), torch.from_numpy(items)]
         ).to(device)
@@ -159,7 +167,7 @@ class SRACL(EncoderRecommender):
             raise ConfigError(
                 f"user_k {self.user_k} needs more than {len(units)} {self.cross_retrieval}s with training history."
             )
-        found = nearest_neighbours(vectors[units.numpy()], self.user_k)
+        found = nearest_neighbours(vectors[units.numpy()], self.user_k, self.exact_neighbours)
         neighbours = torch.zeros(len(vectors), self.user_k, dtype=torch.long)
         neighbours[units] = units[torch.from_numpy(found)]
         self.unit_neighbours, self.unit_seq, self.unit_seq_len = (
@@ -231,6 +239,9 @@ class SRACL(EncoderRecommender):
         if self.cross_weight:
             units = interaction[self.unit_field]
             neighbours = self.retrieved_units(units)
+            if self.separate_anchor:  # the authors' code encodes the anchor again for this term
+                seqs.append(item_seq)
+                lens.append(item_seq_len)
             if self.cross_view == "encode":
                 seqs.append(self.unit_seq[neighbours.flatten(), :width])
                 lens.append(self.unit_seq_len[neighbours.flatten()].clamp(max=width))
@@ -249,6 +260,9 @@ class SRACL(EncoderRecommender):
                 retrieved = outputs[-batch * self.user_k :].view(batch, self.user_k, -1)
             else:
                 retrieved = self.unit_memory[neighbours]
+            if self.separate_anchor:
+                start = (3 if self.intra_weight else 1) * batch
+                anchor = outputs[start : start + batch]
             positive = self.synthesis(self.unit_semantic[units], self.unit_semantic[neighbours], retrieved)
             contrast = info_nce if self.cross_view == "encode" else anchored_info_nce
             cross = contrast(anchor, positive, self.tau, self.similarity)
