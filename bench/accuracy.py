@@ -136,6 +136,12 @@ RUNS = [
     Run("SRACL(SASRec) preset + exact neighbours", "SRACL", {**preset("sracl-authors"), "neighbour_search": "exact"}),
     Run("GRU4Rec (SRA-CL off)", "SRACL", {"backbone": "GRU4Rec", "cross_weight": 0, "intra_weight": 0}),
     Run("SRACL(GRU4Rec)", "SRACL", {"backbone": "GRU4Rec"}),
+    # RaSeRec's RAFT on other RecBole backbones, each beside the backbone alone (bench/any_backbone.py)
+    *[
+        run
+        for name in ("GRU4Rec", "NARM", "LightSANs", "FEARec")
+        for run in (Run(name, name), Run(f"RaSeRec@{name}", "RaSeRec", {"backbone": name}, backbone=name))
+    ],
     # DR4SR under its reference code's own protocol (preset dr4sr-reference), the regenerator
     # starting from that protocol's SASRec (BCE), as the reference's shipped item table
     Run("SASRec (DR4SR protocol)", "SASRec", preset("dr4sr-reference")),
@@ -319,6 +325,7 @@ ADDED_DEFAULTS = {
     "memory_collection": None,
     "memory_token": None,
     **ADDED_REGEN_KEYS,
+    "backbone": "DuoRec",  # RaSeRec's (SRA-CL's own YAML has always named its backbone)
     "cross_anchor": "shared",
     "neighbour_search": "auto",
 }

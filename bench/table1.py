@@ -169,11 +169,12 @@ def improvement(ours, base, metric):
     return (ours[metric] - base[metric]) / base[metric] * 100 if base[metric] else float("nan")
 
 
-def table_rows(dataset, rows, missing):
-    """Markdown rows and CSV rows of one dataset's block."""
+def table_rows(dataset, rows, missing, table=None, published=None):
+    """Markdown rows and CSV rows of one dataset's block of ``table`` (default Table 1's), each
+    beside its ``published`` numbers (default the study's)."""
     md, out = [], []
-    published = PUBLISHED.get(dataset, {})
-    for name, _, base in TABLE:
+    published = (PUBLISHED if published is None else published).get(dataset, {})
+    for name, _, base in table or TABLE:
         if name in missing:
             md.append([name, "ours", *[""] * len(METRICS), "", "", "", missing[name]])
             if name in published:  # the number to reach stays in view

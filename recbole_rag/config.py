@@ -22,7 +22,7 @@ from recbole.utils import InputType
 
 from recbole_rag.errors import ConfigError
 from recbole_rag.process_group import init_cpu_process_group, uses_gpu
-from recbole_rag.registry import get_model
+from recbole_rag.registry import built_class, get_model
 from recbole_rag.settings_check import check_settings
 
 
@@ -42,9 +42,27 @@ def property_files(model, dataset_name):
     EncoderRecommender.yaml, DuoRec.yaml, RaSeRec.yaml), then the dataset's."""
     root = properties_dir()
     model_class = get_model(model) if isinstance(model, str) else model
-    chain = [root / "model" / f"{cls.__name__}.yaml" for cls in reversed(model_class.__mro__)]
+    chain = []
+    for cls in reversed(model_class.__mro__):
+        ours = root / "model" / f"{cls.__name__}.yaml"
+        if ours.is_file() or cls is model_class:
+            chain.append(ours)
+        elif cls.__module__.startswith("recbole.model."):  # RaSeRec's backbone: RecBole's own defaults for it
+            chain.append(Path(recbole.__file__).resolve().parent / "properties" / "model" / f"{cls.__name__}.yaml")
     candidates = [root / "overall.yaml", *chain, root / "dataset" / f"{dataset_name}.yaml"]
     return [str(path) for path in candidates if path.is_file()]
+
+
+def chosen_backbone(config_dict, user_files):
+    """RaSeRec's ``backbone`` as the user set it (``--backbone``, else their YAML files), or None."""
+    if "backbone" in config_dict:
+        return config_dict["backbone"]
+    chosen = None
+    for path in user_files:
+        with open(path, encoding="utf-8") as f:
+            content = yaml.safe_load(f) or {}
+        chosen = content.get("backbone", chosen) if isinstance(content, dict) else chosen
+    return chosen
 
 
 def presets():
@@ -224,6 +242,8 @@ class Config(RecBoleConfig):
         if isinstance(config_file_list, (str, os.PathLike)):  # one file given as itself
             config_file_list = [config_file_list]
         user_files = [resolve_config_file(str(f)) for f in (config_file_list or [])]
+        if model == "RaSeRec":  # on another backbone: that model's class and defaults too
+            model_class = built_class(model, chosen_backbone(config_dict or {}, user_files))
         files = property_files(model_class, dataset) + user_files
         self._user_files = user_files
         super().__init__(

@@ -21,6 +21,7 @@ from recbole_rag.config import Config
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import ConfigError, is_count
 from recbole_rag.files import atomic_path, check_writable_folder, claim_path
+from recbole_rag.model.backbone import BACKBONE_MODELS
 from recbole_rag.registry import get_model, get_trainer, model_class
 from recbole_rag.runtime import tune_cpu
 from recbole_rag.significance import TESTED, PairedTest, capture_per_user, compare_runs, format_p, mean_over_runs
@@ -279,7 +280,8 @@ def parse_compare_entries(models: str | list[str]) -> list[tuple[str, str, str |
     """``"SASRec,DuoRec,RaSeRec@DuoRec"`` -> [(label, model, backbone label or None)], checked.
 
     ``M@B`` runs M starting from the checkpoint of B, trained earlier in the same comparison
-    (RaSeRec's RAFT on a DuoRec or SASRec backbone, as the reference study does).
+    (RaSeRec's RAFT on a DuoRec or SASRec backbone, as the reference study does, or on any
+    RecBole sequential model it can wrap, e.g. ``RaSeRec@GRU4Rec``).
     """
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
@@ -319,6 +321,7 @@ def compare(
     seeds = check_seeds(seeds)
     check_writable_folder(out_dir, "out_dir")
     results = []
+    model_of = {label: name for label, name, _ in entries}
     for seed in seeds:
         checkpoints = {}
         for label, name, backbone in entries:
@@ -327,6 +330,8 @@ def compare(
                 overrides["seed"] = seed
             if backbone:
                 overrides["pretrained_path"] = checkpoints[backbone]
+                if model_of[backbone] not in BACKBONE_MODELS:  # not our encoder's: RaSeRec's RAFT on that model
+                    overrides["backbone"] = model_of[backbone]
             result = run_recbole_rag(name, dataset, config_file_list, overrides, per_user=True, warn_unread=False)
             result["model"] = label
             checkpoints[label] = result["saved_model_file"]

@@ -6,7 +6,7 @@ import inspect
 from recbole.model.abstract_recommender import AbstractRecommender
 from recbole.utils import ModelType
 
-from recbole_rag.errors import UnknownModelError
+from recbole_rag.errors import ConfigError, UnknownModelError
 from recbole_rag.model.bce import with_bce
 from recbole_rag.trainer.safe_checkpoint import with_safe_checkpoints
 
@@ -64,13 +64,33 @@ def get_model(name):
     raise UnknownModelError(f"Unknown model '{name}'.{hint} Known models: {', '.join(known_models())}.")
 
 
+# RaSeRec's own stage 1 (our SASRec encoder trained as DuoRec); any other backbone is a RecBole model.
+OWN_BACKBONE = "DuoRec"
+
+
+def built_class(model, backbone=None, loss_type=None):
+    """The class that builds ``model``: ``get_model``'s; for RaSeRec on a ``backbone`` other than
+    its own, RaSeRec's RAFT on that RecBole sequential model; with ``loss_type`` BCE, trained with
+    BCE on sampled negatives (recbole_rag.model.bce)."""
+    if model == "RaSeRec" and backbone not in (None, OWN_BACKBONE):
+        if not isinstance(backbone, str) or backbone in OUR_MODELS:
+            raise ConfigError(
+                f"RaSeRec's backbone is {OWN_BACKBONE} or a RecBole sequential model (GRU4Rec, NARM, ...), "
+                f"got {backbone!r}."
+            )
+        base = get_model(backbone)
+        if getattr(base, "type", None) != ModelType.SEQUENTIAL:
+            raise ConfigError(f"RaSeRec's backbone must be a sequential model; {backbone} is not one.")
+        if loss_type == "BCE":
+            base = with_bce(base)
+        return importlib.import_module(OUR_MODELS["RaSeRec"]).on_backbone(base)
+    cls = get_model(model)
+    return with_bce(cls) if loss_type == "BCE" else cls
+
+
 def model_class(config):
-    """The class that builds ``config``'s model: ``get_model``'s, trained with BCE on sampled
-    negatives where ``loss_type`` is BCE (recbole_rag.model.bce)."""
-    model = get_model(config["model"])
-    if config["loss_type"] == "BCE":
-        model = with_bce(model)
-    return model
+    """The class that builds ``config``'s model (``built_class``)."""
+    return built_class(config["model"], config["backbone"], config["loss_type"])
 
 
 def get_trainer(model_type, model_name):

@@ -60,7 +60,8 @@ def test_sensitivity_trains_one_backbone_and_one_bank_for_every_setting(tiny, tm
     assert glob.glob(stopped[: -len(".json")] + "/*-last.pth")
     assert sensitivity.main(argv) == 0
     assert "resume alpha=0.2" in capsys.readouterr().out
-    assert RaSeRec.cache_training_neighbours.__qualname__ == "RaSeRec.cache_training_neighbours"  # restored
+    restored = RaSeRec.cache_training_neighbours.__qualname__
+    assert restored == "RetrievalAugmentation.cache_training_neighbours"
 
 
 def test_settings_grid_sweeps_each_parameter_around_the_other():

@@ -41,7 +41,8 @@ def encoder_state(checkpoint, path="checkpoint"):
     model = checkpoint.get("config", {}).get("model")
     if model not in BACKBONE_MODELS:
         raise CheckpointError(
-            f"'{path}' holds a {model} model; a backbone checkpoint must come from one of {', '.join(BACKBONE_MODELS)}."
+            f"'{path}' holds a {model} model; RaSeRec's encoder loads {', '.join(BACKBONE_MODELS)} checkpoints "
+            f"(--backbone={model} runs RaSeRec's RAFT on that model itself)."
         )
     state = checkpoint["state_dict"]
     if model == "SASRec":

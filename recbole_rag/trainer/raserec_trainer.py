@@ -20,7 +20,6 @@ from recbole_rag.files import claim_path
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.builders import build_pattern_memory, check_memory_source
 from recbole_rag.memory.milvus import MilvusMemoryBank, connect
-from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
 from recbole_rag.trainer import Trainer, load_checkpoint
 
@@ -57,10 +56,10 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
     """The bank saved at ``path``, checked to hold these training pairs and (``same_backbone``:
     the model's weights are those that built it) this backbone's vectors of them."""
     bank = MemoryBank.load(path)
-    if len(bank) != len(feat) or bank.dim != config["hidden_size"]:
+    if len(bank) != len(feat) or bank.dim != model.memory_dim:
         raise CheckpointError(
             f"memory bank '{path}' has {len(bank)} entries of dim {bank.dim}, but this training "
-            f"set has {len(feat)} pairs of dim {config['hidden_size']}: point memory_path "
+            f"set has {len(feat)} pairs of dim {model.memory_dim}: point memory_path "
             "at a new file to rebuild it."
         )
     if (bank.index_type, bank.metric) != (config["memory_index"], config["memory_metric"]):
@@ -153,6 +152,8 @@ class RaSeRecTrainer(Trainer):
         self.valid_data = valid_data
         self.know_items(train_data.dataset)
         self.check_bank_fits(len(train_data.dataset))
+        probe = train_data.dataset.inter_feat[: self.config["eval_batch_size"]].to(self.device)
+        self.model.check_scoring(probe)  # a backbone RAFT cannot wrap is refused before stage 1
         resume_stage, checkpoint = self.resume_stage()
         if resume_stage is None:
             self.check_collection_is_new()
@@ -234,7 +235,7 @@ class RaSeRecTrainer(Trainer):
         if path:
             checkpoint = load_checkpoint(path, self.device)
             check_same_items(checkpoint, train_data.dataset, path)
-            load_backbone(self.model.encoder, checkpoint, path)
+            self.model.load_backbone_checkpoint(checkpoint, path)
             self.logger.info(set_color("Stage 1", "green") + f": backbone loaded from {path}")
             return
         self.logger.info(set_color("Stage 1", "green") + ": collaborative pre-training")

@@ -4,11 +4,16 @@ Stage 1 (``stage = "pretrain"``) is DuoRec: collaborative pre-training of the SA
 Stage 2 (``stage = "raft"``) retrieves, for each user vector h, the top-K <sequence vector, next
 item> memories and fuses h~ = alpha * h + (1 - alpha) * h', h' from retrieval-augmented attention;
 trained with cross-entropy over all items. RaSeRecTrainer runs both stages and builds the bank.
+
+``RetrievalAugmentation`` is stage 2 on its own; ``on_backbone`` puts it on any RecBole sequential
+model whose scores are its user vector . item table (``backbone: GRU4Rec``, ...): stage 1 is then
+that model trained with its own loss.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import re
 import time
@@ -18,14 +23,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
 
-from recbole_rag.errors import ConfigError
+from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.memory import MemoryBank
 from recbole_rag.memory.bank import check_bank_settings
 from recbole_rag.memory.device import DeviceMemoryBank
 from recbole_rag.memory.milvus import INDEXES as MILVUS_INDEXES
 from recbole_rag.memory.milvus import MilvusMemoryBank, connect
+from recbole_rag.model.backbone import load_backbone
 from recbole_rag.model.retrieval import RetrievalAugmentedAttention
 from recbole_rag.model.sequential_recommender.duorec import DuoRec
 
@@ -57,21 +64,20 @@ def _warn_host_search(index: str) -> None:
     )
 
 
-class RaSeRec(DuoRec):
-    def __init__(self, config: Config, dataset: Dataset) -> None:
-        super().__init__(config, dataset)  # settings' ranges: recbole_rag.settings_check, checked by Config
-        self.config = config
+class RetrievalAugmentation:
+    """Stage 2 on a sequential model that gives ``forward(item_seq, item_seq_len) -> (B, d)`` user
+    vectors, an ``item_embedding`` table and its own ``calculate_loss`` for stage 1; mixed in
+    before that model's class, whose ``__init__`` runs first, then ``init_retrieval``."""
+
+    def init_retrieval(self, config: Config, n_heads: int, inner_size: int, layer_norm_eps: float) -> None:
+        """The retrieval module (sized by the item table) and the bank's state."""
+        self.config = config  # settings' ranges: recbole_rag.settings_check, checked by Config
         self.memory_collection = None  # the milvus backend's collection for this run (milvus_settings)
         self.check_memory_settings()
         self.alpha, self.retrieval_k = config["alpha"], config["retrieval_k"]
         self.freeze_backbone = config["freeze_backbone"]
         self.retrieval = RetrievalAugmentedAttention(
-            config["hidden_size"],
-            config["n_heads"],
-            config["inner_size"],
-            config["raft_dropout"],
-            config["attn_tau"],
-            config["layer_norm_eps"],
+            self.memory_dim, n_heads, inner_size, config["raft_dropout"], config["attn_tau"], layer_norm_eps
         )
         self.memory = None
         self.train_neighbours = None  # (n_train, K) bank ids per training entry, see cache_training_neighbours
@@ -80,11 +86,23 @@ class RaSeRec(DuoRec):
         # saved in checkpoints: a run resumes its stage; a loaded RAFT model finds its bank
         self.other_parameter_name = ["stage", "memory_file", "memory_collection"]
 
+    @property
+    def memory_dim(self) -> int:
+        """Size of a user vector, a bank key: the item table's."""
+        return self.item_embedding.embedding_dim
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """What stage 1 trained (frozen in stage 2 with ``freeze_backbone``): all but the retrieval module."""
+        return [module for name, module in self.named_children() if name != "retrieval"]
+
+    def check_scoring(self, interaction: Interaction) -> None:
+        """Refuse a backbone whose full ranking is not its user vector . item table (on_backbone's)."""
+
     # --- memory -------------------------------------------------------------------------------
     def memory_settings(self) -> dict[str, Any]:
         c = self.config
         return {
-            "dim": c["hidden_size"],
+            "dim": self.memory_dim,
             "index_type": c["memory_index"],
             "metric": c["memory_metric"],
             "nlist": c["memory_nlist"],
@@ -127,7 +145,7 @@ class RaSeRec(DuoRec):
         if backend == "milvus":
             return MilvusMemoryBank(**self.milvus_settings(), overwrite=True)
         if backend == "torch":
-            return DeviceMemoryBank(self.config["hidden_size"], self.config["memory_metric"], self.device)
+            return DeviceMemoryBank(self.memory_dim, self.config["memory_metric"], self.device)
         return MemoryBank(**self.memory_settings())
 
     def on_backend(self, bank: Bank) -> Bank:
@@ -166,9 +184,7 @@ class RaSeRec(DuoRec):
             rows = inter_feat[start : start + batch_size].to(self.device)
             chunks.append(self.forward(rows[self.ITEM_SEQ], rows[self.ITEM_SEQ_LEN]).float().cpu().numpy())
         self.train(was_training)
-        return (
-            np.concatenate(chunks) if chunks else np.zeros((0, self.encoder.item_embedding.embedding_dim), np.float32)
-        )
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.memory_dim), np.float32)
 
     def add_to_memory(self, inter_feat: Interaction, batch_size: int = 2048, show_progress: bool = False) -> np.ndarray:
         """Encode <sequence, next item> rows and add them to the bank (no gradient step)."""
@@ -193,8 +209,8 @@ class RaSeRec(DuoRec):
                 f"({len(self.memory)} entries, one is each query's own): lower retrieval_k."
             )
         self.stage = "raft"
-        for p in self.encoder.parameters():
-            p.requires_grad_(not self.freeze_backbone)
+        for module in self.backbone_modules():
+            module.requires_grad_(not self.freeze_backbone)
         self.train(self.training)
 
     def cache_training_neighbours(
@@ -220,10 +236,11 @@ class RaSeRec(DuoRec):
             torch.cat(parts) if parts and torch.is_tensor(parts[0]) else np.concatenate(parts or [empty])
         )
 
-    def train(self, mode: bool = True) -> RaSeRec:
+    def train(self, mode: bool = True) -> RetrievalAugmentation:
         super().train(mode)
-        if self.stage == "raft" and self.freeze_backbone:
-            self.encoder.eval()  # a frozen backbone encodes as it did for the memory bank
+        if getattr(self, "stage", None) == "raft" and self.freeze_backbone:  # (unset while the backbone builds)
+            for module in self.backbone_modules():
+                module.eval()  # a frozen backbone encodes as it did for the memory bank
         return self
 
     def augment(
@@ -274,3 +291,89 @@ class RaSeRec(DuoRec):
 
     def full_sort_predict(self, interaction: Interaction) -> torch.Tensor:
         return self.final_vector(interaction) @ self.item_embedding.weight.T
+
+
+class RaSeRec(RetrievalAugmentation, DuoRec):
+    """RaSeRec as published: stage 1 is DuoRec (our SASRec encoder), whose checkpoints, RaSeRec's
+    own and RecBole SASRec's start stage 2 (``pretrained_path``)."""
+
+    backbone_name = "DuoRec"
+
+    def __init__(self, config: Config, dataset: Dataset) -> None:
+        super().__init__(config, dataset)
+        self.init_retrieval(config, config["n_heads"], config["inner_size"], config["layer_norm_eps"])
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.encoder]
+
+    def load_backbone_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        load_backbone(self.encoder, checkpoint, path)
+
+
+def _user_vector_model(backbone_class: type) -> None:
+    """A one-line refusal unless ``backbone_class`` encodes (item_seq, item_seq_len)."""
+    parameters = list(inspect.signature(backbone_class.forward).parameters)[1:]
+    if parameters != ["item_seq", "item_seq_len"]:
+        raise ConfigError(
+            f"RaSeRec's RAFT wraps a model whose forward(item_seq, item_seq_len) gives user vectors; "
+            f"{backbone_class.__name__}.forward takes ({', '.join(parameters)})."
+        )
+
+
+@functools.cache
+def on_backbone(backbone_class: type) -> type:
+    """RaSeRec whose stage 1 is ``backbone_class`` (a RecBole sequential model) trained with its
+    own loss and settings; stage 2 as RaSeRec's, the retrieval attention sized by its item table
+    (heads ``n_heads`` and feed-forward ``inner_size`` where the backbone has them, else 2 and
+    4 x its size). ``check_scoring`` refuses a model whose scores are not user vector . item table."""
+    _user_vector_model(backbone_class)
+
+    class RaSeRecOn(RetrievalAugmentation, backbone_class):
+        def __init__(self, config: Config, dataset: Dataset) -> None:
+            backbone_class.__init__(self, config, dataset)
+            table = getattr(self, "item_embedding", None)
+            if not isinstance(table, nn.Embedding):
+                name = backbone_class.__name__
+                raise ConfigError(f"RaSeRec's RAFT scores with the backbone's item_embedding table; {name} has none.")
+            dim = table.embedding_dim
+            self.init_retrieval(
+                config, config["n_heads"] or 2, config["inner_size"] or 4 * dim, config["layer_norm_eps"] or 1e-12
+            )
+
+        def load_backbone_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+            """The backbone's weights from its own RecBole checkpoint (this model's but the retrieval module)."""
+            saved = checkpoint.get("config", {}).get("model")
+            if saved != backbone_class.__name__:
+                raise CheckpointError(
+                    f"'{path}' holds a {saved} model; this RaSeRec's backbone is {backbone_class.__name__}."
+                )
+            own = {k: v for k, v in self.state_dict().items() if not k.startswith("retrieval.")}
+            state = checkpoint["state_dict"]
+            wrong = [k for k in own if k not in state or state[k].shape != own[k].shape]
+            if wrong or set(state) - set(own):
+                raise CheckpointError(
+                    f"'{path}' does not fit this {backbone_class.__name__} (other settings or dataset): "
+                    + ", ".join((wrong or sorted(set(state) - set(own)))[:5])
+                )
+            self.load_state_dict(state, strict=False)
+
+        def check_scoring(self, interaction: Interaction) -> None:
+            """A one-line refusal unless the backbone's own full ranking is forward . item table."""
+            was_training = self.training
+            self.eval()
+            with torch.no_grad():
+                own = backbone_class.full_sort_predict(self, interaction)
+                user = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+                dot = user @ self.item_embedding.weight.T
+            self.train(was_training)
+            if own.shape != dot.shape or not torch.allclose(own, dot, atol=1e-4, rtol=1e-4):
+                gap = (own - dot).abs().max().item() if own.shape == dot.shape else float("nan")
+                raise ConfigError(
+                    f"RaSeRec's RAFT adds to a user vector scored against the item table; "
+                    f"{backbone_class.__name__} scores otherwise (its full ranking differs by up to {gap:.3g})."
+                )
+
+    RaSeRecOn.__name__ = RaSeRecOn.__qualname__ = "RaSeRec"
+    RaSeRecOn.__doc__ = f"RaSeRec's RAFT on a {backbone_class.__name__} backbone (on_backbone)."
+    RaSeRecOn.backbone_name = backbone_class.__name__
+    return RaSeRecOn
