@@ -11,13 +11,12 @@ the missing ones train first (resumable). ``--per_user`` evaluates a stored chec
 per-user values. Writes <out_dir>/<dataset>-any-backbone.md and .csv.
 """
 
-import csv
 import os
 import sys
 
 from bench.accuracy import run_all, select_runs
 from bench.report import machine, markdown_table, table_parser
-from bench.table1 import CSV_HEADER, MD_HEADER, SEED, per_user_of, table_rows
+from bench.table1 import MD_HEADER, SEED, add_run_arguments, per_user_of, table_rows, write_csv
 from recbole_rag.cli import parse_overrides
 from recbole_rag.errors import command
 from recbole_rag.files import atomic_path
@@ -67,18 +66,12 @@ def write_table(dataset, md, out, out_dir, settings=None):
     stem = os.path.join(out_dir, f"{dataset}-any-backbone")
     with atomic_path(stem + ".md") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text + "\n")
-    with atomic_path(stem + ".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_HEADER)
-        writer.writerows(out)
+    write_csv(stem + ".csv", out)
     return text
 
 
 def build_parser():
-    parser = table_parser(__doc__)
-    parser.add_argument("--run", action="store_true", help="train the rows not stored yet (resumable)")
-    parser.add_argument("--per_user", action="store_true", help="evaluate stored rows that lack per-user values")
-    return parser
+    return add_run_arguments(table_parser(__doc__))
 
 
 def main(argv=None):

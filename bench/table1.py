@@ -298,11 +298,23 @@ def write_table1(blocks, out_dir, settings=None):
     text = "\n".join(parts) + "\n"
     with atomic_path(os.path.join(out_dir, "table1.md")) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    with atomic_path(os.path.join(out_dir, "table1.csv")) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+    write_csv(os.path.join(out_dir, "table1.csv"), csv_rows)
+    return text
+
+
+def write_csv(path, rows):
+    """The table's rows under CSV_HEADER, written whole or not at all."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_HEADER)
-        writer.writerows(csv_rows)
-    return text
+        writer.writerows(rows)
+
+
+def add_run_arguments(parser):
+    """--run and --per_user, as every table of stored, tested rows takes them."""
+    parser.add_argument("--run", action="store_true", help="train the rows not stored yet (resumable)")
+    parser.add_argument("--per_user", action="store_true", help="evaluate stored rows that lack per-user values")
+    return parser
 
 
 def build_parser():
@@ -311,9 +323,7 @@ def build_parser():
         if action.dest == "dataset":
             action.required = False
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated (default: the three)")
-    parser.add_argument("--run", action="store_true", help="train the rows not stored yet (resumable)")
-    parser.add_argument("--per_user", action="store_true", help="evaluate stored rows that lack per-user values")
-    return parser
+    return add_run_arguments(parser)
 
 
 def main(argv=None):
