@@ -37,7 +37,7 @@ from recbole_rag.errors import ConfigError, UnknownModelError, command
 from recbole_rag.files import atomic_path
 from recbole_rag.pipeline import regenerate, regenerated_run, regenerator_key
 from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS, REGEN_KEYS
-from recbole_rag.registry import get_model
+from recbole_rag.registry import built_class, get_model
 from recbole_rag.significance import per_user_path, save_per_user
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
@@ -277,7 +277,7 @@ def settings_of(run, seed, overrides, dataset):
     else:  # the regenerator's settings added since rows were stored, at the value this row's set uses
         overrides = {**regenerator_defaults(ADDED_REGEN_KEYS, dataset), **overrides}
     defaults = {}
-    for path in property_files(run.model, dataset):
+    for path in property_files(built_class(run.model, overrides.get("backbone")), dataset):  # RaSeRec@X: X's too
         with open(path, encoding="utf-8") as f:
             defaults[os.path.basename(path)] = yaml.safe_load(f)
     return {
@@ -475,16 +475,15 @@ class row_log:
         self.handler.close()
 
 
-def regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log=print):
+def regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log=print, shared=None):
     """The folder of the regenerated set a row on regenerated data trains on (``config``: the
     row's overrides, seed and checkpoint_dir; ``sasrec``: the stored SASRec row of its seed, whose
     item table starts the regenerator): reused while its manifest matches, else decoded from the
     trained regenerator, else the regenerator is pre-trained first."""
-    regen_config = {
-        k: v
-        for k, v in config.items()
-        if k not in ("epochs", "pretrained_path", "resume_path", "checkpoint_dir", *TARGET_ONLY)
-    }
+    not_read = {"epochs", "pretrained_path", "resume_path", "checkpoint_dir"}  # the row's own model's
+    target_only = set(TARGET_ONLY) & set(run.overrides) - not_read  # the row's protocol, not its regenerator's
+    regen_config = {k: v for k, v in config.items() if k not in not_read | target_only}
+    regen_config.update({k: v for k, v in (shared or {}).items() if k in target_only})  # given for every row
     regen_config["regen_control"] = True  # the control comes with the set: no second regenerator run
     if not regen_config.get("regen_item_embedding") and sasrec and sasrec["saved_model_file"]:
         if not os.path.isfile(sasrec["saved_model_file"]):
@@ -501,7 +500,13 @@ def regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log=print
     # each seed's set in a folder of its own (its regenerator differs), and a set made (or
     # decoded) otherwise in a folder of its own beside the default set
     folder = os.path.join(regen_config.get("regen_data_path") or os.path.join(store_dir, "regen-data"), f"seed{seed}")
-    own = {k: regen_config[k] for k in REGEN_KEYS if k in run.overrides and k in regen_config}
+    own = {k: regen_config[k] for k in REGEN_KEYS if k in run.overrides and k in regen_config and k not in target_only}
+    # a recipe other than the Regenerator's defaults (e.g. Table 1's first recipe), and another
+    # row's item table: sets of their own
+    defaults = regenerator_defaults(ADDED_REGEN_KEYS, dataset)
+    own.update({k: regen_config[k] for k in defaults if k in regen_config and regen_config[k] != defaults[k]})
+    if run.item_table != ITEM_TABLE_ROW:
+        own["item_table"] = file_label(run.item_table)
     if own:
         folder = os.path.join(folder, "-".join(f"{k}={v}" for k, v in sorted(own.items())))
     regen_config["regen_data_path"] = folder
@@ -570,7 +575,7 @@ def run_all(runs, dataset, seeds, overrides, store_dir, run_fn=run_recbole_rag, 
             with row_log(row_dir + ".log"):
                 if run.regenerated:
                     sasrec = (results.get(run.item_table) or [None] * len(seeds))[index]
-                    folder = regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log)
+                    folder = regenerated_dataset(run, config, dataset, seed, sasrec, store_dir, log, overrides)
                     name, files, config = regenerated_run(folder, config_dict=config)
                     result = run_fn(run.model, name, config_file_list=files, config_dict=config, per_user=True)
                 else:

@@ -27,6 +27,7 @@ from recbole_rag.cli import parse_overrides
 from recbole_rag.errors import ConfigError, command
 from recbole_rag.files import atomic_path
 from recbole_rag.inference import evaluate
+from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS
 from recbole_rag.significance import compare_runs, format_p, load_per_user, per_user_path, save_per_user
 
 DATASETS = ["amazon-beauty", "amazon-toys-games", "amazon-sports-outdoors"]
@@ -127,7 +128,8 @@ def per_user_of(row, dataset, store_dir, log=print, backfill=False, sasrec=None)
             raise ConfigError(
                 f"Row '{settings['label']}' is no longer in bench.accuracy's RUNS: its set cannot be made."
             )
-        config = {**settings["overrides"], "seed": settings["seed"]}
+        # (a row stored before the recipe keys existed ran the first recipe)
+        config = {**ADDED_REGEN_KEYS, **settings["overrides"], "seed": settings["seed"]}
         # the regenerator lies beside the row that used it (a row read from another store too)
         row_store = os.path.dirname(row["path"]) or store_dir
         folder = regenerated_dataset(run, config, dataset, settings["seed"], sasrec, row_store, log)

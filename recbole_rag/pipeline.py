@@ -16,6 +16,7 @@ from logging import getLogger
 from recbole_rag.config import Config
 from recbole_rag.errors import CommandParser, ConfigError, command, is_count
 from recbole_rag.memory.builders import check_memory_source
+from recbole_rag.model.backbone import BACKBONE_MODELS
 from recbole_rag.overrides import parse_overrides
 from recbole_rag.quick_start import run_recbole_rag, write_comparison
 from recbole_rag.regeneration.writer import find_regenerated, pretraining_key, regen_folder
@@ -91,6 +92,8 @@ def run_pipeline(
             {
                 **overrides,
                 "pretrained_path": trained["saved_model_file"],
+                # our encoder loads DuoRec / SASRec weights; any other model is RAFT's backbone itself
+                "backbone": "DuoRec" if backbone in BACKBONE_MODELS else backbone,
                 "memory_source": source,
                 "personalise": False,  # DR4SR+ trains the backbone stage only
                 # a pattern bank stays patterns only: no validation pairs are added before testing

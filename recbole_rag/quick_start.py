@@ -330,8 +330,8 @@ def compare(
                 overrides["seed"] = seed
             if backbone:
                 overrides["pretrained_path"] = checkpoints[backbone]
-                if model_of[backbone] not in BACKBONE_MODELS:  # not our encoder's: RaSeRec's RAFT on that model
-                    overrides["backbone"] = model_of[backbone]
+                # our encoder loads DuoRec / SASRec / RaSeRec weights; any other model is RAFT's backbone itself
+                overrides["backbone"] = "DuoRec" if model_of[backbone] in BACKBONE_MODELS else model_of[backbone]
             result = run_recbole_rag(name, dataset, config_file_list, overrides, per_user=True, warn_unread=False)
             result["model"] = label
             checkpoints[label] = result["saved_model_file"]

@@ -107,7 +107,9 @@ def test_another_models_checkpoint_is_refused_as_the_backbone(tiny):
             "tiny",
             config_dict={**settings, **RAFT, "backbone": "GRU4Rec", "pretrained_path": narm["saved_model_file"]},
         )
-    with pytest.raises(CheckpointError, match=r"--backbone=NARM runs RaSeRec's RAFT on that model itself"):
+    with pytest.raises(
+        CheckpointError, match=r"holds a NARM model; .*--backbone=<its name> runs RaSeRec's RAFT on that model\)\.$"
+    ):
         run_recbole_rag(
             "RaSeRec", "tiny", config_dict={**settings, **RAFT, "pretrained_path": narm["saved_model_file"]}
         )

@@ -406,4 +406,23 @@ def test_the_reference_protocol_row_regenerates_from_its_own_sasrec_with_the_reg
         stored = json.load(f)
     assert stored["settings"]["overrides"]["loss_type"] == "BCE"  # the protocol row trained with BCE
     assert seen["regen_item_embedding"] == stored["saved_model_file"]  # its item table starts the regenerator
-    assert not set(accuracy.TARGET_ONLY) & set(seen)  # the regenerator keeps its own FFN, loss, stopping
+    assert not {"loss_type", "train_neg_sample_args", "eval_mask_history"} & set(seen)  # the target's protocol
+    assert seen["inner_size"] == tiny["inner_size"]  # ... but a setting of every row reaches the regenerator
+    # its set lies in a folder of its own: another item table than the SASRec+regen row's
+    assert seen["regen_data_path"].endswith(os.path.join("seed1", "item_table=SASRec__DR4SR_protocol_"))
+
+
+def test_a_recipe_other_than_the_defaults_writes_its_set_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        accuracy, "regenerate", lambda dataset, config_dict=None, control=False: seen.append(config_dict)
+    )
+    monkeypatch.setattr(accuracy, "regenerator_dir", lambda *args: str(tmp_path / "regenerator"))
+    run = Run("SASRec+regen", "SASRec", regenerated=True)
+    base = {"seed": 1, "regen_data_path": str(tmp_path), "regen_item_embedding": "given.pth"}
+    for config in (base, {**base, **table1.RECIPE}):
+        accuracy.regenerated_dataset(run, config, "tiny", 1, None, str(tmp_path / "store"), log=lambda m: None)
+    assert seen[0]["regen_data_path"] == os.path.join(str(tmp_path), "seed1")  # the defaults: the base folder
+    assert seen[1]["regen_data_path"] == os.path.join(
+        str(tmp_path), "seed1", "regen_original_copies=1-regen_source_tokens=False"
+    )

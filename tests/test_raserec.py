@@ -44,6 +44,15 @@ def test_memory_layout_puts_each_users_later_prefixes_after_its_own_entry():
         assert excluded == {r for r in range(6) if users[r] == users[row] and times[r] >= times[row]}
 
 
+def test_a_repeated_pair_shares_its_first_copys_entry_so_no_copy_retrieves_its_twin():
+    users, times, lengths = np.array([1, 1, 1, 2]), np.array([1, 2, 1, 1]), np.array([1, 2, 1, 1])
+    order, memory_id, memory_stop = memory_layout(users, times, lengths)  # rows 0 and 2: one pair twice
+    assert memory_id[0] == memory_id[2] and memory_id[1] != memory_id[0]
+    for row in (0, 2):  # each copy's excluded range holds both copies
+        assert {0, 2} <= set(order[memory_id[row] : memory_stop[row]])
+    assert memory_layout(users, np.array([1, 2, 3, 1]), lengths)[1].tolist() == [0, 1, 2, 3]  # distinct pairs
+
+
 def _assert_outside_own_range(ids, batch):
     own = batch[MEMORY_ID].numpy()[:, None]
     assert not np.any((ids >= own) & (ids < batch[MEMORY_STOP].numpy()[:, None]))

@@ -500,6 +500,8 @@ def test_pairs_bank_never_gives_a_user_its_own_regenerated_rows(regenerated_ours
     for row in range(n_original):
         own_regenerated = np.flatnonzero(users[first:] == users[row]) + first
         assert ((memory_id[own_regenerated] >= memory_id[row]) & (memory_id[own_regenerated] < memory_stop[row])).all()
+        if first > n_original:  # the row's copy shares its entry: neither retrieves the other's target
+            assert memory_id[row + n_original] == memory_id[row]
 
 
 def test_a_matching_manifest_is_reused_and_a_different_one_refused(regenerated, monkeypatch):
@@ -589,6 +591,21 @@ def test_the_pipeline_runs_all_stages_in_one_call(regenerated, tmp_path):
     ]
     assert all(0.0 <= r["test_result"]["ndcg@10"] <= 1.0 for r in results)
     assert (tmp_path / "res" / "tiny-regen-SASRec-compare.csv").is_file() and "(patterns)" in table
+
+
+def test_the_pipeline_rafts_on_any_recbole_backbone(regenerated, tmp_path):
+    settings, _ = regenerated
+    results, _ = pipeline.run_pipeline(
+        "GRU4Rec",
+        "tiny",
+        ["pairs"],
+        baseline=False,
+        regen_epochs=1,
+        config_dict=settings,
+        out_dir=str(tmp_path / "res"),
+    )
+    assert [r["model"] for r in results] == ["GRU4Rec on tiny-regen", "RaSeRec@GRU4Rec on tiny-regen (pairs)"]
+    assert load_checkpoint(results[1]["saved_model_file"])["config"]["backbone"] == "GRU4Rec"
 
 
 def test_dr4sr_plus_in_the_pipeline_personalises_the_backbone_only(regenerated, tmp_path):

@@ -42,7 +42,7 @@ def encoder_state(checkpoint, path="checkpoint"):
     if model not in BACKBONE_MODELS:
         raise CheckpointError(
             f"'{path}' holds a {model} model; RaSeRec's encoder loads {', '.join(BACKBONE_MODELS)} checkpoints "
-            f"(--backbone={model} runs RaSeRec's RAFT on that model itself)."
+            "(for another RecBole sequential model, --backbone=<its name> runs RaSeRec's RAFT on that model)."
         )
     state = checkpoint["state_dict"]
     if model == "SASRec":

@@ -29,13 +29,17 @@ def memory_layout(user_ids, times, lengths):
 
     Returns (order, memory_id, memory_stop): bank entry j holds row order[j]; row i's entry is
     memory_id[i], and [memory_id[i], memory_stop[i]) is that entry and its user's later prefixes.
+    Rows that repeat one pair (same user, time and length: a regenerated set holds the original
+    rows twice) share the first copy's entry, so no copy retrieves its twin's target.
     """
-    user_ids = np.asarray(user_ids)
-    order = np.lexsort((np.asarray(lengths), np.asarray(times), user_ids))
+    user_ids, times, lengths = np.asarray(user_ids), np.asarray(times), np.asarray(lengths)
+    order = np.lexsort((lengths, times, user_ids))
     sorted_users = user_ids[order]
     memory_id = np.empty(len(order), dtype=np.int64)
     memory_stop = np.empty(len(order), dtype=np.int64)
-    memory_id[order] = np.arange(len(order))
+    new_pair = np.ones(len(order), dtype=bool)
+    new_pair[1:] = (np.diff(sorted_users) != 0) | (np.diff(times[order]) != 0) | (np.diff(lengths[order]) != 0)
+    memory_id[order] = np.maximum.accumulate(np.where(new_pair, np.arange(len(order)), 0))
     memory_stop[order] = np.searchsorted(sorted_users, sorted_users, side="right")
     return order, memory_id, memory_stop
 
@@ -162,6 +166,7 @@ class RaSeRecTrainer(Trainer):
         else:
             self.pretrain(train_data, valid_data, verbose, saved, show_progress, resume=resume_stage == "pretrain")
         try:
+            self.model.check_scoring(probe)  # again with stage 1's weights (a term that starts at 0)
             self.build_memory(train_data.dataset, show_progress)
             return self.finetune(
                 train_data, valid_data, verbose, saved, show_progress, callback_fn, resume=resume_stage == "raft"
@@ -285,8 +290,7 @@ class RaSeRecTrainer(Trainer):
             )
         self.model.memory_file = os.path.abspath(path) if path else None  # a RAFT checkpoint names its bank
         feat.update(Interaction({MEMORY_ID: torch.from_numpy(memory_id), MEMORY_STOP: torch.from_numpy(memory_stop)}))
-        self.entry_stop = np.empty_like(memory_stop)
-        self.entry_stop[memory_id] = memory_stop
+        self.entry_stop = memory_stop[order]  # per bank entry: where its user's entries end
 
     def finetune(self, train_data, valid_data, verbose, saved, show_progress, callback_fn, resume=False):
         """Stage 2: retrieval-augmented fine-tuning, early-stopped on the valid metric (continued

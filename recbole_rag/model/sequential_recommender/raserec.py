@@ -84,7 +84,8 @@ class RetrievalAugmentation:
         self.stage = "pretrain"
         self.memory_file = None  # the saved training bank (RaSeRecTrainer.build_memory)
         # saved in checkpoints: a run resumes its stage; a loaded RAFT model finds its bank
-        self.other_parameter_name = ["stage", "memory_file", "memory_collection"]
+        own = list(getattr(self, "other_parameter_name", None) or [])  # the backbone's (FDSA's, ...)
+        self.other_parameter_name = [*own, "stage", "memory_file", "memory_collection"]
 
     @property
     def memory_dim(self) -> int:
@@ -92,8 +93,12 @@ class RetrievalAugmentation:
         return self.item_embedding.embedding_dim
 
     def backbone_modules(self) -> list[nn.Module]:
-        """What stage 1 trained (frozen in stage 2 with ``freeze_backbone``): all but the retrieval module."""
+        """What stage 1 trained (in eval mode in stage 2 with ``freeze_backbone``): all but the retrieval module."""
         return [module for name, module in self.named_children() if name != "retrieval"]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Stage 1's weights (frozen in stage 2 with ``freeze_backbone``), a model's own ones too."""
+        return [p for name, p in self.named_parameters() if not name.startswith("retrieval.")]
 
     def check_scoring(self, interaction: Interaction) -> None:
         """Refuse a backbone whose full ranking is not its user vector . item table (on_backbone's)."""
@@ -209,8 +214,8 @@ class RetrievalAugmentation:
                 f"({len(self.memory)} entries, one is each query's own): lower retrieval_k."
             )
         self.stage = "raft"
-        for module in self.backbone_modules():
-            module.requires_grad_(not self.freeze_backbone)
+        for parameter in self.backbone_parameters():
+            parameter.requires_grad_(not self.freeze_backbone)
         self.train(self.training)
 
     def cache_training_neighbours(
@@ -305,6 +310,9 @@ class RaSeRec(RetrievalAugmentation, DuoRec):
 
     def backbone_modules(self) -> list[nn.Module]:
         return [self.encoder]
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters())
 
     def load_backbone_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
         load_backbone(self.encoder, checkpoint, path)
