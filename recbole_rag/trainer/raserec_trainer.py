@@ -243,7 +243,9 @@ class RaSeRecTrainer(Trainer):
             self.model.load_backbone_checkpoint(checkpoint, path)
             self.logger.info(set_color("Stage 1", "green") + f": backbone loaded from {path}")
             return
-        self.logger.info(set_color("Stage 1", "green") + ": collaborative pre-training")
+        backbone = self.model.backbone_name
+        what = "collaborative pre-training (DuoRec)" if backbone == "DuoRec" else f"{backbone}, its own loss"
+        self.logger.info(set_color("Stage 1", "green") + f": {what}")
         self.model.stage = "pretrain"
         self.saved_model_file = self._stage_file("pretrain")
         if resume:
