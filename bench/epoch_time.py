@@ -30,9 +30,10 @@ from recbole.utils import init_seed
 from bench.accuracy import preset
 from bench.report import write_report
 from bench.speed import median_time, train_step
-from recbole_rag import Config, get_model, get_trainer
+from recbole_rag import Config, get_trainer
 from recbole_rag.data import load_dataset
 from recbole_rag.errors import CommandParser, command
+from recbole_rag.registry import model_class
 from recbole_rag.runtime import tune_cpu
 
 # SRA-CL's semantic vectors from the item file's categories: no sentence model to load
@@ -68,7 +69,7 @@ def build_step(model_name, overrides, dataset, common):
     config = Config(model_name, dataset, config_dict={**common, **overrides})
     init_seed(config["seed"], True)
     train_data, _, _ = data_preparation(config, load_dataset(config))
-    model = get_model(model_name)(config, train_data.dataset)
+    model = model_class(config)(config, train_data.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
     per_epoch = None
     if hasattr(trainer, "prepare_semantics"):  # SRA-CL: neighbour tables once, before training

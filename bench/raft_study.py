@@ -63,14 +63,15 @@ def load_raft_model(checkpoint, dataset, overrides):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_rag import Config, get_model, get_trainer
+    from recbole_rag import Config, get_trainer
     from recbole_rag.data import load_dataset
+    from recbole_rag.registry import model_class
     from recbole_rag.trainer import load_checkpoint
 
     config = Config("RaSeRec", dataset, config_dict={**overrides, "state": "ERROR"})
     init_seed(config["seed"], config["reproducibility"])
     train, valid, test = data_preparation(config, load_dataset(config))
-    model = get_model("RaSeRec")(config, train.dataset).to(config["device"])
+    model = model_class(config)(config, train.dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], "RaSeRec")(config, model)
     state = load_checkpoint(checkpoint, config["device"])
     model.load_state_dict(state["state_dict"])

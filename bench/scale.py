@@ -159,8 +159,9 @@ def time_training(dataset, data_path, batches, log=print):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_rag import Config, get_model, get_trainer
+    from recbole_rag import Config, get_trainer
     from recbole_rag.data import load_dataset
+    from recbole_rag.registry import model_class
 
     common = {
         "data_path": data_path,
@@ -178,7 +179,7 @@ def time_training(dataset, data_path, batches, log=print):
     for model_name in ("SASRec", "DuoRec"):
         model_config = Config(model_name, dataset, config_dict=common)
         init_seed(config["seed"], True)
-        model = get_model(model_name)(model_config, train.dataset)
+        model = model_class(model_config)(model_config, train.dataset)
         trainer = get_trainer(model_config["MODEL_TYPE"], model_name)(model_config, model)
         model.train()
         timings[model_name] = median_time(train_step(model, trainer.optimizer), batches, train)

@@ -73,8 +73,9 @@ def setup(model_name, dataset, common):
     from recbole.data import data_preparation
     from recbole.utils import init_seed
 
-    from recbole_rag import Config, get_model, get_trainer
+    from recbole_rag import Config, get_trainer
     from recbole_rag.data import load_dataset
+    from recbole_rag.registry import model_class
     from recbole_rag.runtime import tune_cpu
 
     config = Config(model_name, dataset, config_dict=common)
@@ -82,7 +83,7 @@ def setup(model_name, dataset, common):
         tune_cpu()
     init_seed(config["seed"], True)
     train, valid, test = data_preparation(config, load_dataset(config))
-    model = get_model(model_name)(config, train.dataset)
+    model = model_class(config)(config, train.dataset)
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
     return config, model, trainer, train, test
 
