@@ -409,6 +409,12 @@ def test_a_regenerator_saved_before_the_recipe_keys_loads_as_it_was_trained(tiny
     config, model, *_ = load_data_and_model(str(tmp_path / "before.pth"))
     assert config["regen_source_tokens"] is False and config["regen_original_copies"] == 1
     assert not model.source_tokens_on
+    # resumed under today's default (BOS/EOS), it says which setting it needs
+    with pytest.raises(
+        ConfigError, match=r"was trained with regen_source_tokens False: resume it with --regen_source_tokens=False\.$"
+    ):
+        again = {"resume_path": str(tmp_path / "before.pth"), "regen_data_path": str(tmp_path / "b")}
+        run_recbole_rag("Regenerator", "tiny", config_dict={**settings, **again})
 
 
 def test_a_finished_pre_training_killed_before_its_model_file_was_written_writes_it_on_resume(tiny, tmp_path):

@@ -17,8 +17,18 @@ from recbole_rag.errors import ConfigError
 from recbole_rag.model.sequential_recommender.regenerator import PATTERN_INDEX, PATTERN_ITEMS
 from recbole_rag.regeneration import inference
 from recbole_rag.regeneration.patterns import mine_configured, sample_occurrences, sequence_stats, training_sequences
-from recbole_rag.regeneration.writer import distinct_patterns, find_regenerated, write_regenerated
+from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS, distinct_patterns, find_regenerated, write_regenerated
 from recbole_rag.trainer import Trainer
+
+
+def check_same_source_tokens(checkpoint, config, path):
+    """A clear error when a regenerator resumes under another source encoding than it trained
+    with (one saved before ``regen_source_tokens`` existed read the items alone)."""
+    saved = (checkpoint.get("config") or {}).get("regen_source_tokens", ADDED_REGEN_KEYS["regen_source_tokens"])
+    if saved != config["regen_source_tokens"]:
+        raise ConfigError(
+            f"'{path}' was trained with regen_source_tokens {saved}: resume it with --regen_source_tokens={saved}."
+        )
 
 
 def length_batches(lengths, batch_size):
@@ -97,6 +107,7 @@ class RegeneratorTrainer(Trainer):
         self.model.set_patterns(patterns.items)
         self.know_items(train_data.dataset)
         if c["resume_path"]:  # the weights, optimizer, epoch and random states of the stopped run
+            check_same_source_tokens(load_checkpoint(c["resume_path"]), c, c["resume_path"])
             self.resume_checkpoint(c["resume_path"])
             self.restore_random_states(train_data)
         elif c["regen_item_embedding"]:
