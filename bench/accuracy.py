@@ -38,7 +38,15 @@ from recbole_rag.files import atomic_path
 from recbole_rag.pipeline import regenerate, regenerated_run, regenerator_key
 from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS, REGEN_KEYS
 from recbole_rag.registry import built_class, get_model
-from recbole_rag.significance import per_user_path, save_per_user
+from recbole_rag.significance import (
+    TESTED,
+    compare_runs,
+    format_p,
+    load_per_user,
+    mean_over_runs,
+    per_user_path,
+    save_per_user,
+)
 
 METRICS = ["recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"]
 
@@ -53,7 +61,8 @@ class Run:
     checkpoint it starts from (``pretrained_path``), as ``M@B`` in ``--compare``; ``regenerated``
     trains on ``<dataset>-regen`` (DR4SR, written once, reused while its manifest matches);
     ``"control"`` on its control (the original rows plus as many again, nothing new);
-    ``item_table`` names the row whose checkpoint starts its regenerator's item table."""
+    ``item_table`` names the row whose checkpoint starts its regenerator's item table; ``base``
+    the row its gain is tested against, when that is not ``base_of``'s choice."""
 
     label: str
     model: str
@@ -61,6 +70,14 @@ class Run:
     backbone: str = None
     regenerated: bool | str = False
     item_table: str = ITEM_TABLE_ROW
+    base: str = None
+
+
+def base_of(run):
+    """The row whose per-user results a row is tested against in the table: ``base``, else its
+    backbone (RAFT against the model it starts from), else, on regenerated data, its model on the
+    original data (e.g. DuoRec+regen against DuoRec); None for a row of its own."""
+    return run.base or run.backbone or (run.model if run.regenerated else None)
 
 
 def preset(name):
@@ -72,10 +89,11 @@ def preset(name):
 # The table, in order; adding a method is one line here. A model this build lacks is skipped
 # with a note. The DR4SR rows are the three-stage pipeline (recbole_rag.pipeline).
 _PATTERN_BANK = {"memory_source": "patterns", "memory_update": False}  # a pattern bank stays patterns
+_SRACL_PRESET = "SRACL(SASRec) preset sracl-authors"
 RUNS = [
     Run("SASRec", "SASRec"),
     Run("DuoRec", "DuoRec"),
-    Run("DuoRec (bfloat16)", "DuoRec", {"enable_amp": True}),  # RecBole's autocast; on CPU, bfloat16
+    Run("DuoRec (bfloat16)", "DuoRec", {"enable_amp": True}, base="DuoRec"),  # RecBole's autocast; on CPU, bfloat16
     Run("RaSeRec@SASRec", "RaSeRec", backbone="SASRec"),
     Run("RaSeRec@DuoRec", "RaSeRec", backbone="DuoRec"),
     Run("SASRec+regen", "SASRec", regenerated=True),
@@ -111,8 +129,8 @@ RUNS = [
     # SRA-CL on two backbones, each beside the same model with both contrastive terms off (the
     # backbone alone: same code, data and budget).
     Run("SASRec (SRA-CL off)", "SRACL", {"cross_weight": 0, "intra_weight": 0}),
-    Run("SRACL(SASRec)", "SRACL"),
-    Run("SRACL(SASRec) preset sracl-authors", "SRACL", preset("sracl-authors")),
+    Run("SRACL(SASRec)", "SRACL", base="SASRec (SRA-CL off)"),
+    Run("SRACL(SASRec) preset sracl-authors", "SRACL", preset("sracl-authors"), base="SASRec (SRA-CL off)"),
     # The preset's own backbone: its sequence length (20), both contrastive terms off.
     Run(
         "SASRec (SRA-CL off) length 20",
@@ -121,7 +139,7 @@ RUNS = [
     ),
     # The preset with one part at a time set back to our defaults: which part moves the result.
     *[
-        Run(f"SRACL(SASRec) preset: {part}", "SRACL", {**preset("sracl-authors"), **ours})
+        Run(f"SRACL(SASRec) preset: {part}", "SRACL", {**preset("sracl-authors"), **ours}, base=_SRACL_PRESET)
         for part, ours in [
             ("cosine at 0.1", {"sim": "cos", "tau": 0.1}),
             ("memory positives", {"cross_view": "memory"}),
@@ -132,10 +150,15 @@ RUNS = [
     ],
     # The preset with one more of the authors' parts: a forward pass of its own for the cross
     # term's anchor; exact semantic neighbours of every prefix (ours: IVF past 50,000)
-    Run("SRACL(SASRec) preset + separate anchor", "SRACL", {**preset("sracl-authors"), "cross_anchor": "separate"}),
-    Run("SRACL(SASRec) preset + exact neighbours", "SRACL", {**preset("sracl-authors"), "neighbour_search": "exact"}),
+    *[
+        Run(f"SRACL(SASRec) preset + {part}", "SRACL", {**preset("sracl-authors"), **theirs}, base=_SRACL_PRESET)
+        for part, theirs in [
+            ("separate anchor", {"cross_anchor": "separate"}),
+            ("exact neighbours", {"neighbour_search": "exact"}),
+        ]
+    ],
     Run("GRU4Rec (SRA-CL off)", "SRACL", {"backbone": "GRU4Rec", "cross_weight": 0, "intra_weight": 0}),
-    Run("SRACL(GRU4Rec)", "SRACL", {"backbone": "GRU4Rec"}),
+    Run("SRACL(GRU4Rec)", "SRACL", {"backbone": "GRU4Rec"}, base="GRU4Rec (SRA-CL off)"),
     # RaSeRec's RAFT on other RecBole backbones, each beside the backbone alone (bench/any_backbone.py)
     *[
         run
@@ -151,6 +174,7 @@ RUNS = [
         preset("dr4sr-reference"),
         regenerated=True,
         item_table="SASRec (DR4SR protocol)",
+        base="SASRec (DR4SR protocol)",
     ),
 ]
 # Settings of the model a regenerated set trains, never of its regenerator (which keeps its own).
@@ -610,26 +634,72 @@ def _cell(mean, spread):
     return f"{mean:.4f}" if spread is None else f"{mean:.4f} ± {spread:.4f}"
 
 
+def tests_against_base(results, label, runs=RUNS):
+    """(base label, {metric: PairedTest}) of ``label``'s row against its base row over the same
+    test users, pooled over seeds (each user's mean over the seeds both rows ran); an empty dict
+    where either row lacks per-user values (rows stored before they were kept)."""
+    run = next((r for r in runs if r.label == label), None)
+    base = base_of(run) if run else results[label][0].get("settings", {}).get("backbone")
+    if base not in results:
+        return None, {}
+    seeds = [r["settings"]["seed"] for r in results[label]]
+    by_seed = {r["settings"]["seed"]: r for r in results[base]}
+    pairs = [(by_seed[seed], row) for seed, row in zip(seeds, results[label]) if seed in by_seed]
+    paths = [per_user_path(r["path"]) for pair in pairs for r in pair]
+    if not pairs or not all(os.path.isfile(p) for p in paths):
+        return base, {}
+    values = [load_per_user(p) for p in paths]
+    pooled_base, pooled = mean_over_runs(values[0::2]), mean_over_runs(values[1::2])
+    return base, {t.metric: t for t in compare_runs(pooled_base, pooled, TESTED)}
+
+
+def _test_cell(test):
+    if test is None:
+        return ""
+    if test.identical:
+        return "identical"
+    return f"{test.difference:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}] p={format_p(test.p_t)}"
+
+
 def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
-    """results/<dataset>-accuracy.md and .csv: ours (mean ± std over seeds) then published rows."""
+    """results/<dataset>-accuracy.md and .csv: ours (mean ± std over seeds, each row tested against
+    its base row where both kept per-user values) then published rows."""
     published = PUBLISHED.get(dataset, {})
-    header = ["method", "source", "seeds"] + METRICS + ["train s"]
+    header = ["method", "source", "seeds"] + METRICS + ["train s", "vs", "N@10: difference [95% CI] p", "R@10 p"]
     rows, csv_rows = [], []
     for label, per_seed in results.items():
         stats = [mean_spread([r["test_result"][m] for r in per_seed]) for m in METRICS]
         train = statistics.fmean(r["train_time_s"] for r in per_seed)
-        rows.append([label, "ours", len(per_seed)] + [_cell(*s) for s in stats] + [f"{train:.0f}"])
+        base, tests = tests_against_base(results, label)
+        ndcg, recall = tests.get("ndcg@10"), tests.get("recall@10")
+        rows.append(
+            [label, "ours", len(per_seed)]
+            + [_cell(*s) for s in stats]
+            + [f"{train:.0f}", base or "", _test_cell(ndcg), format_p(recall.p_t) if recall else ""]
+        )
         csv_rows.append(
-            [label, "ours", len(per_seed)] + [m for m, _ in stats] + [s for _, s in stats] + [round(train, 1)]
+            [label, "ours", len(per_seed)]
+            + [m for m, _ in stats]
+            + [s for _, s in stats]
+            + [round(train, 1), base or ""]
+            + ([ndcg.difference, ndcg.ci_low, ndcg.ci_high, ndcg.p_t] if ndcg else [""] * 4)
+            + [recall.p_t if recall else ""]
         )
         for source, numbers in published.get(label, []):
             rows.append(
                 [f"*{label}*", f"*{source}*", ""]
                 + [f"{numbers[m]:.4f}" if m in numbers else "" for m in METRICS]
-                + [""]
+                + [""] * 4
             )
-            csv_rows.append([label, source, ""] + [numbers.get(m, "") for m in METRICS] + [""] * len(METRICS) + [""])
-    notes = [f"Budget: {budget}; seeds {','.join(map(str, seeds))}; mean ± sample std over seeds."]
+            csv_rows.append(
+                [label, source, ""] + [numbers.get(m, "") for m in METRICS] + [""] * len(METRICS) + [""] * 7
+            )
+    notes = [
+        f"Budget: {budget}; seeds {','.join(map(str, seeds))}; mean ± sample std over seeds.",
+        "vs: the row each gain is tested against over the same test users (NDCG@10 difference of "
+        "means, 95% bootstrap interval, two-sided paired t-test p; over several seeds each user's mean); "
+        "blank where a row kept no per-user values.",
+    ]
     if any(label in published for label in results):
         notes.append("Published rows (italic) come from full-length training in their sources.")
     if any(r.get("settings", {}).get("backbone") for per_seed in results.values() for r in per_seed):
@@ -639,7 +709,13 @@ def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
         if facts:
             notes.append(f"{label}: {'; '.join(facts)}.")
     notes += [f"{label}: skipped ({why})." for label, why in skipped.items()]
-    csv_header = ["method", "source", "seeds"] + METRICS + [f"{m}_std" for m in METRICS] + ["train_time_s"]
+    csv_header = (
+        ["method", "source", "seeds"]
+        + METRICS
+        + [f"{m}_std" for m in METRICS]
+        + ["train_time_s", "base", "ndcg@10_difference", "ndcg@10_ci_low", "ndcg@10_ci_high", "p_value"]
+        + ["recall@10_p_value"]
+    )
     return write_report(
         os.path.join(out_dir, f"{dataset}-accuracy"),
         f"Test results on {dataset}",

@@ -56,12 +56,18 @@ def test_runs_resume_and_skip_missing_models(tiny, tmp_path):
 
     table = write_accuracy(results, skipped, "tiny", [1, 2], "epochs=1", out)
     assert "| SASRec | ours | 2 |" in table and "±" in table
+    # RaSeRec@SASRec is tested against SASRec over the same test users, pooled over both seeds
+    (raft_line,) = [line for line in table.splitlines() if line.startswith("| RaSeRec@SASRec | ours |")]
+    assert "| SASRec | " in raft_line and " p=" in raft_line
     text = (tmp_path / "res" / "tiny-accuracy.md").read_text()
     assert "Pipeline: skipped (model NoSuchModelYet not available in this build)" in text
     with open(tmp_path / "res" / "tiny-accuracy.csv") as f:
         rows = list(csv.DictReader(f))
     ndcg = [r["test_result"]["ndcg@10"] for r in results["SASRec"]]
     assert float(rows[0]["ndcg@10"]) == pytest.approx(sum(ndcg) / 2, abs=1e-6)
+    raft = next(r for r in rows if r["method"] == "RaSeRec@SASRec")
+    assert raft["base"] == "SASRec" and 0 <= float(raft["p_value"]) <= 1 and rows[0]["base"] == ""
+    assert float(raft["ndcg@10_ci_low"]) <= float(raft["ndcg@10_difference"]) <= float(raft["ndcg@10_ci_high"])
     stored = json.loads(open(results["SASRec"][0]["path"]).read())
     assert stored["settings"]["seed"] == 1
     assert "optimizer" not in torch.load(results["SASRec"][0]["saved_model_file"], weights_only=True)  # weights only
