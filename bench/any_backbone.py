@@ -16,7 +16,7 @@ import sys
 
 from bench.accuracy import run_all, select_runs
 from bench.report import machine, markdown_table, table_parser
-from bench.table1 import MD_HEADER, SEED, add_run_arguments, per_user_of, table_rows, write_csv
+from bench.table1 import MD_HEADER, SEED, add_run_arguments, table_entries, table_rows, write_csv
 from recbole_rag.cli import parse_overrides
 from recbole_rag.errors import command
 from recbole_rag.files import atomic_path
@@ -34,14 +34,7 @@ def collect(dataset, out_dir, train=False, backfill=False, log=print, settings=N
     overrides = {"show_progress": False, **(settings or {})}
     runs = select_runs([label for _, label, _ in TABLE])
     results, skipped = run_all(runs, dataset, [SEED], overrides, store_dir, log=log, read_dirs=read_dirs, train=train)
-    rows, missing = {}, {}
-    for name, label, _ in TABLE:
-        if label not in results:
-            missing[name] = skipped.get(label, "not run yet")
-            continue
-        row = results[label][0]
-        rows[name] = (row, per_user_of(row, dataset, store_dir, log, backfill))
-    return rows, missing
+    return table_entries(TABLE, results, skipped, dataset, store_dir, log, backfill)
 
 
 def write_table(dataset, md, out, out_dir, settings=None):

@@ -157,8 +157,14 @@ def collect(dataset, data_path, out_dir, train=False, backfill=False, log=print,
     runs = select_runs(ORDER)
     results, skipped = run_all(runs, dataset, [SEED], overrides, store_dir, log=log, read_dirs=read_dirs, train=train)
     sasrec = (results.get(ITEM_TABLE_ROW) or [None])[0]
+    return table_entries(TABLE, results, skipped, dataset, store_dir, log, backfill, sasrec)
+
+
+def table_entries(table, results, skipped, dataset, store_dir, log=print, backfill=False, sasrec=None):
+    """{table name: (stored row, per-user values or None)} of ``table``'s rows in ``results``, and
+    {name: why missing} (``per_user_of`` for the per-user values)."""
     rows, missing = {}, {}
-    for name, label, _ in TABLE:
+    for name, label, _ in table:
         if label not in results:
             missing[name] = skipped.get(label, "not run yet")
             continue
