@@ -9,6 +9,7 @@ query is the feed-forward output; no residual around the cross-attentions.
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -29,18 +30,26 @@ class CrossAttention(nn.Module):
         self.out = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, query, keys, values, valid=None):
-        """query (B, H), keys and values (B, K, H), valid (B, K) bool or None -> (B, H)."""
+        """query (B, H), keys and values (B, K, H), valid (B, K) bool or None -> (B, H).
+
+        The same function as projecting all K keys and values, at 1/K of its cost: the query is
+        taken into each head's key space instead (the key bias adds one constant per head and
+        row, which the softmax cancels), and the value projection applied after the weighted sum
+        of the raw values (its bias times the weights' sum, which dropout or an empty row leave
+        off 1)."""
         batch, k, hidden = keys.shape
-        q = self.query(query).view(batch, self.n_heads, 1, -1)
-        key = self.key(keys).view(batch, k, self.n_heads, -1).transpose(1, 2)  # (B, heads, K, d)
-        value = self.value(values).view(batch, k, self.n_heads, -1).transpose(1, 2)
-        scores = q @ key.transpose(-1, -2) / (math.sqrt(q.shape[-1]) * self.temperature)
+        heads = self.n_heads
+        q = self.query(query).view(batch, heads, -1)  # (B, heads, d)
+        q_in = torch.einsum("bhd,hdx->bhx", q, self.key.weight.view(heads, -1, hidden))  # W_k,h^T q_h
+        scores = q_in @ keys.transpose(1, 2) / (math.sqrt(q.shape[-1]) * self.temperature)  # (B, heads, K)
         if valid is not None:
-            scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
+            scores = scores.masked_fill(~valid[:, None, :], float("-inf"))
         probs = scores.softmax(-1).nan_to_num(0.0)  # a row with nothing retrieved attends to nothing
         probs = dropout(probs, self.dropout_prob, self.training)
-        context = (probs @ value).reshape(batch, hidden)
-        return dropout(self.out(context), self.dropout_prob, self.training)
+        mixed = probs @ values  # (B, heads, H)
+        context = torch.einsum("bhx,hdx->bhd", mixed, self.value.weight.view(heads, -1, hidden))
+        context = context + probs.sum(-1, keepdim=True) * self.value.bias.view(heads, -1)
+        return dropout(self.out(context.reshape(batch, hidden)), self.dropout_prob, self.training)
 
 
 class RetrievalAugmentedAttention(nn.Module):
