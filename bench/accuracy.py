@@ -368,8 +368,8 @@ def merged_defaults(defaults):
 # out of the comparison when it does not hold or the row sets the key itself, so changing such a
 # default keeps the results it could not have changed.
 READ_ONLY_UNDER = {
-    "memory_nlist": ("memory_index", "ivf"),
-    "memory_nprobe": ("memory_index", "ivf"),
+    "memory_nlist": ("memory_index", ("ivf", "auto")),
+    "memory_nprobe": ("memory_index", ("ivf", "auto")),
 }
 
 
@@ -377,7 +377,7 @@ def used_defaults(defaults, overrides):
     """``defaults`` without those ``overrides`` replace or the run never reads."""
     out = dict(defaults)
     for key, (switch, value) in READ_ONLY_UNDER.items():
-        if key in overrides or overrides.get(switch, defaults.get(switch)) != value:
+        if key in overrides or overrides.get(switch, defaults.get(switch)) not in value:
             out.pop(key, None)
     return out
 

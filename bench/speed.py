@@ -3,14 +3,22 @@ SASRec on the same data, batch size and seed.
 
     python -m bench.speed --dataset=ml-100k [--batches=20] [--eval_repeats=3] [--train_batch_size=256] \
         [--data_path=...]
+    python -m bench.speed --checkpoint=RASEREC.pth [--eval_repeats=5] [--data_path=...]
 
 Each model is measured in its own child process (so its peak memory is its own): training
 seconds per batch (median of ``--batches`` after one warm-up batch) and per epoch (x number of
 batches); for RaSeRec also the memory-bank build, the one-off neighbour retrieval of every
 training pair, a RAFT step, the faiss search a RAFT step would need without that cache (the
 retrieval overhead per batch), and full-ranking test inference per 1,000 users with and without
-retrieval (median of ``--eval_repeats`` whole test passes after an untimed one). Writes
+retrieval (median of ``--eval_repeats`` whole test passes after an untimed one), over the
+configured bank (exact by default) and over the one ``memory_index: auto`` builds. Writes
 ``results/<dataset>-speed.md`` and ``.csv``. Timings only: nothing is asserted.
+
+With ``--checkpoint`` (a trained RaSeRec): its test pass three ways in one process, timed in
+alternating rounds: the backbone alone (retrieval off), retrieval over the bank ``memory_index:
+auto`` builds, and over an exact (flat) one; each with RecBole's six test metrics and the paired
+test of the auto bank against the exact one over the same users. Writes
+``results/<dataset>-inference.md`` and ``.csv``.
 """
 
 import itertools
@@ -122,16 +130,17 @@ def measure(model_name, dataset, common, batches, eval_repeats=3):
         def search(batch):  # what a RAFT step searches when neighbours are not cached
             entries = batch["memory_id"].numpy()
             exclude = np.stack([entries, batch["memory_stop"].numpy()], 1)
-            model.memory.search(model.memory.keys[entries], model.retrieval_k, exclude)
+            model.memory.search(model.memory.entries(entries)[0], model.retrieval_k, exclude)
 
         rows["retrieval_s_per_batch"] = median_time(search, batches, train)
+        rows["bank"] = describe_bank(model.memory)
         rows["raft_infer_s_per_1000_users"] = inference_per_1000_users(trainer, test, eval_repeats)
-        flat = model.memory  # the same pairs in an IVF bank with the lists it picks from its size
-        model.memory = MemoryBank(flat.dim, "ivf", flat.metric)
-        model.memory.add(flat.keys, flat.values)
-        rows["ivf_settings"] = f"nlist {model.memory.params['nlist']}, nprobe {model.memory.params['nprobe']}"
-        rows["raft_ivf_infer_s_per_1000_users"] = inference_per_1000_users(trainer, test, eval_repeats)
-        model.memory = flat
+        configured = model.memory  # the same pairs in the bank memory_index: auto builds
+        model.memory = MemoryBank(configured.dim, "auto", configured.metric)
+        model.memory.add(configured.keys, configured.values)
+        rows["auto_bank"] = describe_bank(model.memory)
+        rows["raft_auto_infer_s_per_1000_users"] = inference_per_1000_users(trainer, test, eval_repeats)
+        model.memory = configured
     rows["peak_rss_mib"] = peak_rss_mib()
     return rows
 
@@ -209,16 +218,16 @@ def report_rows(measured):
         r["n_batches"],
         r["raft_infer_s_per_1000_users"],
         r["peak_rss_mib"],
-        "inference with retrieval (exact top-K search per user): "
+        f"inference with retrieval over the configured bank ({r['bank']}): "
         f"{r['raft_infer_s_per_1000_users'] / backbone:.2f}x the backbone's inference",
     )
     add(
-        f"RaSeRec stage 2, IVF bank ({r['ivf_settings']})",
+        f"RaSeRec stage 2, memory_index auto ({r['auto_bank']})",
         None,
         r["n_batches"],
-        r["raft_ivf_infer_s_per_1000_users"],
+        r["raft_auto_infer_s_per_1000_users"],
         None,
-        f"approximate search: {r['raft_ivf_infer_s_per_1000_users'] / backbone:.2f}x the backbone's inference",
+        f"{r['raft_auto_infer_s_per_1000_users'] / backbone:.2f}x the backbone's inference",
     )
     add(
         "RAFT retrieval per batch if searched (faiss)",
@@ -229,6 +238,146 @@ def report_rows(measured):
         f"{r['retrieval_s_per_batch'] / r['raft_s_per_batch']:.2f}x a cached RAFT step",
     )
     return rows
+
+
+def describe_bank(bank):
+    """``ivf (nlist 1024, nprobe 16)`` or ``flat``: the index a bank became."""
+    if bank.index_type == "ivf":
+        return f"ivf (nlist {bank.params['nlist']}, nprobe {bank.params['nprobe']})"
+    return bank.index_type
+
+
+# The checkpoint mode's three ways of running one test pass: retrieval off, over the bank
+# memory_index: auto builds, over an exact one.
+VARIANTS = ("backbone alone", "auto bank", "exact bank")
+
+
+def measure_checkpoint(checkpoint, repeats, data_path=None, clock=time.perf_counter):
+    """{variant: (test result, per-user values, seconds per 1,000 users)} of a RaSeRec RAFT
+    checkpoint and the auto bank's description; timed in ``repeats`` alternating rounds
+    after an untimed pass of each, so drift in the machine's load falls on all three alike."""
+    from recbole_rag import get_trainer
+    from recbole_rag.inference import load_data_and_model
+    from recbole_rag.significance import capture_per_user
+    from recbole_rag.trainer.raserec_trainer import restore_test_memory
+
+    overrides = {"memory_index": "flat", "show_progress": False, **({"data_path": data_path} if data_path else {})}
+    config, model, dataset, train, valid, test = load_data_and_model(checkpoint, overrides)
+    if config["model"] != "RaSeRec" or model.stage != "raft":
+        raise RecBoleRagError(f"--checkpoint wants a RaSeRec checkpoint of RAFT (stage 2); '{checkpoint}' is not one.")
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    exact = model.memory
+    model.memory, model.memory_file = None, None  # rebuilt as a run with memory_index auto builds it
+    config["memory_index"], config["memory_nlist"], config["memory_nprobe"] = "auto", None, None
+    restore_test_memory(model, config, train.dataset, valid.dataset)
+    banks = {"backbone alone": None, "auto bank": model.memory, "exact bank": exact}
+
+    def use(variant):
+        model.stage = "pretrain" if banks[variant] is None else "raft"  # pretrain: the encoder alone
+        model.memory = banks[variant] or exact
+
+    out, times = {}, {v: [] for v in VARIANTS}
+    for variant in VARIANTS:
+        use(variant)
+        users = {}
+        with capture_per_user(trainer, dataset, users):
+            result = dict(trainer.evaluate(test, load_best_model=False))
+        out[variant] = [result, users]
+    for _ in range(repeats):
+        for variant in VARIANTS:
+            use(variant)
+            start = clock()
+            trainer.evaluate(test, load_best_model=False)
+            times[variant].append(clock() - start)
+    use("auto bank")
+    for variant in VARIANTS:
+        out[variant].append(float(np.median(times[variant])) / len(test.dataset) * 1000)
+    return out, describe_bank(banks["auto bank"]), len(exact), config["dataset"]
+
+
+def inference_rows(measured):
+    """Rows of the checkpoint mode's table: time, ratio, the six metrics, and the auto
+    bank's largest metric difference and paired p-values against the exact bank."""
+    from recbole_rag.significance import compare_runs
+
+    backbone = measured["backbone alone"][2]
+    exact_result, exact_users = measured["exact bank"][:2]
+    rows = []
+    for variant in VARIANTS:
+        result, users, seconds = measured[variant]
+        row = [variant, seconds, seconds / backbone, *(result[m] for m in METRICS)]
+        if variant == "auto bank":
+            tests = {t.metric: t for t in compare_runs(exact_users, users, METRICS)}
+            largest = max(METRICS, key=lambda m: abs(result[m] - exact_result[m]))
+            row += [(result[largest] - exact_result[largest], tests[largest]), tests["ndcg@10"], tests["recall@10"]]
+        else:
+            row += [None, None, None]
+        rows.append(row)
+    return rows
+
+
+METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)]
+
+
+def _p(test):
+    """A paired test's p-value as the table shows it."""
+    from recbole_rag.significance import format_p
+
+    if test is None:
+        return ""
+    return "identical" if test.identical else format_p(test.p_t)
+
+
+def _p_value(test):
+    return None if test is None else 1.0 if test.identical else test.p_t
+
+
+def _largest(difference):
+    """``+0.00080 (R@20, p 0.21)``: the auto bank's largest metric difference from exact."""
+    if difference is None:
+        return ""
+    value, test = difference
+    name = test.metric.replace("recall", "R").replace("ndcg", "N")
+    return f"{value:+.5f} ({name}, p {_p(test)})"
+
+
+def report_inference(args):
+    measured, bank, entries, dataset = measure_checkpoint(args.checkpoint, args.eval_repeats, args.data_path)
+    rows = inference_rows(measured)
+    header = [
+        "test pass",
+        "s per 1,000 users",
+        "ratio to the backbone",
+        *(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS),
+        "largest difference from exact",
+        "N@10 vs exact p",
+        "R@10 vs exact p",
+    ]
+    shown = [
+        [label, _fmt(s), _fmt(r, 2), *(_fmt(v, 4) for v in metrics), _largest(d), _p(pn), _p(pr)]
+        for label, s, r, *metrics, d, pn, pr in rows
+    ]
+    csv_header = [h.replace(" ", "_").replace(",", "") for h in header]
+    csv_rows = [[*row[:-3], None if row[-3] is None else row[-3][0], *(_p_value(t) for t in row[-2:])] for row in rows]
+    notes = [
+        f"Checkpoint {args.checkpoint}; its test bank of {entries:,} pairs (training + validation); auto bank: "
+        f"{bank} (memory_index auto); exact bank: flat. {len(measured['exact bank'][1]['user']):,} test users, "
+        f"median of {args.eval_repeats} passes each, the three alternating, after an untimed one.",
+        "p: paired t-test of the auto bank against the exact one over the same test users "
+        "(identical: every user's value equal); the largest difference is over the six metrics, with its own p.",
+        f"Command: python -m bench.speed --checkpoint={args.checkpoint} --eval_repeats={args.eval_repeats}",
+    ]
+    table = write_report(
+        os.path.join(args.out_dir, f"{dataset}-inference"),
+        f"Inference with and without retrieval on {dataset}",
+        header,
+        shown,
+        csv_header,
+        csv_rows,
+        notes,
+    )
+    print(table + "\n\n" + "\n".join(notes))
+    return 0
 
 
 def _fmt(value, digits=3):
@@ -247,9 +396,12 @@ def _main(argv):
     parser.add_argument("--eval_repeats", type=int, default=3)
     parser.add_argument("--train_batch_size", type=int, default=256)
     parser.add_argument("--out_dir", default="results")
+    parser.add_argument("--checkpoint", default=None, help="a RaSeRec RAFT checkpoint: time its test pass three ways")
     args = parser.parse_args(argv)
     if min(args.batches, args.eval_repeats, args.train_batch_size) < 1:
         parser.error("--batches, --eval_repeats and --train_batch_size must be >= 1")
+    if args.checkpoint:
+        return report_inference(args)
     return measure_all(args)
 
 

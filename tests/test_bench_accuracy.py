@@ -322,6 +322,11 @@ def test_a_changed_ivf_default_keeps_results_that_never_read_it(tmp_path):
         json.dump({"settings": on_defaults, "test_result": {}}, f)
     changed = settings(None, {"memory_index": "ivf"})
     assert accuracy.stored_result_path(str(tmp_path), changed) == accuracy.result_path(str(tmp_path), changed)
+    auto = settings(1024, {"memory_index": "auto"})  # auto builds an ivf from its lists' default too
+    with open(accuracy.result_path(str(tmp_path), auto), "w", encoding="utf-8") as f:
+        json.dump({"settings": auto, "test_result": {}}, f)
+    changed = settings(None, {"memory_index": "auto"})
+    assert accuracy.stored_result_path(str(tmp_path), changed) == accuracy.result_path(str(tmp_path), changed)
 
 
 def test_a_regenerated_row_whose_sasrec_checkpoint_is_gone_says_so(tmp_path):

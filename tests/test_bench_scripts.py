@@ -20,6 +20,7 @@ from bench.diagnostics import (
 )
 from bench.diagnostics.__main__ import main as diagnostics
 from bench.sensitivity import settings_grid
+from recbole_rag import run_recbole_rag
 from recbole_rag.errors import RecBoleRagError
 from recbole_rag.memory import MemoryBank
 from recbole_rag.model.sequential_recommender.raserec import RaSeRec
@@ -249,16 +250,42 @@ def test_curves_refuse_bad_run_specs_and_logs_without_valid_results(tmp_path, ca
     assert "holds no valid result with ndcg@10" in capsys.readouterr().err
 
 
-def test_speed_times_raserecs_inference_on_the_exact_and_an_ivf_bank(tiny):
+def test_speed_times_raserecs_inference_on_the_exact_and_the_auto_bank(tiny, monkeypatch):
+    from recbole_rag.memory import bank as bank_module
+
+    monkeypatch.setattr(bank_module, "AUTO_IVF_MIN_ENTRIES", 1)  # tiny's bank as a large one: ivf
     measured = {
         label: speed.measure(model, "tiny", {**tiny, "retrieval_k": 3}, 2)
         for label, model in (("SASRec (RecBole)", "SASRec"), ("RaSeRec", "RaSeRec"))
     }
     rows = {row[0]: row for row in speed.report_rows(measured)}
-    ivf = next(label for label in rows if label.startswith("RaSeRec stage 2, IVF bank (nlist "))
-    assert rows[ivf][4] == measured["RaSeRec"]["raft_ivf_infer_s_per_1000_users"] > 0
-    assert "x the backbone's inference" in rows[ivf][-1]
-    assert "x the backbone's inference" in rows["RaSeRec stage 2 (RAFT, neighbours cached)"][-1]
+    assert measured["RaSeRec"]["bank"] == "flat" and measured["RaSeRec"]["auto_bank"].startswith("ivf (nlist ")
+    auto = f"RaSeRec stage 2, memory_index auto ({measured['RaSeRec']['auto_bank']})"
+    assert rows[auto][4] == measured["RaSeRec"]["raft_auto_infer_s_per_1000_users"] > 0
+    assert "x the backbone's inference" in rows[auto][-1]
+    assert "over the configured bank (flat)" in rows["RaSeRec stage 2 (RAFT, neighbours cached)"][-1]
+
+
+def test_speed_of_a_checkpoint_tests_the_auto_bank_against_the_exact_one(raserec_run, tiny, tmp_path, monkeypatch):
+    from recbole_rag.memory import bank as bank_module
+
+    checkpoint = raserec_run["saved_model_file"]
+    measured, bank, entries, dataset = speed.measure_checkpoint(checkpoint, 1)
+    assert bank == "flat" and entries > 0  # tiny's bank is small: auto is exact
+    exact, default, alone = (measured[v] for v in ("exact bank", "auto bank", "backbone alone"))
+    assert default[0] == exact[0] and exact[0] == pytest.approx(raserec_run["test_result"], abs=1e-4)
+    assert alone[0] != exact[0]  # retrieval off ranks otherwise
+    rows = {row[0]: row for row in speed.inference_rows(measured)}
+    assert rows["auto bank"][-2].identical and rows["backbone alone"][2] == 1.0
+    assert rows["auto bank"][-3][0] == 0 and rows["auto bank"][-3][1].identical
+    monkeypatch.setattr(bank_module, "AUTO_IVF_MIN_ENTRIES", 1)
+    assert speed.measure_checkpoint(checkpoint, 1)[1].startswith("ivf (nlist ")
+    out = ["--checkpoint=" + checkpoint, "--eval_repeats=1", f"--out_dir={tmp_path}"]
+    assert speed.main(out) == 0
+    table = (tmp_path / f"{dataset}-inference.md").read_text()
+    assert "| auto bank |" in table and "N@10 vs exact p" in table
+    sasrec = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
+    assert speed.main(["--checkpoint=" + sasrec["saved_model_file"]]) == 2
 
 
 def test_speed_inference_is_the_median_of_timed_passes_after_an_untimed_one():

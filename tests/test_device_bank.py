@@ -90,5 +90,6 @@ def test_an_approximate_index_on_cuda_says_once_that_it_searches_on_the_host(tin
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.memory_backend()  # once per process
-    model.config["memory_index"] = "flat"
-    assert model.memory_backend() == "torch"
+    for exact in ("flat", "auto"):  # auto on CUDA: exact search on the device, whatever the bank's size
+        model.config["memory_index"] = exact
+        assert model.memory_backend() == "torch"

@@ -231,3 +231,21 @@ def test_a_large_ivf_finds_its_lists_through_an_hnsw_graph(monkeypatch):
     _, _, _, want = exact.search(keys[:20], 5)
     _, _, _, got = graph.search(keys[:20], 5)  # every list probed: the exact neighbours
     np.testing.assert_array_equal(got, want)
+
+
+def test_an_auto_bank_is_ivf_from_its_first_adds_size_on_else_flat(monkeypatch, tmp_path):
+    from recbole_rag.memory import bank as bank_module
+
+    monkeypatch.setattr(bank_module, "AUTO_IVF_MIN_ENTRIES", 1000)
+    small, keys = _bank("auto", n=999)
+    assert small.index_type == "flat" and isinstance(small.index, faiss.IndexFlatIP)
+    exact, _ = _bank("flat", n=999)
+    for a, b in zip(small.search(keys[:10], 5), exact.search(keys[:10], 5)):
+        np.testing.assert_array_equal(a, b)
+    small.add(keys, np.ones(999, np.int64))  # a growing bank keeps the index its first add chose
+    assert small.index_type == "flat" and len(small) == 1998
+    large, keys = _bank("auto", n=1000)
+    assert large.index_type == "ivf" and large.params["nlist"] == bank_module.auto_nlist(1000)
+    large.save(tmp_path / "bank.npz")
+    assert MemoryBank.load(tmp_path / "bank.npz").index_type == "ivf"  # saved as what it became
+    assert MemoryBank(8, "auto").index_type == "auto" and len(MemoryBank(8, "auto").keys) == 0

@@ -56,6 +56,18 @@ def test_an_interrupted_build_leaves_no_collection_by_the_final_name(tmp_path, m
     assert len(MilvusMemoryBank(4, uri=uri, collection="bank")) == 30  # the whole one stays
 
 
+def test_an_auto_index_is_chosen_by_size_when_built_and_kept_when_reopened(tmp_path, monkeypatch):
+    from recbole_rag.memory import bank as bank_module
+
+    monkeypatch.setattr(bank_module, "AUTO_IVF_MIN_ENTRIES", 100)
+    uri = str(tmp_path / "bank.db")
+    small = MilvusMemoryBank.build(*_pairs(99, 4, 0), "small", dim=4, index_type="auto", uri=uri)
+    large = MilvusMemoryBank.build(*_pairs(100, 4, 0), "large", dim=4, index_type="auto", uri=uri)
+    assert (small.index_type, large.index_type) == ("flat", "ivf")
+    assert MilvusMemoryBank(4, "auto", uri=uri, collection="large").index_type == "ivf"  # not refused
+    assert MilvusMemoryBank(4, "auto", uri=uri, collection="new").index_type == "flat"
+
+
 def test_bad_milvus_input_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"Milvus at 'http://127.0.0.1:1' does not answer .*memory_uri"):
         MilvusMemoryBank(4, uri="http://127.0.0.1:1")
@@ -65,7 +77,7 @@ def test_bad_milvus_input_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="has a FLAT index on IP, this bank needs IVF_FLAT on COSINE"):
         MilvusMemoryBank(4, "ivf", "cosine", uri=str(tmp_path / "bank.db"), collection="c")
     assert len(MilvusMemoryBank(4, uri=str(tmp_path / "bank.db"), collection="c")) == 0  # its own settings: reopened
-    with pytest.raises(ConfigError, match="memory_index must be one of flat, ivf, hnsw for the milvus backend"):
+    with pytest.raises(ConfigError, match="memory_index must be one of auto, flat, ivf, hnsw for the milvus backend"):
         MilvusMemoryBank(4, index_type="annoy", uri=str(tmp_path / "bank.db"))
     bank = MilvusMemoryBank(4, uri=str(tmp_path / "bank.db"), collection="c")
     with pytest.raises(ConfigError, match="at most 16,384 entries per query; this one needs 16,385"):

@@ -127,7 +127,20 @@ def test_raft_trains_only_the_retrieval_module_and_extends_memory_before_test(ti
     assert set(result) == {"recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20"}
 
 
-def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
+def test_an_auto_index_is_exact_on_a_small_bank_and_ivf_on_a_large_one(tiny, monkeypatch):
+    from recbole_rag.memory import bank as bank_module
+
+    assert _with_memory(tiny)[0].memory.index_type == "flat"  # the default: exact search
+    model = _with_memory(tiny, memory_index="auto")[0]
+    assert model.memory.index_type == "flat"  # tiny's few pairs
+    monkeypatch.setattr(bank_module, "AUTO_IVF_MIN_ENTRIES", len(model.memory))
+    model = _with_memory(tiny, memory_index="auto")[0]
+    assert model.memory.index_type == "ivf" and model.memory.params["nlist"] == bank_module.auto_nlist(
+        len(model.memory)
+    )
+
+
+def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path, monkeypatch):
     result = run_recbole_rag("RaSeRec", "tiny", config_dict={**tiny, "retrieval_k": 5})
     assert result["epochs_run"] == 4  # 2 pre-training + 2 RAFT epochs
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)
@@ -151,6 +164,16 @@ def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path):
         run_recbole_rag(
             "RaSeRec", "tiny", config_dict={**settings, "memory_path": str(memory_files[0]), "memory_index": "ivf"}
         )
+    from recbole_rag.memory import bank as bank_module
+
+    monkeypatch.setattr(bank_module, "AUTO_IVF_MIN_ENTRIES", 1)  # auto: ivf at this size
+    with pytest.raises(
+        CheckpointError, match=r"is a flat bank on cosine, this run asks for memory_index auto \(ivf at"
+    ):
+        run_recbole_rag(
+            "RaSeRec", "tiny", config_dict={**settings, "memory_path": str(memory_files[0]), "memory_index": "auto"}
+        )
+    monkeypatch.undo()
     bank = MemoryBank.load(memory_files[0])
     keys, values = bank.entries(np.arange(len(bank)))
     assert len(bank) > 300

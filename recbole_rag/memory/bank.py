@@ -26,7 +26,12 @@ from numpy.typing import ArrayLike
 from recbole_rag.errors import CheckpointError, ConfigError
 from recbole_rag.files import atomic_path
 
-INDEX_TYPES = ("flat", "ivf", "hnsw")
+INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")
+# auto: a bank whose first add (RaSeRec's training pairs) brings at least this many keys is an ivf
+# with lists and probes from its size, a smaller one flat: past it an exact search costs more than
+# the backbone's own full ranking (ml-100k's 96k pairs: inference 2.0x the backbone's exact,
+# 1.1-1.3x as ivf; docs/raserec.md, "Exact or approximate search").
+AUTO_IVF_MIN_ENTRIES = 50_000
 METRICS = ("ip", "cosine")
 FORMAT_VERSION = 2  # 1: every index type saved its keys beside the index
 # ivf with at least this many lists finds a key's lists with an HNSW graph over the centroids, not
@@ -39,6 +44,14 @@ TRAIN_POINTS_PER_LIST = 64
 # is the faster (docs/results.md, "Speed"). Older faiss counts queries alone (default 20): kept.
 BLAS_THRESHOLD = 512
 faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, BLAS_THRESHOLD)
+
+
+def index_for_size(index_type: str, n: int) -> str:
+    """The index ``index_type`` stands for in a bank whose first add brings ``n`` keys: ``auto``
+    is ivf from ``AUTO_IVF_MIN_ENTRIES`` keys on, else flat; any other type is itself."""
+    if index_type != "auto":
+        return index_type
+    return "ivf" if n >= AUTO_IVF_MIN_ENTRIES else "flat"
 
 
 def auto_nlist(n: int) -> int:
@@ -137,9 +150,10 @@ class MemoryBank:
     """faiss-backed memory of (key vector, item id) pairs.
 
     index_type: ``flat`` (exact inner product, default), ``ivf`` (IVF-Flat; trained on the first
-    ``add``, of at least ``nlist`` keys) or ``hnsw``. metric: ``ip`` or ``cosine`` (keys and
-    queries L2-normalised). ``nlist`` / ``nprobe`` None (the default): chosen from the size of
-    the first ``add`` (``auto_nlist``, ``auto_nprobe``).
+    ``add``, of at least ``nlist`` keys), ``hnsw``, or ``auto`` (ivf or flat by the size of the
+    first ``add``: ``index_for_size``; ``index_type`` names the choice from then on).
+    metric: ``ip`` or ``cosine`` (keys and queries L2-normalised). ``nlist`` / ``nprobe`` None
+    (the default): chosen from the size of the first ``add`` (``auto_nlist``, ``auto_nprobe``).
     """
 
     def __init__(
@@ -170,7 +184,7 @@ class MemoryBank:
     @property
     def holds_keys(self) -> bool:
         """Whether the keys are kept beside the index (flat) or read back from it."""
-        return self.index_type == "flat"
+        return self.index_type in ("flat", "auto")  # (auto: empty until its first add)
 
     @property
     def keys(self) -> np.ndarray:
@@ -194,7 +208,7 @@ class MemoryBank:
 
     def _new_index(self):
         ip = faiss.METRIC_INNER_PRODUCT
-        if self.index_type == "flat":
+        if self.index_type in ("flat", "auto"):  # (auto: replaced on the first add)
             return faiss.IndexFlatIP(self.dim)
         if self.index_type == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, self.params["hnsw_m"], ip)
@@ -237,6 +251,9 @@ class MemoryBank:
     def add(self, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
         """Append pairs; returns the ids given to them. Works at any time, no retraining."""
         keys, values = checked_pairs(keys, values, self.dim)
+        if self.index_type == "auto" and len(keys):
+            self.index_type = index_for_size("auto", len(keys))
+            self.index = self._new_index()
         if not self.index.is_trained:
             self._plan_ivf(len(keys))
             if len(keys) < self.params["nlist"]:
@@ -288,13 +305,16 @@ class MemoryBank:
             return np.zeros((*ids.shape, self.dim), np.float32), np.zeros(ids.shape, np.int64)
         found = np.maximum(ids, 0)
         if self.holds_keys:
-            keys = self.keys[found]
+            keys = self.keys[found]  # (a copy: fancy indexing)
         else:
             keys = self.index.reconstruct_batch(found.reshape(-1)).reshape(*ids.shape, self.dim)
             if self.metric == "cosine":
                 keys *= _joined(self._norms)[found][..., None]
-        keys = np.where((ids >= 0)[..., None], keys, 0.0).astype(np.float32)
-        return keys, np.where(ids >= 0, self.values[found], 0)
+        values = self.values[found]
+        empty = ids < 0
+        if empty.any():  # (rare: an approximate search found fewer than k)
+            keys[empty], values[empty] = 0.0, 0
+        return keys, values
 
     def save(self, path: str | os.PathLike) -> None:
         """One .npz file (serialized faiss index, values, settings; the flat bank's keys, the

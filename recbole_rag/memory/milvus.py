@@ -24,6 +24,7 @@ from recbole_rag.memory.bank import (
     auto_nprobe,
     check_bank_settings,
     checked_pairs,
+    index_for_size,
     search_plan,
 )
 
@@ -73,7 +74,8 @@ class MilvusMemoryBank:
     """Memory of (key vector, item id) pairs in the Milvus collection ``collection`` at ``uri``.
 
     An existing collection is used as it is (its entries count) unless ``overwrite``; one of
-    another dimension is refused.
+    another dimension is refused. ``index_type="auto"``: ``build`` picks it from the bank's size
+    (as MemoryBank does), an existing collection keeps its own, a new empty one is flat.
     """
 
     def __init__(
@@ -90,7 +92,7 @@ class MilvusMemoryBank:
         token: str = "",
         overwrite: bool = False,
     ) -> None:
-        check_bank_settings(index_type, metric, INDEXES, "milvus")
+        check_bank_settings(index_type, metric, ("auto", *INDEXES), "milvus")
         self.dim, self.index_type, self.metric = int(dim), index_type, metric
         self.uri, self.collection = str(uri), str(collection)
         nlist = DEFAULT_NLIST if nlist is None else int(nlist)  # build() sets it from the bank's size
@@ -99,6 +101,9 @@ class MilvusMemoryBank:
         self.client = connect(uri, token)
         if overwrite and self.client.has_collection(self.collection):
             self.client.drop_collection(self.collection)
+        if self.index_type == "auto":
+            exists = self.client.has_collection(self.collection)
+            self.index_type = (exists and self._stored_index_type()) or "flat"
         if self.client.has_collection(self.collection):
             self._check_stored()
             self.client.load_collection(self.collection)  # a stored collection is searched from memory
@@ -125,6 +130,19 @@ class MilvusMemoryBank:
                 self.collection, schema=schema, index_params=index, consistency_level="Strong"
             )
 
+    def _stored_indexes(self) -> set[tuple[str, str]]:
+        """(Milvus index type, metric) of the collection's vector indexes."""
+        stored = [
+            self.client.describe_index(self.collection, index_name=n) for n in self.client.list_indexes(self.collection)
+        ]
+        return {(i.get("index_type"), i.get("metric_type")) for i in stored if i.get("field_name") == "vector"}
+
+    def _stored_index_type(self) -> str | None:
+        """Our name of the collection's index type, None when it has none of ours."""
+        names = {milvus: ours for ours, (milvus, _, _) in INDEXES.items()}
+        found = sorted(names[index] for index, _ in self._stored_indexes() if index in names)
+        return found[0] if found else None
+
     def _check_stored(self):
         """An existing collection must be of this bank's dimension, index type and metric."""
         where = f"Milvus collection '{self.collection}' at '{self.uri}'"
@@ -134,10 +152,7 @@ class MilvusMemoryBank:
         if not dims or int(dims[0]) != self.dim:
             held = dims[0] if dims else "?"
             raise ConfigError(f"{where} holds vectors of dim {held}, this bank needs {self.dim}: {remedy}")
-        stored = [
-            self.client.describe_index(self.collection, index_name=n) for n in self.client.list_indexes(self.collection)
-        ]
-        held = {(i.get("index_type"), i.get("metric_type")) for i in stored if i.get("field_name") == "vector"}
+        held = self._stored_indexes()
         wanted = (INDEXES[self.index_type][0], MILVUS_METRICS[self.metric])
         if held and wanted not in held:
             index, metric = sorted(held)[0]
@@ -229,6 +244,7 @@ class MilvusMemoryBank:
     def build(cls, keys, values, collection, **settings) -> MilvusMemoryBank:
         """A new bank of these pairs under ``collection``, written under a temporary name and
         renamed when whole (an existing collection of that name is replaced only then)."""
+        settings["index_type"] = index_for_size(settings.get("index_type", "flat"), len(keys))
         if settings.get("nlist") is None:
             settings["nlist"] = auto_nlist(len(keys))
         building = cls(collection=f"{collection}__building", overwrite=True, **settings)

@@ -18,6 +18,7 @@ from recbole_rag.checkpoint import check_fits, check_same_items
 from recbole_rag.errors import CheckpointError, ConfigError, RecBoleRagError
 from recbole_rag.files import claim_path
 from recbole_rag.memory import MemoryBank
+from recbole_rag.memory.bank import index_for_size
 from recbole_rag.memory.builders import build_pattern_memory, check_memory_source
 from recbole_rag.memory.milvus import MilvusMemoryBank, connect
 from recbole_rag.model.sequential_recommender.raserec import MEMORY_ID, MEMORY_STOP
@@ -66,10 +67,12 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
             f"set has {len(feat)} pairs of dim {model.memory_dim}: point memory_path "
             "at a new file to rebuild it."
         )
-    if (bank.index_type, bank.metric) != (config["memory_index"], config["memory_metric"]):
+    wanted = index_for_size(config["memory_index"], len(feat))
+    if (bank.index_type, bank.metric) != (wanted, config["memory_metric"]):
+        asked = config["memory_index"] + (f" ({wanted} at this size)" if wanted != config["memory_index"] else "")
         raise CheckpointError(
             f"memory bank '{path}' is a {bank.index_type} bank on {bank.metric}, this run asks for memory_index "
-            f"{config['memory_index']} on memory_metric {config['memory_metric']}: set those to the bank's, or "
+            f"{asked} on memory_metric {config['memory_metric']}: set those to the bank's, or "
             "point memory_path at a new file to build one."
         )
     # every value, and keys spread over the whole bank (encoding every pair again would cost what
@@ -187,9 +190,10 @@ class RaSeRecTrainer(Trainer):
                 f"retrieval_k={c['retrieval_k']} is larger than the memory bank ({n_pairs} "
                 "training pairs, one is each query's own): lower retrieval_k."
             )
-        if c["memory_index"] == "ivf" and c["memory_nlist"] is not None and c["memory_nlist"] > n_pairs:
+        ivf = index_for_size(c["memory_index"], n_pairs) == "ivf"
+        if ivf and c["memory_nlist"] is not None and c["memory_nlist"] > n_pairs:
             raise ConfigError(
-                f"memory_index=ivf with memory_nlist={c['memory_nlist']} needs at least that many "
+                f"memory_index={c['memory_index']} with memory_nlist={c['memory_nlist']} needs at least that many "
                 f"training pairs, this training set has {n_pairs}: lower memory_nlist."
             )
 

@@ -51,6 +51,7 @@ MEMORY_ID, MEMORY_STOP = "memory_id", "memory_stop"
 # tensors on the model's device, exact search by matmul + top-k (memory/device.py); milvus: a
 # Milvus collection (memory/milvus.py)
 MEMORY_BACKENDS = ("auto", "faiss", "torch", "milvus")
+EXACT_ON_DEVICE = ("flat", "auto")  # memory_index values the torch backend serves (exactly)
 
 
 @functools.cache
@@ -58,8 +59,8 @@ def _warn_host_search(index: str) -> None:
     """Once per process: an approximate index on a CUDA model is searched by faiss on the CPU."""
     warnings.warn(
         f"memory_index {index} on a CUDA model is searched by faiss on the CPU: every search copies its "
-        "queries to the host and back. memory_index: flat searches exactly on the device, faster at the "
-        "sizes of the benchmark datasets.",
+        "queries to the host and back. memory_index: auto (or flat) searches exactly on the device, faster "
+        "at the sizes of the benchmark datasets.",
         stacklevel=3,
     )
 
@@ -135,13 +136,15 @@ class RetrievalAugmentation:
         }
 
     def memory_backend(self) -> str:
-        """The backend ``memory_backend`` resolves to (``auto``: torch on CUDA with a flat index)."""
+        """The backend ``memory_backend`` resolves to (``auto``: torch on CUDA, where ``memory_index``
+        is flat or auto: exact search on the device beats faiss's approximate one on the host)."""
         backend = self.config["memory_backend"]
         if backend == "auto":
             on_cuda = torch.device(self.config["device"] or "cpu").type == "cuda"
-            if on_cuda and self.config["memory_index"] != "flat":
+            exact = self.config["memory_index"] in EXACT_ON_DEVICE
+            if on_cuda and not exact:
                 _warn_host_search(self.config["memory_index"])
-            return "torch" if on_cuda and self.config["memory_index"] == "flat" else "faiss"
+            return "torch" if on_cuda and exact else "faiss"
         return backend
 
     def new_memory(self) -> Bank:
@@ -169,9 +172,11 @@ class RetrievalAugmentation:
             MemoryBank(**self.memory_settings())
             return
         if backend == "torch":
-            if self.config["memory_index"] != "flat":
+            if self.config["memory_index"] not in EXACT_ON_DEVICE:
                 index = self.config["memory_index"]
-                raise ConfigError(f"memory_backend: torch searches exactly: memory_index must be flat, got {index!r}.")
+                raise ConfigError(
+                    f"memory_backend: torch searches exactly: memory_index must be flat or auto, got {index!r}."
+                )
             check_bank_settings("flat", self.config["memory_metric"])
             return
         settings = self.milvus_settings()
