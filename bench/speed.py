@@ -261,20 +261,22 @@ def measure_checkpoint(checkpoint, repeats, data_path=None, clock=time.perf_coun
     from recbole_rag.significance import capture_per_user
     from recbole_rag.trainer.raserec_trainer import restore_test_memory
 
-    overrides = {"memory_index": "flat", "show_progress": False, **({"data_path": data_path} if data_path else {})}
+    overrides = {"memory_backend": "faiss", "show_progress": False, **({"data_path": data_path} if data_path else {})}
     config, model, dataset, train, valid, test = load_data_and_model(checkpoint, overrides)
     if config["model"] != "RaSeRec" or model.stage != "raft":
         raise RecBoleRagError(f"--checkpoint wants a RaSeRec checkpoint of RAFT (stage 2); '{checkpoint}' is not one.")
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    exact = model.memory
-    model.memory, model.memory_file = None, None  # rebuilt as a run with memory_index auto builds it
-    config["memory_index"], config["memory_nlist"], config["memory_nprobe"] = "auto", None, None
-    restore_test_memory(model, config, train.dataset, valid.dataset)
-    banks = {"backbone alone": None, "auto bank": model.memory, "exact bank": exact}
+    banks = {"backbone alone": None}
+    for variant, index in (("exact bank", "flat"), ("auto bank", "auto")):  # each as a run with it builds it
+        model.memory, model.memory_file = None, None
+        config["memory_index"], config["memory_nlist"], config["memory_nprobe"] = index, None, None
+        restore_test_memory(model, config, train.dataset, valid.dataset)
+        banks[variant] = model.memory
+    exact = banks["exact bank"]
 
     def use(variant):
         model.stage = "pretrain" if banks[variant] is None else "raft"  # pretrain: the encoder alone
-        model.memory = banks[variant] or exact
+        model.memory = exact if banks[variant] is None else banks[variant]
 
     out, times = {}, {v: [] for v in VARIANTS}
     for variant in VARIANTS:

@@ -284,6 +284,9 @@ def test_speed_of_a_checkpoint_tests_the_auto_bank_against_the_exact_one(raserec
     assert speed.main(out) == 0
     table = (tmp_path / f"{dataset}-inference.md").read_text()
     assert "| auto bank |" in table and "N@10 vs exact p" in table
+    graph = {**tiny, "retrieval_k": 3, "epochs": 1, "raft_epochs": 1, "memory_index": "hnsw"}  # its bank file kept
+    graph_checkpoint = run_recbole_rag("RaSeRec", "tiny", config_dict=graph)["saved_model_file"]
+    assert speed.measure_checkpoint(graph_checkpoint, 1)[1].startswith("ivf")  # rebuilt, not refused
     sasrec = run_recbole_rag("SASRec", "tiny", config_dict={**tiny, "epochs": 1})
     assert speed.main(["--checkpoint=" + sasrec["saved_model_file"]]) == 2
 

@@ -249,3 +249,14 @@ def test_an_auto_bank_is_ivf_from_its_first_adds_size_on_else_flat(monkeypatch, 
     large.save(tmp_path / "bank.npz")
     assert MemoryBank.load(tmp_path / "bank.npz").index_type == "ivf"  # saved as what it became
     assert MemoryBank(8, "auto").index_type == "auto" and len(MemoryBank(8, "auto").keys) == 0
+
+
+def test_entries_of_one_id_copy_the_bank_and_an_empty_slot_leaves_it_alone():
+    bank, keys = _bank("flat", n=20)
+    key, value = bank.entries(np.array(3))
+    assert key.shape == (8,) and value.shape == () and int(value) == 3 % 17 + 1
+    key[:] = 0.0  # a caller's copy, not a view of the bank
+    np.testing.assert_array_equal(bank.keys[3], keys[3])
+    empty_key, empty_value = bank.entries(np.array(-1))
+    assert not empty_key.any() and int(empty_value) == 0
+    np.testing.assert_array_equal(bank.keys[0], keys[0])  # row 0 untouched

@@ -98,6 +98,16 @@ def test_raserec_on_milvus_ranks_as_on_faiss_and_reloads_its_bank(tiny, tmp_path
     assert len(model.memory) == len(train.dataset.inter_feat) + len(valid.dataset.inter_feat)  # + validation
 
 
+def test_raserec_on_milvus_takes_an_auto_index(tiny, tmp_path):
+    from recbole_rag import Config, get_model
+    from recbole_rag.data import load_dataset
+
+    milvus = {**tiny, "memory_backend": "milvus", "memory_uri": str(tmp_path / "m.db"), "memory_index": "auto"}
+    config = Config("RaSeRec", "tiny", config_dict=milvus)
+    model = get_model("RaSeRec")(config, load_dataset(config).build()[0])  # checked at construction: accepted
+    assert model.memory_backend() == "milvus"
+
+
 def test_a_new_run_never_replaces_another_runs_named_collection(tiny, tmp_path):
     milvus = {**tiny, "retrieval_k": 5, "epochs": 1, "raft_epochs": 1, "memory_backend": "milvus"}
     named = {**milvus, "memory_uri": str(tmp_path / "memory.db"), "memory_collection": "beauty_bank"}

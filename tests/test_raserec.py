@@ -167,12 +167,16 @@ def test_run_end_to_end_and_reuse_stage_files(tiny, tmp_path, monkeypatch):
     from recbole_rag.memory import bank as bank_module
 
     monkeypatch.setattr(bank_module, "AUTO_IVF_MIN_ENTRIES", 1)  # auto: ivf at this size
+    as_auto = {**settings, "memory_path": str(memory_files[0]), "memory_index": "auto"}  # auto, ivf at this size,
+    assert run_recbole_rag("RaSeRec", "tiny", config_dict=as_auto)["epochs_run"] == 1  # takes an exact bank (CUDA's)
     with pytest.raises(
-        CheckpointError, match=r"is a flat bank on cosine, this run asks for memory_index auto \(ivf at"
+        CheckpointError, match=r"is a hnsw bank on cosine, this run asks for memory_index auto \(ivf at"
     ):
-        run_recbole_rag(
-            "RaSeRec", "tiny", config_dict={**settings, "memory_path": str(memory_files[0]), "memory_index": "auto"}
-        )
+        hnsw = MemoryBank.load(memory_files[0])
+        graph = MemoryBank(hnsw.dim, "hnsw", "cosine")
+        graph.add(*hnsw.entries(np.arange(len(hnsw))))
+        graph.save(tmp_path / "graph.npz")
+        run_recbole_rag("RaSeRec", "tiny", config_dict={**as_auto, "memory_path": str(tmp_path / "graph.npz")})
     monkeypatch.undo()
     bank = MemoryBank.load(memory_files[0])
     keys, values = bank.entries(np.arange(len(bank)))

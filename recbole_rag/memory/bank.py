@@ -303,18 +303,19 @@ class MemoryBank:
         ids = np.asarray(ids)
         if not len(self):
             return np.zeros((*ids.shape, self.dim), np.float32), np.zeros(ids.shape, np.int64)
-        found = np.maximum(ids, 0)
+        flat_ids = ids.reshape(-1)
+        found = np.maximum(flat_ids, 0)  # 1-d: indexing with it copies, never a view of the bank
         if self.holds_keys:
-            keys = self.keys[found]  # (a copy: fancy indexing)
+            keys = self.keys[found]
         else:
-            keys = self.index.reconstruct_batch(found.reshape(-1)).reshape(*ids.shape, self.dim)
+            keys = self.index.reconstruct_batch(found)
             if self.metric == "cosine":
-                keys *= _joined(self._norms)[found][..., None]
+                keys *= _joined(self._norms)[found][:, None]
         values = self.values[found]
-        empty = ids < 0
+        empty = flat_ids < 0
         if empty.any():  # (rare: an approximate search found fewer than k)
             keys[empty], values[empty] = 0.0, 0
-        return keys, values
+        return keys.reshape(*ids.shape, self.dim), values.reshape(ids.shape)
 
     def save(self, path: str | os.PathLike) -> None:
         """One .npz file (serialized faiss index, values, settings; the flat bank's keys, the

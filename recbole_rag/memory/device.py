@@ -4,7 +4,7 @@ a top-k there, so a RAFT step on a GPU never waits for the host.
 The faiss bank's semantics (ids in insertion order, ``exclude`` as ids or [start, stop) ranges,
 ``entries``) with torch tensors in and out. Keys are held once, as added; for ``metric='cosine'``
 a vector of their norms scales the scores. ``memory_backend: auto`` (RaSeRec's default) picks it
-when the model is on CUDA and the index is flat; ``torch`` picks it anywhere (on a CPU too, e.g.
+when the model is on CUDA and the index is flat or auto; ``torch`` picks it anywhere (on a CPU too, e.g.
 to test it); faiss stays the default elsewhere. It saves and loads as the faiss bank's file.
 """
 

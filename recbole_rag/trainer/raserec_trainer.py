@@ -68,7 +68,9 @@ def load_pair_memory(model, feat, order, path, config, same_backbone=True):
             "at a new file to rebuild it."
         )
     wanted = index_for_size(config["memory_index"], len(feat))
-    if (bank.index_type, bank.metric) != (wanted, config["memory_metric"]):
+    # auto on a CUDA model searches exactly on the device and saves a flat bank
+    fits = {wanted, "flat"} if config["memory_index"] == "auto" else {wanted}
+    if bank.index_type not in fits or bank.metric != config["memory_metric"]:
         asked = config["memory_index"] + (f" ({wanted} at this size)" if wanted != config["memory_index"] else "")
         raise CheckpointError(
             f"memory bank '{path}' is a {bank.index_type} bank on {bank.metric}, this run asks for memory_index "

@@ -47,7 +47,7 @@ Bank = MemoryBank | DeviceMemoryBank | MilvusMemoryBank  # the backends share th
 # the end of its user's block, so [memory_id, memory_stop) is the row's own pair and the user's
 # later prefixes (which contain the row's target): never retrieved for that row.
 MEMORY_ID, MEMORY_STOP = "memory_id", "memory_stop"
-# auto: torch on a CUDA model with a flat index, else faiss; faiss: one machine's faiss index; torch:
+# auto: torch on a CUDA model with a flat or auto index, else faiss; faiss: one machine's faiss index; torch:
 # tensors on the model's device, exact search by matmul + top-k (memory/device.py); milvus: a
 # Milvus collection (memory/milvus.py)
 MEMORY_BACKENDS = ("auto", "faiss", "torch", "milvus")
@@ -180,7 +180,7 @@ class RetrievalAugmentation:
             check_bank_settings("flat", self.config["memory_metric"])
             return
         settings = self.milvus_settings()
-        check_bank_settings(settings["index_type"], settings["metric"], MILVUS_INDEXES, "milvus")
+        check_bank_settings(settings["index_type"], settings["metric"], ("auto", *MILVUS_INDEXES), "milvus")
         connect(settings["uri"], settings["token"]).close()
 
     @torch.no_grad()
