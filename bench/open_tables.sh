@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The full-budget tables still being filled, one after another on one machine, each resumable: a
+# stored row is read back, a started one resumes from its -last checkpoint, so stopping this and
+# starting it again loses at most an epoch. About 30 h on 2 CPU cores.
+#     bash bench/open_tables.sh [DATA_PATH]      (default ../shared/datasets)
+set -euo pipefail
+data=${1:-../shared/datasets}
+# Table 1 of the three-stage study (results/table1.md)
+python -m bench.table1 --data_path="$data" --datasets=amazon-toys-games --run --per_user
+python -m bench.table1 --data_path="$data" --datasets=amazon-sports-outdoors --run --per_user
+# SASRec vs SASRec + DR4SR under DR4SR's own protocol (docs/dr4sr.md)
+python -m bench.accuracy --dataset=amazon-beauty --data_path="$data" --seeds=2020 \
+    --runs="SASRec (DR4SR protocol),SASRec+regen (DR4SR protocol)" --out_dir=results/dr4sr-reference \
+    --regen_data_path=results/dr4sr-reference/regen-data
+# RAFT on other RecBole backbones (docs/raserec.md)
+python -m bench.any_backbone --dataset=amazon-beauty --data_path="$data" --run --per_user
