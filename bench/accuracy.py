@@ -155,6 +155,7 @@ RUNS = [
         for part, theirs in [
             ("separate anchor", {"cross_anchor": "separate"}),
             ("exact neighbours", {"neighbour_search": "exact"}),
+            ("separate anchor + exact neighbours", {"cross_anchor": "separate", "neighbour_search": "exact"}),
         ]
     ],
     Run("GRU4Rec (SRA-CL off)", "SRACL", {"backbone": "GRU4Rec", "cross_weight": 0, "intra_weight": 0}),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full-budget tables still being filled, one after another on one machine, each resumable: a
 # stored row is read back, a started one resumes from its -last checkpoint, so stopping this and
-# starting it again loses at most an epoch. About 30 h on 2 CPU cores.
+# starting it again loses at most an epoch. About 30 h on 2 CPU cores, more where SRA-CL's semantic
+# cache has to be embedded again.
 #     bash bench/open_tables.sh [DATA_PATH]      (default ../shared/datasets)
 set -euo pipefail
 data=${1:-../shared/datasets}
@@ -14,3 +15,8 @@ python -m bench.accuracy --dataset=amazon-beauty --data_path="$data" --seeds=202
     --regen_data_path=results/dr4sr-reference/regen-data
 # RAFT on other RecBole backbones (docs/raserec.md)
 python -m bench.any_backbone --dataset=amazon-beauty --data_path="$data" --run --per_user
+# SRA-CL's preset with the authors' anchor pass and exact prefix neighbours (docs/sracl.md)
+python -m bench.accuracy --dataset=amazon-beauty --data_path="$data" --user_semantics=items \
+    --runs="SRACL(SASRec) preset sracl-authors,SRACL(SASRec) preset + separate anchor + exact neighbours" --seeds=2020 \
+    --out_dir=results/sracl-full/preset-matched --store_dir=results/sracl-full/amazon-beauty-accuracy \
+    --semantic_cache=results/sracl-full/semantic/amazon-beauty-preset-all-MiniLM-L6-v2.npz
