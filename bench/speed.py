@@ -32,6 +32,7 @@ import time
 import numpy as np
 import torch
 
+from bench.accuracy import METRICS
 from bench.report import write_report
 from recbole_rag.errors import CommandParser, RecBoleRagError, command
 from recbole_rag.memory import MemoryBank
@@ -291,7 +292,6 @@ def measure_checkpoint(checkpoint, repeats, data_path=None, clock=time.perf_coun
             start = clock()
             trainer.evaluate(test, load_best_model=False)
             times[variant].append(clock() - start)
-    use("auto bank")
     for variant in VARIANTS:
         out[variant].append(float(np.median(times[variant])) / len(test.dataset) * 1000)
     return out, describe_bank(banks["auto bank"]), len(exact), config["dataset"]
@@ -316,9 +316,6 @@ def inference_rows(measured):
             row += [None, None, None]
         rows.append(row)
     return rows
-
-
-METRICS = [f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)]
 
 
 def _p(test):
