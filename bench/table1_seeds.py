@@ -8,7 +8,8 @@ pooled over both (each test user's mean over the seeds).
 Rows are bench.table1's (its store, its regeneration recipe; a seed's regenerator starts from the
 same seed's SASRec): seed 2020's are read back, seed 2021's train with ``--run`` (resumable, about
 7 h on 2 CPU cores). ``--per_user`` evaluates a stored checkpoint that has no per-user values
-(seed 2020's SASRec+regen: its regenerated set is decoded again from the stored regenerator first).
+(seed 2020's SASRec+regen and DuoRec+regen: their regenerated set is decoded again from the stored
+regenerator first).
 Writes <out_dir>/table1-seeds.md and .csv.
 """
 
@@ -97,10 +98,14 @@ def table(rows, missing):
             ndcg, recall = tests[seed]["ndcg@10"], tests[seed]["recall@10"]
             md.append(cells + [_cell(ndcg), _cell(recall), ""])
             out.append(
-                [DATASET, label, base, seed, a, b, ndcg.difference, ndcg.ci_low, ndcg.ci_high, ndcg.p_t]
-                + ["" if ndcg.p_wilcoxon is None else ndcg.p_wilcoxon, recall.difference, recall.p_t]
+                [DATASET, label, base, seed, a, b, ndcg.difference, ndcg.ci_low, ndcg.ci_high, _p(ndcg.p_t)]
+                + [_p(ndcg.p_wilcoxon), recall.difference, _p(recall.p_t)]
             )
     return md, out
+
+
+def _p(p):
+    return "" if p is None else p
 
 
 def _cell(test):

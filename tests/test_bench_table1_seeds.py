@@ -41,8 +41,11 @@ def stored(tmp_path, monkeypatch):
         return {r.label: [rows[r.label, seed][0]] for r in runs}, {}
 
     def fake_per_user_of(row, dataset, store_dir, log=print, backfill=False, sasrec=None):
-        item_tables.append((row["settings"]["label"], row["settings"]["seed"], sasrec["settings"]["seed"]))
-        return rows[row["settings"]["label"], row["settings"]["seed"]][1]
+        label, seed = row["settings"]["label"], row["settings"]["seed"]
+        item_tables.append((label, seed, sasrec["settings"]["seed"]))
+        if seed == 2020 and label.endswith("+regen") and not backfill:
+            return None  # stored before per-user values were kept: evaluated only with --per_user
+        return rows[label, seed][1]
 
     monkeypatch.setattr(table1_seeds, "run_all", fake_run_all)
     monkeypatch.setattr(table1_seeds, "per_user_of", fake_per_user_of)
@@ -51,12 +54,20 @@ def stored(tmp_path, monkeypatch):
 
 def _csv(path):
     with open(path) as f:
-        return list(csv.DictReader(f))
+        header, *rows = list(csv.reader(f))
+    assert all(len(row) == len(header) for row in rows)
+    return [dict(zip(header, row)) for row in rows]
 
 
 def test_seed_2020_is_tested_while_seed_2021_is_still_to_run(stored, tmp_path):
     rows, calls, _ = stored
     assert table1_seeds.main(["--data_path=data", f"--out_dir={tmp_path}"]) == 0
+    text = (tmp_path / "table1-seeds.md").read_text()
+    assert text.count("no per-user values stored (run with --per_user)") == 2  # each pair's seed 2020
+    assert text.count("not run yet (seed 2021)") == 4  # each pair's seed 2021 and pooled rows
+    assert [r["p_value"] for r in _csv(tmp_path / "table1-seeds.csv")] == ["", ""]
+    calls.clear()
+    assert table1_seeds.main(["--data_path=data", f"--out_dir={tmp_path}", "--per_user"]) == 0
     assert [c[:3] for c in calls] == [("amazon-beauty", 2020, False), ("amazon-beauty", 2021, False)]
     assert calls[0][3] is False  # Table 1's recipe, Table 1's store
     assert calls[0][4] == str(tmp_path / "dr4sr-full" / "amazon-beauty-accuracy")
@@ -64,13 +75,18 @@ def test_seed_2020_is_tested_while_seed_2021_is_still_to_run(stored, tmp_path):
     assert [(r["model"], r["seed"]) for r in table] == [("SASRec+regen", "2020"), ("DuoRec+regen", "2020")]
     expected = compare_runs(rows["SASRec", 2020][1], rows["SASRec+regen", 2020][1])[0]
     assert float(table[0]["p_value"]) == pytest.approx(expected.p_t) and expected.p_t < 1e-6
-    text = (tmp_path / "table1-seeds.md").read_text()
-    assert text.count("not run yet (seed 2021)") == 4  # each pair's seed 2021 and pooled rows
+    gain = rows["SASRec+regen", 2020][1]["ndcg@10"].mean() - rows["SASRec", 2020][1]["ndcg@10"].mean()
+    assert float(table[0]["ndcg@10_difference"]) == pytest.approx(gain) and gain > 0.2  # the row minus its base
 
 
 def test_two_seeds_give_each_seeds_test_and_the_pooled_one(stored, tmp_path):
     rows, calls, item_tables = stored
     assert table1_seeds.main(["--data_path=data", f"--out_dir={tmp_path}", "--run"]) == 0
+    table = {(r["model"], r["seed"]): r for r in _csv(tmp_path / "table1-seeds.csv")}
+    assert table["SASRec+regen", "2021"]["p_value"] != ""  # seed 2021 kept its per-user values
+    assert table["SASRec+regen", "pooled"]["p_value"] == ""  # not pooled over one seed's values
+    calls.clear()
+    assert table1_seeds.main(["--data_path=data", f"--out_dir={tmp_path}", "--run", "--per_user"]) == 0
     assert [c[2] for c in calls] == [True, True]
     # each seed's rows are tested with the same seed's SASRec (its regenerator's item table)
     assert all(seed == table_seed for _, seed, table_seed in item_tables)
