@@ -17,6 +17,7 @@ from bench.diagnostics import (
     regen_plausibility,
     regenerator_views,
     search_bounds,
+    sracl_padding,
 )
 from bench.diagnostics.__main__ import main as diagnostics
 from bench.sensitivity import settings_grid
@@ -484,3 +485,23 @@ def test_the_diagnostics_have_one_entry_point(capsys):
     assert "unknown diagnostic 'nope'" in capsys.readouterr().err
     assert diagnostics(["mining_time", "--dataset=missing", "--data_path=nowhere"]) == 2  # NAME's own arguments
     assert "Dataset 'missing' not found" in capsys.readouterr().err
+
+
+def test_padding_counts_as_a_substitute_only_where_it_is_among_the_k_nearest():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(41, 8)).astype(np.float32)  # row 0: padding's row, never read
+    padding = items[5] + 0.01 * rng.normal(size=8).astype(np.float32)  # nearly item 5
+    inside = sracl_padding.padding_neighbours(items, padding, k=3)
+    assert inside.shape == (40,) and inside[4]  # item 5 (index 4 of the items) has padding nearest
+    far = -items[1:].sum(0)  # opposite to the items' mean direction: nobody's near
+    assert sracl_padding.padding_neighbours(items, far, k=3).sum() < inside.sum()
+    everywhere = sracl_padding.padding_neighbours(items, padding, k=39)  # all others but one compete
+    assert everywhere.sum() > inside.sum()
+
+
+def test_the_padding_diagnostic_refuses_bad_input_in_one_line(capsys):
+    assert diagnostics(["sracl_padding"]) == 2
+    assert "--dataset" in capsys.readouterr().err
+    assert diagnostics(["sracl_padding", "--dataset=missing", "--data_path=nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing" in err and err.count("\n") == 0

@@ -11,4 +11,5 @@ TOOLS = {
     "regen_plausibility": "each regenerated item's rank under a model of the original data",
     "regenerator_views": "how a regenerator uses DR4SR's diversity promoter",
     "search_bounds": "what exact pruning of a memory bank search would leave",
+    "sracl_padding": "SRA-CL: items whose substitutes would include padding, raw vector lengths",
 }
