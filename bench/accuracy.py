@@ -149,13 +149,18 @@ RUNS = [
         ]
     ],
     # The preset with one more of the authors' parts: a forward pass of its own for the cross
-    # term's anchor; exact semantic neighbours of every prefix (ours: IVF past 50,000)
+    # term's anchor; exact semantic neighbours of every prefix (ours: IVF past 50,000); and all
+    # of them with positions counted from the end, as their left-padded rows
     *[
         Run(f"SRACL(SASRec) preset + {part}", "SRACL", {**preset("sracl-authors"), **theirs}, base=_SRACL_PRESET)
         for part, theirs in [
             ("separate anchor", {"cross_anchor": "separate"}),
             ("exact neighbours", {"neighbour_search": "exact"}),
             ("separate anchor + exact neighbours", {"cross_anchor": "separate", "neighbour_search": "exact"}),
+            (
+                "separate anchor + exact neighbours + end positions",
+                {"cross_anchor": "separate", "neighbour_search": "exact", "position_from": "end"},
+            ),
         ]
     ],
     Run("GRU4Rec (SRA-CL off)", "SRACL", {"backbone": "GRU4Rec", "cross_weight": 0, "intra_weight": 0}),
@@ -353,6 +358,7 @@ ADDED_DEFAULTS = {
     "backbone": "DuoRec",  # RaSeRec's (SRA-CL's own YAML has always named its backbone)
     "cross_anchor": "shared",
     "neighbour_search": "auto",
+    "position_from": "start",
 }
 
 

@@ -22,6 +22,6 @@ python -m bench.accuracy --dataset=amazon-beauty --data_path="$data" --seeds=202
 python -m bench.any_backbone --dataset=amazon-beauty --data_path="$data" --run --per_user
 # SRA-CL's preset with the authors' anchor pass and exact prefix neighbours (docs/sracl.md)
 python -m bench.accuracy --dataset=amazon-beauty --data_path="$data" --user_semantics=items \
-    --runs="SRACL(SASRec) preset sracl-authors,SRACL(SASRec) preset + separate anchor + exact neighbours" --seeds=2020 \
+    --runs="SRACL(SASRec) preset sracl-authors,SRACL(SASRec) preset + separate anchor + exact neighbours + end positions" --seeds=2020 \
     --out_dir=results/sracl-full/preset-matched --store_dir=results/sracl-full/amazon-beauty-accuracy \
     --semantic_cache=results/sracl-full/semantic/amazon-beauty-preset-all-MiniLM-L6-v2.npz

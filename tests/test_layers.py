@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from recbole_rag.errors import ConfigError
 from recbole_rag.model.layers import Packing, SASRecEncoder, TransformerLayer
 
 
@@ -115,3 +117,35 @@ def test_autocast_keeps_one_group():
     with torch.autocast("cpu"):
         order, packing = Packing.by_length(lengths)
     assert order is None and packing.groups == [packing] and packing.parts is None and packing.length == 50
+
+
+def test_positions_from_the_end_read_each_row_as_a_left_padded_batch_would():
+    """position_from: end (SRA-CL's authors' left-padded rows): the last item at the last position
+    whatever the length; in a batch sorted and grouped by length, each row as on its own."""
+    import recbole_rag.model.layers as layers
+
+    torch.manual_seed(0)
+    encoder = SASRecEncoder(30, 12, hidden_size=16, n_layers=2, n_heads=2, inner_size=32, position_from="end").eval()
+    lengths = torch.tensor([2, 12, 1, 3, 2, 11, 3, 1, 2, 12, 3, 2] * 8)
+    seq = torch.randint(1, 30, (len(lengths), 12)) * (torch.arange(12) < lengths[:, None])
+    assert layers.Packing.by_length(lengths)[0] is not None  # sorted and grouped
+    expected = []
+    for row, length in zip(seq, lengths):
+        n = int(length)
+        x = encoder.embedding_norm(
+            encoder.item_embedding(row[:n]) + encoder.position_embedding(torch.arange(12 - n, 12))
+        )
+        for layer in encoder.layers:
+            x = layer(x, Packing(length.view(1), n))
+        expected.append(x[-1])
+    out = encoder(seq, lengths)
+    assert torch.allclose(out, torch.stack(expected), atol=1e-5)
+    encoder.from_end = False  # counted from the start, only the full-length rows read the same
+    start = encoder(seq, lengths)
+    full = lengths == 12
+    assert torch.allclose(start[full], out[full], atol=1e-6) and not torch.allclose(start[~full], out[~full])
+
+
+def test_positions_from_elsewhere_are_refused():
+    with pytest.raises(ConfigError, match="position_from must be one of start, end"):
+        SASRecEncoder(10, 5, position_from="left")

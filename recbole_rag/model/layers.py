@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_rag.errors import ConfigError
+
 
 def keep_mask(shape, p, device):
     """Boolean mask, each entry True with probability 1-p (exactly when p is a multiple of
@@ -104,6 +106,7 @@ def _cpu_autocast():
         return torch.is_autocast_cpu_enabled()
 
 
+POSITIONS_FROM = ("start", "end")  # where SASRecEncoder counts positions from
 GROUP_COST = 16384  # one more group's fixed cost, in units of one query-key pair (set by hand, not tuned)
 POSITION_COST = 24  # one padded position's projections and copies, in the same units
 
@@ -220,7 +223,9 @@ class SASRecEncoder(nn.Module):
     """Item sequence -> user vector (the output at each sequence's last real position).
 
     With causal attention, padding never reaches a real position: the batch is cut to its
-    longest sequence and only real items are computed (``Packing``).
+    longest sequence and only real items are computed (``Packing``). ``position_from``: "start"
+    (RecBole's right-padded rows: item i at position i) or "end" (as a left-padded batch reads
+    them, e.g. SRA-CL's authors': the last item always at position max_seq_length - 1).
     """
 
     def __init__(
@@ -236,8 +241,12 @@ class SASRecEncoder(nn.Module):
         hidden_act="gelu",
         layer_norm_eps=1e-12,
         initializer_range=0.02,
+        position_from="start",
     ):
         super().__init__()
+        if position_from not in POSITIONS_FROM:
+            raise ConfigError(f"position_from must be one of {', '.join(POSITIONS_FROM)}, got {position_from!r}.")
+        self.from_end = position_from == "end"
         self.hidden_dropout = hidden_dropout_prob
         self.initializer_range = initializer_range
         self.item_embedding = nn.Embedding(n_items, hidden_size, padding_idx=0)
@@ -264,7 +273,8 @@ class SASRecEncoder(nn.Module):
             "layer_norm_eps",
             "initializer_range",
         ]
-        return cls(n_items, max_seq_length, **{k: config[k] for k in keys})
+        position_from = config["position_from"] or "start"  # a model whose YAML has no such key
+        return cls(n_items, max_seq_length, **{k: config[k] for k in keys}, position_from=position_from)
 
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -281,7 +291,11 @@ class SASRecEncoder(nn.Module):
         if order is not None:  # sorted by length for attention groups; put back at the end
             item_seq = item_seq[order]
         padded_rows = packing.index // packing.length, packing.index % packing.length
-        x = self.item_embedding(item_seq[padded_rows]) + self.position_embedding(padded_rows[1])
+        positions = padded_rows[1]
+        if self.from_end:  # shifted as if the row were left-padded to max_seq_length
+            lengths = item_seq_len.clamp(min=1) if order is None else item_seq_len[order].clamp(min=1)
+            positions = positions + (self.position_embedding.num_embeddings - lengths)[padded_rows[0]]
+        x = self.item_embedding(item_seq[padded_rows]) + self.position_embedding(positions)
         x = dropout(self.embedding_norm(x), self.hidden_dropout, self.training)
         for layer in self.layers[:-1]:
             x = layer(x, packing)

@@ -104,6 +104,8 @@ class SRACL(EncoderRecommender):
         for key, choices in (("cross_anchor", CROSS_ANCHORS), ("neighbour_search", NEIGHBOUR_SEARCHES)):
             if config[key] not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {config[key]!r}.")
+        if config["backbone"] == "GRU4Rec" and config["position_from"] not in (None, "start"):
+            raise ConfigError("position_from: end is the SASRec backbone's; GRU4Rec reads no positions.")
         if config["sim"] not in ("dot", "cos"):
             raise ConfigError(f"sim must be dot or cos, got {config['sim']!r}.")
         if config["prefix_semantics"] not in PREFIX_SEMANTICS:
