@@ -497,6 +497,13 @@ def test_padding_counts_as_a_substitute_only_where_it_is_among_the_k_nearest():
     assert sracl_padding.padding_neighbours(items, far, k=3).sum() < inside.sum()
     everywhere = sracl_padding.padding_neighbours(items, padding, k=39)  # all others but one compete
     assert everywhere.sum() > inside.sum()
+    # the authors' rule, brute force: rank all rows with padding's as row 0, drop the first (the item)
+    table = np.vstack([padding, items[1:]])
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    ranked = np.argsort(-(table @ table.T), axis=1)[1:, 1:4]
+    brute = (ranked == 0).any(1)
+    for chunk in (7, 2048):  # chunks of the similarity matrix, across their boundaries or not
+        assert np.array_equal(sracl_padding.padding_neighbours(items, padding, k=3, chunk=chunk), brute)
 
 
 def test_the_padding_diagnostic_refuses_bad_input_in_one_line(capsys):

@@ -119,30 +119,45 @@ def test_autocast_keeps_one_group():
     assert order is None and packing.groups == [packing] and packing.parts is None and packing.length == 50
 
 
-def test_positions_from_the_end_read_each_row_as_a_left_padded_batch_would():
-    """position_from: end (SRA-CL's authors' left-padded rows): the last item at the last position
-    whatever the length; in a batch sorted and grouped by length, each row as on its own."""
+@pytest.mark.parametrize(
+    "lengths, grouped",
+    [
+        ([2, 12, 1, 3, 2, 11, 3, 1, 2, 12, 3, 2] * 8, True),  # full-length rows among short ones
+        ([2, 11, 1, 3, 2, 10, 3, 1, 2, 11, 3, 2] * 8, True),  # every row shorter than the table
+        ([3, 4, 3, 5], False),  # one group, in the order given
+    ],
+)
+def test_positions_from_the_end_compute_what_a_left_padded_batch_does(lengths, grouped):
+    """position_from: end against the SRA-CL authors' computation: RecBole's TransformerEncoder
+    (their encoder's layers) on left-padded rows, position ids 0..M-1, padding keys masked by
+    -10000 under a causal mask, the last position read; the same weights."""
+    from recbole.model.layers import TransformerEncoder
+
     import recbole_rag.model.layers as layers
+    from recbole_rag.model.backbone import _from_recbole_sasrec
 
     torch.manual_seed(0)
-    encoder = SASRecEncoder(30, 12, hidden_size=16, n_layers=2, n_heads=2, inner_size=32, position_from="end").eval()
-    lengths = torch.tensor([2, 12, 1, 3, 2, 11, 3, 1, 2, 12, 3, 2] * 8)
-    seq = torch.randint(1, 30, (len(lengths), 12)) * (torch.arange(12) < lengths[:, None])
-    assert layers.Packing.by_length(lengths)[0] is not None  # sorted and grouped
-    expected = []
-    for row, length in zip(seq, lengths):
-        n = int(length)
-        x = encoder.embedding_norm(
-            encoder.item_embedding(row[:n]) + encoder.position_embedding(torch.arange(12 - n, 12))
-        )
-        for layer in encoder.layers:
-            x = layer(x, Packing(length.view(1), n))
-        expected.append(x[-1])
-    out = encoder(seq, lengths)
-    assert torch.allclose(out, torch.stack(expected), atol=1e-5)
-    encoder.from_end = False  # counted from the start, only the full-length rows read the same
-    start = encoder(seq, lengths)
-    full = lengths == 12
+    M, H = 12, 16
+    theirs = TransformerEncoder(2, 2, H, 32, 0.5, 0.5, "gelu", 1e-12).eval()
+    ours = SASRecEncoder(30, M, hidden_size=H, n_layers=2, n_heads=2, inner_size=32, position_from="end").eval()
+    state = {f"trm_encoder.{k}": v for k, v in theirs.state_dict().items()}
+    state.update({f"{k}_embedding.weight": getattr(ours, f"{k}_embedding").weight for k in ("item", "position")})
+    state.update({"LayerNorm.weight": ours.embedding_norm.weight, "LayerNorm.bias": ours.embedding_norm.bias})
+    ours.load_state_dict(_from_recbole_sasrec(state))
+    lengths = torch.tensor(lengths)
+    assert (layers.Packing.by_length(lengths)[0] is not None) == grouped
+    right = torch.randint(1, 30, (len(lengths), M)) * (torch.arange(M) < lengths[:, None])
+    left = torch.zeros_like(right)
+    for row, n in enumerate(lengths.tolist()):
+        left[row, M - n :] = right[row, :n]
+    x = ours.embedding_norm(ours.item_embedding(left) + ours.position_embedding(torch.arange(M)))
+    mask = (left > 0)[:, None, None, :] & torch.ones(M, M).tril().bool()
+    expected = theirs(x, (1.0 - mask.float()) * -10000.0, output_all_encoded_layers=True)[-1][:, -1]
+    out = ours(right, lengths)
+    assert torch.allclose(out, expected, atol=1e-5)
+    ours.from_end = False  # counted from the start, only full-length rows read the same
+    start = ours(right, lengths)
+    full = lengths == M
     assert torch.allclose(start[full], out[full], atol=1e-6) and not torch.allclose(start[~full], out[~full])
 
 

@@ -500,3 +500,10 @@ def test_prefix_retrieval_embeds_no_user_texts(texts, tmp_path, monkeypatch):
     assert len(embedded) == model.n_items - 1  # item texts only: prefixes never read user vectors
     assert "users: items" in semantics.source
     assert semantics.source.endswith("; cache prefix-cache.npz")  # relative to the working folder (tmp_path)
+
+
+def test_positions_from_the_end_reach_the_sasrec_backbone(tiny):
+    _, model, _, _ = _setup(tiny, position_from="end")
+    assert model.encoder.from_end
+    _, model, _, _ = _setup(tiny)
+    assert not model.encoder.from_end  # RecBole's positions by default

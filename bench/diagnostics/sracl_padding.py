@@ -26,18 +26,18 @@ from recbole_rag.overrides import parse_overrides
 PADDING_TEXT = "None"  # the authors' text for item 0 (obtain_text_emb_item.py)
 
 
-def padding_neighbours(item_vectors, padding_vector, k):
+def padding_neighbours(item_vectors, padding_vector, k, chunk=2048):
     """(n,) bool: items (rows 1..n of ``item_vectors``, row 0 padding's, ignored) whose k nearest
     other items by cosine, padding's vector competing, include padding."""
     items = item_vectors[1:] / np.linalg.norm(item_vectors[1:], axis=1, keepdims=True)
     padding = padding_vector / np.linalg.norm(padding_vector)
     to_padding = items @ padding
     inside = np.zeros(len(items), bool)
-    for start in range(0, len(items), 2048):
-        sims = items[start : start + 2048] @ items.T
-        np.fill_diagonal(sims[:, start : start + 2048], -np.inf)  # an item is not its own substitute
+    for start in range(0, len(items), chunk):
+        sims = items[start : start + chunk] @ items.T
+        np.fill_diagonal(sims[:, start : start + chunk], -np.inf)  # an item is not its own substitute
         kth = np.partition(sims, -k, axis=1)[:, -k]
-        inside[start : start + 2048] = to_padding[start : start + 2048] > kth
+        inside[start : start + chunk] = to_padding[start : start + chunk] > kth
     return inside
 
 

@@ -105,7 +105,9 @@ class SRACL(EncoderRecommender):
             if config[key] not in choices:
                 raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {config[key]!r}.")
         if config["backbone"] == "GRU4Rec" and config["position_from"] not in (None, "start"):
-            raise ConfigError("position_from: end is the SASRec backbone's; GRU4Rec reads no positions.")
+            raise ConfigError(
+                f"position_from: {config['position_from']} is the SASRec backbone's; GRU4Rec reads no positions."
+            )
         if config["sim"] not in ("dot", "cos"):
             raise ConfigError(f"sim must be dot or cos, got {config['sim']!r}.")
         if config["prefix_semantics"] not in PREFIX_SEMANTICS:
