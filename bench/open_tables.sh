@@ -20,7 +20,7 @@ python -m bench.accuracy --dataset=amazon-beauty --data_path="$data" --seeds=202
     --regen_data_path=results/dr4sr-reference/regen-data
 # RAFT on other RecBole backbones (docs/raserec.md)
 python -m bench.any_backbone --dataset=amazon-beauty --data_path="$data" --run --per_user
-# SRA-CL's preset with the authors' anchor pass and exact prefix neighbours (docs/sracl.md)
+# SRA-CL's preset with the authors' anchor pass, exact prefix neighbours and positions (docs/sracl.md)
 python -m bench.accuracy --dataset=amazon-beauty --data_path="$data" --user_semantics=items \
     --runs="SRACL(SASRec) preset sracl-authors,SRACL(SASRec) preset + separate anchor + exact neighbours + end positions" --seeds=2020 \
     --out_dir=results/sracl-full/preset-matched --store_dir=results/sracl-full/amazon-beauty-accuracy \
