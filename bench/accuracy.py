@@ -660,7 +660,8 @@ def tests_against_base(results, label, runs=RUNS):
     return base, {t.metric: t for t in compare_runs(pooled_base, pooled, TESTED)}
 
 
-def _test_cell(test):
+def paired_cell(test):
+    """A paired test as a table cell: difference [95% interval] p (blank where none)."""
     if test is None:
         return ""
     if test.identical:
@@ -682,7 +683,7 @@ def write_accuracy(results, skipped, dataset, seeds, budget, out_dir="results"):
         rows.append(
             [label, "ours", len(per_seed)]
             + [_cell(*s) for s in stats]
-            + [f"{train:.0f}", base or "", _test_cell(ndcg), format_p(recall.p_t) if recall else ""]
+            + [f"{train:.0f}", base or "", paired_cell(ndcg), format_p(recall.p_t) if recall else ""]
         )
         csv_rows.append(
             [label, "ours", len(per_seed)]

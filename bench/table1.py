@@ -21,14 +21,14 @@ import sys
 
 import numpy as np
 
-from bench.accuracy import ITEM_TABLE_ROW, METRICS, RUNS, regenerated_dataset, run_all, select_runs
+from bench.accuracy import ITEM_TABLE_ROW, METRICS, RUNS, paired_cell, regenerated_dataset, run_all, select_runs
 from bench.report import machine, markdown_table, table_parser
 from recbole_rag.cli import parse_overrides
 from recbole_rag.errors import ConfigError, command
 from recbole_rag.files import atomic_path
 from recbole_rag.inference import evaluate
 from recbole_rag.regeneration.writer import ADDED_REGEN_KEYS
-from recbole_rag.significance import compare_runs, format_p, load_per_user, per_user_path, save_per_user
+from recbole_rag.significance import compare_runs, load_per_user, per_user_path, save_per_user
 
 DATASETS = ["amazon-beauty", "amazon-toys-games", "amazon-sports-outdoors"]
 SEED = 2020
@@ -143,17 +143,18 @@ def per_user_of(row, dataset, store_dir, log=print, backfill=False, sasrec=None)
     return per_user
 
 
+def row_settings(dataset, data_path, out_dir, settings=None):
+    """(store_dir, read_dirs, overrides) of ``dataset``'s Table 1 rows: where they are stored
+    and read, and what every row runs with (``settings`` on top: rows of their own)."""
+    store_dir, regen_path, read_dirs = store_of(dataset, out_dir)
+    overrides = {"show_progress": False, "data_path": data_path, "regen_data_path": regen_path, **RECIPE}
+    return store_dir, read_dirs, {**overrides, **(settings or {})}
+
+
 def collect(dataset, data_path, out_dir, train=False, backfill=False, log=print, settings=None):
     """{table name: (stored row, per-user values or None)} of ``dataset``, and {name: why missing};
     ``settings``: overrides of every row (other settings are other rows)."""
-    store_dir, regen_path, read_dirs = store_of(dataset, out_dir)
-    overrides = {
-        "show_progress": False,
-        "data_path": data_path,
-        "regen_data_path": regen_path,
-        **RECIPE,
-        **(settings or {}),
-    }
+    store_dir, read_dirs, overrides = row_settings(dataset, data_path, out_dir, settings)
     runs = select_runs(ORDER)
     results, skipped = run_all(runs, dataset, [SEED], overrides, store_dir, log=log, read_dirs=read_dirs, train=train)
     sasrec = (results.get(ITEM_TABLE_ROW) or [None])[0]
@@ -196,7 +197,7 @@ def table_rows(dataset, rows, missing, table=None, published=None):
         test = row["test_result"]
         md.append(
             [name, "ours", *[f"{test[m]:.4f}" for m in METRICS]]
-            + [_p_cell(tests.get(m)) for m in TESTED]
+            + [paired_cell(tests.get(m)) for m in TESTED]
             + [_stop_cell(row), _drift_note(row, per_user)]
         )
         out.append(
@@ -233,14 +234,6 @@ def _drift_note(row, per_user):
     means = {m: float(np.mean(per_user[m])) for m in METRICS}
     drifted = drift(means, row)
     return "; ".join(f"tested on {m} {means[m]:.4f} (run {row['test_result'][m]:.4f})" for m in drifted)
-
-
-def _p_cell(test):
-    if test is None:
-        return ""
-    if test.identical:
-        return "identical"
-    return f"{test.difference:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}] p={format_p(test.p_t)}"
 
 
 def _stop_cell(row):

@@ -16,12 +16,12 @@ Writes <out_dir>/table1-seeds.md and .csv.
 import os
 import sys
 
-from bench.accuracy import ITEM_TABLE_ROW, run_all, select_runs
+from bench.accuracy import ITEM_TABLE_ROW, paired_cell, run_all, select_runs
 from bench.report import table_parser, write_report
-from bench.table1 import RECIPE, add_run_arguments, per_user_of, store_of
+from bench.table1 import add_run_arguments, per_user_of, row_settings
 from recbole_rag.cli import parse_overrides
 from recbole_rag.errors import ConfigError, command
-from recbole_rag.significance import TESTED, compare_runs, format_p, mean_over_runs
+from recbole_rag.significance import TESTED, compare_runs, mean_over_runs
 
 DATASET = "amazon-beauty"
 SEEDS = [2020, 2021]
@@ -32,14 +32,7 @@ ORDER = ["SASRec", "SASRec+regen", "DuoRec", "DuoRec+regen"]  # a regenerated ro
 def collect(data_path, out_dir, train=False, backfill=False, log=print, settings=None):
     """{seed: {label: (stored row, per-user values or None)}} and {seed: {label: why missing}}.
     Seed by seed, so that seed 2020's rows show while seed 2021's are still to run."""
-    store_dir, regen_path, read_dirs = store_of(DATASET, out_dir)
-    overrides = {
-        "show_progress": False,
-        "data_path": data_path,
-        "regen_data_path": regen_path,
-        **RECIPE,
-        **(settings or {}),
-    }
+    store_dir, read_dirs, overrides = row_settings(DATASET, data_path, out_dir, settings)
     rows, missing = {}, {}
     for seed in SEEDS:
         results, skipped = run_all(
@@ -96,7 +89,7 @@ def table(rows, missing):
                 out.append([DATASET, label, base, seed, a, b] + [""] * 7)
                 continue
             ndcg, recall = tests[seed]["ndcg@10"], tests[seed]["recall@10"]
-            md.append(cells + [_cell(ndcg), _cell(recall), ""])
+            md.append(cells + [paired_cell(ndcg), paired_cell(recall), ""])
             out.append(
                 [DATASET, label, base, seed, a, b, ndcg.difference, ndcg.ci_low, ndcg.ci_high, _p(ndcg.p_t)]
                 + [_p(ndcg.p_wilcoxon), recall.difference, _p(recall.p_t)]
@@ -106,12 +99,6 @@ def table(rows, missing):
 
 def _p(p):
     return "" if p is None else p
-
-
-def _cell(test):
-    if test.identical:
-        return "identical"
-    return f"{test.difference:+.4f} [{test.ci_low:+.4f}, {test.ci_high:+.4f}] p={format_p(test.p_t)}"
 
 
 MD_HEADER = ["row", "vs", "seed", "base N@10", "row N@10", "gain", "N@10 difference [95% CI] p"]

@@ -22,6 +22,7 @@ import recbole_rag  # noqa: F401  (compat shims before RecBole)
 from recbole_rag.config import Config
 from recbole_rag.errors import CommandParser, command
 from recbole_rag.overrides import parse_overrides
+from recbole_rag.semantic.build import normalise
 
 PADDING_TEXT = "None"  # the authors' text for item 0 (obtain_text_emb_item.py)
 
@@ -29,8 +30,8 @@ PADDING_TEXT = "None"  # the authors' text for item 0 (obtain_text_emb_item.py)
 def padding_neighbours(item_vectors, padding_vector, k, chunk=2048):
     """(n,) bool: items (rows 1..n of ``item_vectors``, row 0 padding's, ignored) whose k nearest
     other items by cosine, padding's vector competing, include padding."""
-    items = item_vectors[1:] / np.linalg.norm(item_vectors[1:], axis=1, keepdims=True)
-    padding = padding_vector / np.linalg.norm(padding_vector)
+    items = normalise(item_vectors[1:])
+    padding = normalise(padding_vector[None])[0]
     to_padding = items @ padding
     inside = np.zeros(len(items), bool)
     for start in range(0, len(items), chunk):

@@ -53,7 +53,7 @@ class Packing:
 
     def __init__(self, item_seq_len, length):
         lengths = item_seq_len.clamp(min=1)  # an empty sequence reads its padding, as RecBole's SASRec
-        self.batch, self.length = len(lengths), length
+        self.batch, self.length, self.lengths = len(lengths), length, lengths
         self.real = torch.arange(length, device=lengths.device) < lengths[:, None]  # (batch, length)
         self.index = self.real.flatten().nonzero().squeeze(1)  # packed row -> padded position
         self.last = torch.cumsum(lengths, 0) - 1  # packed row of each sequence's last item
@@ -293,8 +293,7 @@ class SASRecEncoder(nn.Module):
         padded_rows = packing.index // packing.length, packing.index % packing.length
         positions = padded_rows[1]
         if self.from_end:  # shifted as if the row were left-padded to max_seq_length
-            lengths = item_seq_len.clamp(min=1) if order is None else item_seq_len[order].clamp(min=1)
-            positions = positions + (self.position_embedding.num_embeddings - lengths)[padded_rows[0]]
+            positions = positions + (self.position_embedding.num_embeddings - packing.lengths)[padded_rows[0]]
         x = self.item_embedding(item_seq[padded_rows]) + self.position_embedding(positions)
         x = dropout(self.embedding_norm(x), self.hidden_dropout, self.training)
         for layer in self.layers[:-1]:
